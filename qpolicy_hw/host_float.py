@@ -1,0 +1,25 @@
+"""The two float steps of the integer contract that run on the host (numpy only).
+
+Training and every runtime call these same functions, so the float operations that feed
+the quantizer are identical by construction, not by coincidence.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+NORM_EPSILON = 1e-8
+"""Added to the running variance before the square root (Gymnasium's convention)."""
+
+
+def normalize_observation(obs: np.ndarray, mean: np.ndarray, var: np.ndarray,
+                          clip: float, epsilon: float = NORM_EPSILON) -> np.ndarray:
+    """Frozen running normalization, clipped: float64 arithmetic, float32 result (the actor's input dtype)."""
+    z = (np.asarray(obs, dtype=np.float64) - mean) / np.sqrt(var + epsilon)
+    return np.clip(z, -clip, clip).astype(np.float32)
+
+
+def quantize_input(normalized: np.ndarray, scale: np.float32, bits: int) -> np.ndarray:
+    """Signed ``bits``-bit input codes: ``clip(round_half_even(n / s))`` in float32, as Brevitas does."""
+    y = np.asarray(normalized, dtype=np.float32) / np.float32(scale)
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return np.clip(np.rint(y), lo, hi).astype(np.int64)
