@@ -23,3 +23,18 @@ def quantize_input(normalized: np.ndarray, scale: np.float32, bits: int) -> np.n
     y = np.asarray(normalized, dtype=np.float32) / np.float32(scale)
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     return np.clip(np.rint(y), lo, hi).astype(np.int64)
+
+
+def check_observation(obs, obs_dim: int) -> np.ndarray:
+    """``obs`` as a finite float64 vector of length ``obs_dim``, else :class:`ObservationError` saying why."""
+    from qpolicy_hw.errors import ObservationError
+
+    try:
+        x = np.asarray(obs, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ObservationError("observation is not a numeric vector") from None
+    if x.ndim != 1 or x.shape[0] != obs_dim:
+        raise ObservationError(f"observation has shape {x.shape}, expected ({obs_dim},)")
+    if not np.all(np.isfinite(x)):
+        raise ObservationError("observation contains NaN or Inf")
+    return x

@@ -32,11 +32,13 @@ from brevitas.quant import (
 )
 from torch import nn
 
+from qpolicy_hw.errors import QpolicyError
+
 ScaleMode = Literal["float", "po2"]
 MAX_BITS = 16
 
 
-class ConfigError(ValueError):
+class ConfigError(QpolicyError, ValueError):
     """A configuration that cannot be built; the message names the field."""
 
 

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from gymnasium.wrappers.utils import RunningMeanStd
 from torch import nn
 
+from qpolicy_hw.errors import QpolicyError
 from qpolicy_hw.host_float import NORM_EPSILON, normalize_observation
 from qpolicy_train.quant_actor import QuantSpec, SquashedAction, make_actor_body
 
@@ -35,7 +36,7 @@ WARMUP_GUARD_STEPS = 1000
 """Steps after learning starts during which acting uses eval mode (covers Brevitas' 300-step warm-up)."""
 
 
-class TrainError(RuntimeError):
+class TrainError(QpolicyError):
     """A run that cannot start or resume; the message says why and what to do."""
 
 

@@ -1,0 +1,275 @@
+"""Export a trained (Brevitas) actor to a policy bundle: the integer function, derived exactly.
+
+The delicate step is turning float scales into integer thresholds. Every float32 number is a
+dyadic rational, so the ideal real-valued pre-activation ``y = s_in*s_w*(acc - B) + b`` and the
+rounding points ``(m - 1/2) * s_out`` are compared in exact rational arithmetic
+(:class:`fractions.Fraction`), including the round-half-to-even rule at exact ties. The float
+forward of Brevitas can then disagree only where float32 rounding moves ``y`` across a rounding
+point, i.e. at a float tie; ``qpolicy verify`` measures how often.
+
+This module needs torch and brevitas (it runs where training runs, not on the board).
+"""
+from __future__ import annotations
+
+import io
+import math
+import os
+import subprocess
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from qpolicy_hw.bundle import (Bundle, Layer, code_range, signed_range, validate, write_bundle)
+from qpolicy_hw.errors import BundleError, QpolicyError
+from qpolicy_train.quant_actor import QuantActorBody, QuantSpec, SquashedAction, make_actor_body
+
+GOLDEN_RANDOM = 1024
+"""Random input code vectors in golden/ (plus the all-min, all-max and alternating extremes)."""
+
+
+def _frac(x) -> Fraction:
+    return Fraction(float(np.float32(x)))
+
+
+def _signed_bits_for(lo: int, hi: int) -> int:
+    bits = 1
+    while not (-(1 << (bits - 1)) <= lo and hi <= (1 << (bits - 1)) - 1):
+        bits += 1
+    return bits
+
+
+def derive_thresholds(s_acc: Fraction, bias: list[Fraction], bias_int: np.ndarray, out_scale: Fraction,
+                      out_lo: int, out_hi: int) -> np.ndarray:
+    """Thresholds ``T[c, k]`` such that ``round_half_even(y(acc) / out_scale) >= out_lo + 1 + k``
+    exactly when ``acc >= T[c, k]``, for ``y(acc) = s_acc * (acc - B_c) + b_c``.
+
+    A threshold is the smallest integer ``acc`` with ``y/s > m - 1/2``, or ``= m - 1/2`` with
+    ``m`` even (the tie rounds to the even neighbour).
+    """
+    levels = range(out_lo + 1, out_hi + 1)
+    out = np.empty((len(bias), len(levels)), dtype=object)
+    for c, (b, bi) in enumerate(zip(bias, bias_int)):
+        for k, m in enumerate(levels):
+            t = int(bi) + ((Fraction(2 * m - 1, 2) * out_scale - b) / s_acc)
+            fl = math.floor(t)
+            if t == fl:  # exact tie: the tie value itself counts only for even m
+                out[c, k] = fl if m % 2 == 0 else fl + 1
+            else:
+                out[c, k] = fl + 1
+    return out
+
+
+def _trace(body: QuantActorBody, obs_dim: int) -> dict[str, Any]:
+    """Scales and integer parameters of every quantized stage (read from Brevitas QuantTensors)."""
+    from brevitas.nn import QuantLinear, QuantReLU
+
+    body.eval()
+    with torch.no_grad():
+        x = body.input_quant(torch.zeros(1, obs_dim))
+        stages = {"input_scale": x.scale.reshape(()).item(), "linears": [], "act_scales": []}
+        for layer in list(body.hidden) + [body.out_linear]:
+            if isinstance(layer, QuantLinear):
+                qw = layer.quant_weight()
+                entry = {"module": layer, "w_int": qw.int().to(torch.int64).numpy(),
+                         "w_scale": qw.scale.reshape(()).item(), "in_scale": x.scale.reshape(()).item()}
+                x = layer(x)
+                entry["bias_value"] = layer.bias.detach().numpy().astype(np.float32)
+                if body.spec.scale_mode == "po2":
+                    # Int32Bias: the float forward adds round(b / (s_in*s_w)) * (s_in*s_w)
+                    s_acc = torch.tensor(entry["in_scale"]) * torch.tensor(entry["w_scale"])
+                    entry["bias_int"] = torch.round(layer.bias.detach() / s_acc).to(torch.int64).numpy()
+                stages["linears"].append(entry)
+            elif isinstance(layer, QuantReLU):
+                x = layer(x)
+                stages["act_scales"].append(x.scale.reshape(()).item())
+        stages["output_scale"] = body.output_quant(x).scale.reshape(()).item()
+    return stages
+
+
+def integer_layers(body: QuantActorBody, obs_dim: int) -> tuple[list[dict], dict[str, np.ndarray], dict]:
+    """The integer layers of a Brevitas actor: metadata, arrays and the scales."""
+    spec = body.spec
+    tr = _trace(body, obs_dim)
+    out_scales = tr["act_scales"] + [tr["output_scale"]]
+    metas, arrays = [], {}
+    in_bits, in_signed = spec.input_bits, True
+    for i, (entry, s_out) in enumerate(zip(tr["linears"], out_scales)):
+        last = i == len(tr["linears"]) - 1
+        out_bits, out_signed = (spec.output_bits, True) if last else (spec.core_bits, False)
+        w = entry["w_int"]
+        s_in, s_w = _frac(entry["in_scale"]), _frac(entry["w_scale"])
+        s_acc = s_in * s_w
+        if "bias_int" in entry:
+            bias_int = entry["bias_int"]
+            bias = [s_acc * int(v) for v in bias_int]          # the float forward adds exactly this
+        else:
+            bias = [_frac(v) for v in entry["bias_value"]]
+            bias_int = np.array([round(b / s_acc) for b in bias], dtype=np.int64)
+        qlo, qhi = code_range(in_bits, in_signed)
+        acc_min = bias_int + np.minimum(w * qlo, w * qhi).sum(1)
+        acc_max = bias_int + np.maximum(w * qlo, w * qhi).sum(1)
+        olo, ohi = code_range(out_bits, out_signed)
+        t = derive_thresholds(s_acc, bias, bias_int, _frac(s_out), olo, ohi)
+        # Thresholds outside the reachable accumulator range are clamped: same function, bounded width.
+        t = np.clip(t, acc_min[:, None].astype(object), (acc_max + 1)[:, None].astype(object)).astype(np.int64)
+        lo_all = int(min(acc_min.min(), t.min(), bias_int.min()))
+        hi_all = int(max(acc_max.max(), t.max(), bias_int.max()))
+        acc_bits = _signed_bits_for(lo_all, hi_all)
+        if acc_bits > 62:
+            raise BundleError(f"layer {i}: accumulator needs {acc_bits} bits; the scales are degenerate")
+        idt = np.int32 if acc_bits <= 32 else np.int64
+        shift = None
+        ratio = s_acc / _frac(s_out)
+        if spec.scale_mode == "po2" and ratio.numerator == 1 and ratio.denominator & (ratio.denominator - 1) == 0:
+            shift = ratio.denominator.bit_length() - 1
+        elif spec.scale_mode == "po2" and ratio.denominator == 1 and ratio.numerator & (ratio.numerator - 1) == 0:
+            shift = -(ratio.numerator.bit_length() - 1)
+        name = f"fc{i}"
+        arrays[f"{name}.weight"] = w.astype(np.int8 if spec.core_bits <= 8 else np.int16)
+        arrays[f"{name}.bias"] = bias_int.astype(idt)
+        arrays[f"{name}.thresholds"] = t.astype(idt)
+        metas.append(dict(name=name, in_features=int(w.shape[1]), out_features=int(w.shape[0]),
+                          weight_bits=spec.core_bits, in_bits=in_bits, in_signed=in_signed, out_bits=out_bits,
+                          out_signed=out_signed, acc_bits=acc_bits, acc_min=int(acc_min.min()),
+                          acc_max=int(acc_max.max()), weight_scale=float(entry["w_scale"]),
+                          in_scale=float(entry["in_scale"]), out_scale=float(s_out), shift=shift))
+        in_bits, in_signed = out_bits, out_signed
+    return metas, arrays, {"input_scale": tr["input_scale"], "output_scale": tr["output_scale"]}
+
+
+def action_table(squash: SquashedAction, output_scale: float, output_bits: int, act_dim: int) -> np.ndarray:
+    """``table[j, c - lo] = squash(c * s_out)[j]``, computed by the very module the actor uses."""
+    lo, hi = signed_range(output_bits)
+    codes = torch.arange(lo, hi + 1, dtype=torch.float32)[:, None].expand(-1, act_dim)
+    with torch.no_grad():
+        values = squash(codes * torch.tensor(np.float32(output_scale)))
+    return values.T.contiguous().numpy().astype(np.float32)
+
+
+def qonnx_bytes(body: QuantActorBody, obs_dim: int) -> bytes:
+    """The quantized actor body as a QONNX graph (batch size 1, TorchScript exporter)."""
+    from brevitas.export import export_qonnx
+
+    body.eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        export_qonnx(body, input_t=torch.zeros(1, obs_dim), export_path=path, dynamo=False)
+        # The standard QONNX cleanup (shape inference, constant folding, unique names) that FINN and
+        # hls4ml expect of their input; execute_onnx needs the inferred shapes too.
+        from qonnx.util.cleanup import cleanup
+
+        cleanup(path, out_file=path)
+        return Path(path).read_bytes()
+
+
+def code_version() -> str:
+    """The git commit of this checkout (plus '-dirty'), or 'unknown' outside a checkout."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=12"],
+                             capture_output=True, text=True, timeout=10)
+        return rev.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def golden_vectors(bundle: Bundle, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Random input codes plus the extremes, and the reference output codes for them."""
+    from qpolicy_hw.integer_reference import IntegerPolicy
+
+    lo, hi = signed_range(bundle.bits["input"])
+    rng = np.random.default_rng(seed)
+    rand = rng.integers(lo, hi + 1, size=(GOLDEN_RANDOM, bundle.obs_dim))
+    alt = np.where(np.arange(bundle.obs_dim) % 2 == 0, lo, hi)
+    q_in = np.vstack([np.full(bundle.obs_dim, lo), np.full(bundle.obs_dim, hi), alt, -alt - 1, rand])
+    q_in = q_in.astype(np.int16)
+    q_out = IntegerPolicy(bundle).codes(q_in).astype(np.int16)
+    return q_in, q_out
+
+
+def float_state_arrays(body: torch.nn.Module) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy() for k, v in body.state_dict().items() if isinstance(v, torch.Tensor)}
+
+
+def export_actor(body: torch.nn.Module, squash: SquashedAction, spec: QuantSpec, env_id: str,
+                 normalization: dict[str, Any], provenance: dict[str, Any], out_dir: str | Path) -> Path:
+    """Write the bundle for ``body``: integer (quantized actor) or float (FP32 baseline)."""
+    obs_dim = int(np.asarray(normalization["mean"]).shape[0])
+    low = (squash.action_bias - squash.action_scale).numpy().astype(np.float64)
+    high = (squash.action_bias + squash.action_scale).numpy().astype(np.float64)
+    act_dim = int(low.shape[0])
+    meta: dict[str, Any] = {
+        "kind": "integer" if spec.quantized else "float",
+        "task": {"env_id": env_id, "obs_dim": obs_dim, "act_dim": act_dim,
+                 "action_low": low.tolist(), "action_high": high.tolist(),
+                 "safe_action": ((low + high) / 2).tolist()},
+        "normalization": {"mean": np.asarray(normalization["mean"], np.float64).tolist(),
+                          "var": np.asarray(normalization["var"], np.float64).tolist(),
+                          "clip": float(normalization["clip"]), "epsilon": float(normalization["epsilon"])},
+        "spec": spec.to_dict(),
+        "provenance": provenance,
+    }
+    arrays: dict[str, np.ndarray] = {}
+    onnx = None
+    golden = None
+    if spec.quantized:
+        layers, arrays, scales = integer_layers(body, obs_dim)
+        meta["quant"] = {"bits": {"input": spec.input_bits, "core": spec.core_bits, "output": spec.output_bits},
+                         "scale_mode": spec.scale_mode, "rounding": "half_to_even",
+                         "input_scale": scales["input_scale"], "output_scale": scales["output_scale"],
+                         "output": "codes"}
+        meta["layers"] = layers
+        arrays["action_table"] = action_table(squash, scales["output_scale"], spec.output_bits, act_dim)
+        probe = Bundle(path=None, meta=meta, arrays=arrays)
+        validate(probe)
+        golden = golden_vectors(probe)
+        onnx = qonnx_bytes(body, obs_dim)
+    return write_bundle(out_dir, meta, arrays, float_state_arrays(body), onnx, golden)
+
+
+# --- from training artifacts ------------------------------------------------------------------
+def load_training_actor(checkpoint: str | Path) -> dict[str, Any]:
+    """Read ``actor.pt`` or ``checkpoint.pt`` written by ``qpolicy train``."""
+    path = Path(checkpoint)
+    if path.is_dir():
+        path = path / "actor.pt" if (path / "actor.pt").exists() else path / "checkpoint.pt"
+    if not path.exists():
+        raise QpolicyError(f"no checkpoint at {checkpoint} (expected actor.pt or checkpoint.pt of a training run)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        args = state["args"]
+        actor_state = state["actor"]
+        normalizer = state["normalizer"]
+    except Exception as exc:  # truncated file, foreign pickle, missing keys
+        raise QpolicyError(f"corrupt or foreign checkpoint {path}: {type(exc).__name__}") from None
+    return {"path": path, "args": args, "actor": actor_state, "normalizer": normalizer,
+            "history": state.get("history", []), "global_step": state.get("global_step", args["total_timesteps"])}
+
+
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, evaluation: dict | None = None) -> Path:
+    """``qpolicy export``: a training checkpoint to a bundle."""
+    from qpolicy_train.sac import Actor, Args, make_env
+
+    ck = load_training_actor(checkpoint)
+    args = Args(**ck["args"])
+    env = make_env(args.env_id, args.seed)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    actor = Actor(obs_dim, act_dim, env.action_space.low, env.action_space.high, args.spec(),
+                  stochastic=args.algo == "sac", log_std_width=args.log_std_width)
+    env.close()
+    try:
+        actor.load_state_dict(ck["actor"])
+    except RuntimeError as exc:
+        raise QpolicyError(f"{ck['path']}: actor weights do not match its arguments ({str(exc)[:120]})") from None
+    history = ck["history"]
+    provenance = {
+        "training_args": ck["args"], "seed": args.seed, "steps": int(ck["global_step"]),
+        "algo": args.algo, "code_version": code_version(),
+        "training_eval": history[-1] if history else None,
+        "evaluation": evaluation,
+    }
+    return export_actor(actor.body, actor.squash, args.spec(), args.env_id, ck["normalizer"], provenance, out_dir)

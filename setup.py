@@ -1,0 +1,33 @@
+"""ament_python build of the qpolicy package: the three Python packages, the console scripts,
+launch/ and config/. ``colcon build`` (from ros2_ws/) and ``pip install -e .`` both use it."""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "qpolicy"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=["qpolicy_train", "qpolicy_train.*", "qpolicy_hw", "qpolicy_hw.*",
+                                    "qpolicy_ros", "qpolicy_ros.*", "qpolicy_cli", "qpolicy_cli.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config/train", glob("config/train/*.yaml")),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=False,
+    maintainer="qpolicy developers",
+    maintainer_email="qpolicy@example.com",
+    description="Quantized continuous-control policies from QAT to an integer-only FPGA core, served over ROS 2.",
+    license="Apache-2.0",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [
+            "qpolicy = qpolicy_cli.main:main",
+        ],
+    },
+)
