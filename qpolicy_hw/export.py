@@ -266,10 +266,12 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, evaluation: d
     except RuntimeError as exc:
         raise QpolicyError(f"{ck['path']}: actor weights do not match its arguments ({str(exc)[:120]})") from None
     history = ck["history"]
+    local = {"out_dir", "progress"}  # where and how it ran, not what was trained
     provenance = {
-        "training_args": ck["args"], "seed": args.seed, "steps": int(ck["global_step"]),
+        "training_args": {k: v for k, v in ck["args"].items() if k not in local}, "seed": args.seed, "steps": int(ck["global_step"]),
         "algo": args.algo, "code_version": code_version(),
-        "training_eval": history[-1] if history else None,
+        # the last periodic evaluation, without its wall-clock speed (which would break reproducibility)
+        "training_eval": {k: history[-1][k] for k in ("step", "eval_mean", "eval_std")} if history else None,
         "evaluation": evaluation,
     }
     return export_actor(actor.body, actor.squash, args.spec(), args.env_id, ck["normalizer"], provenance, out_dir)

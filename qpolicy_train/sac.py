@@ -358,6 +358,11 @@ def train(args: Args) -> dict:
         print(f"resumed {ckpt_path} at step {start_step}")
 
     csv_path = out / "progress.csv"
+    if start_step and csv_path.exists():  # drop rows logged after the checkpoint we resumed from
+        rows = list(csv.reader(open(csv_path, newline="")))
+        kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= start_step]
+        with open(csv_path, "w", newline="") as f:
+            csv.writer(f).writerows(kept)
     csv_file = open(csv_path, "a", newline="")
     log = csv.writer(csv_file)
     if start_step == 0:
