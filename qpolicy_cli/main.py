@@ -122,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"qpolicy {name}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `qpolicy verify ... | head`
+        return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""The thin rclpy nodes (policy_server, mujoco_bridge) land with the ROS 2 issue."""
