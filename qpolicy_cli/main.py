@@ -100,7 +100,13 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except BrokenPipeError:  # e.g. `qpolicy verify ... | head`
+        return 0
+
+
+def _main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: qpolicy {" + ",".join(COMMANDS) + "} [ARGS...]\n\n"
               "  train    train a quantized SAC/DDPG actor (resumes from OUT_DIR/checkpoint.pt)\n"
@@ -122,8 +128,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"qpolicy {name}: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # e.g. `qpolicy verify ... | head`
-        return 0
 
 
 if __name__ == "__main__":

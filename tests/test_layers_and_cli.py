@@ -84,3 +84,24 @@ def test_package_xml_and_setup_agree():
     assert 'PACKAGE = "qpolicy"' in setup and "qpolicy = qpolicy_cli.main:main" in setup
     assert (ROOT / "resource" / "qpolicy").exists()
     assert (ROOT / "ros2_ws" / "src" / "qpolicy").resolve() == ROOT
+
+
+def test_colcon_builds_the_package_and_its_console_script_runs(tmp_path):
+    colcon = Path(sys.executable).parent / "colcon"
+    if not colcon.exists():
+        pytest.skip("colcon is not installed in this environment (tools/bootstrap.sh installs it)")
+    build = subprocess.run([str(colcon), "--log-base", str(tmp_path / "log"), "build",
+                            "--base-paths", str(ROOT / "ros2_ws" / "src"), "--build-base", str(tmp_path / "build"),
+                            "--install-base", str(tmp_path / "install")],
+                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert build.returncode == 0, build.stdout + build.stderr
+    script = tmp_path / "install" / "qpolicy" / "lib" / "qpolicy" / "qpolicy"
+    site = tmp_path / "install" / "qpolicy" / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" \
+        / "site-packages"
+    assert (tmp_path / "install" / "qpolicy" / "share" / "qpolicy" / "package.xml").exists()
+    run = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=60,
+                         env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}, cwd=tmp_path)
+    assert run.returncode == 0 and "usage: qpolicy" in run.stdout, run.stderr
+    where = subprocess.run([sys.executable, "-c", "import qpolicy_cli; print(qpolicy_cli.__file__)"],
+                           capture_output=True, text=True, env={"PYTHONPATH": str(site)}, cwd=tmp_path, timeout=60)
+    assert where.stdout.strip().startswith(str(site))  # the installed copy, not the checkout
