@@ -83,6 +83,105 @@ def cmd_verify(argv: list[str]) -> int:
     return 0 if result["pass"] else EXIT_FAILED_CHECK
 
 
+def cmd_eval(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="qpolicy eval", description="Deterministic rollouts of a bundle.")
+    p.add_argument("bundle")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--backend", default="int", choices=["int", "float"])
+    p.add_argument("--noise", type=float, default=0.0, help="std of Gaussian noise on the normalized observation")
+    p.add_argument("--seed", type=int, default=0, help="episode i resets with seed + i")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--out", help="also write the JSON result to this file")
+    a = p.parse_args(argv)
+    from qpolicy_train.evaluation import evaluate_bundle
+
+    result = evaluate_bundle(a.bundle, a.episodes, a.backend, a.noise, a.seed)
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(result, f, indent=2)
+    if a.json:
+        _print_json(result)
+    else:
+        print(f"{result['env']} {a.backend}: {result['mean_return']:.1f} +- {result['std_return']:.1f} "
+              f"over {a.episodes} episodes (noise {a.noise})")
+    return 0
+
+
+def cmd_noise(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="qpolicy noise",
+                                description="Input-noise robustness: returns of bundles vs noise sigma (CSV).")
+    p.add_argument("bundles", nargs="+", help="LABEL=BUNDLE or BUNDLE (label = directory name)")
+    p.add_argument("--sigmas", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5])
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="CSV to write (then: qpolicy plot --noise CSV)")
+    a = p.parse_args(argv)
+    from qpolicy_train.evaluation import noise_table
+
+    labelled = []
+    for item in a.bundles:
+        label, _, path = item.rpartition("=")
+        labelled.append((label, path))
+    for row in noise_table(labelled, a.sigmas, a.episodes, a.seed, a.out):
+        print(f"{row['model']} sigma={row['sigma']}: {row['mean_return']:.1f} +- {row['std_return']:.1f}")
+    return 0
+
+
+def cmd_select(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="qpolicy select", description=(
+        "The paper's staged selection: core bits (I/O at 8) -> width -> input bits. Trains what the "
+        "results table lacks (resumable), or only decides with --from-table."))
+    p.add_argument("--from-table", help="decide from an existing results CSV; train nothing")
+    p.add_argument("--env-id", default="Hopper-v5")
+    p.add_argument("--algo", default="sac", choices=["sac", "ddpg"])
+    p.add_argument("--seeds", type=int, nargs="+", default=list(range(1000, 1010)))
+    p.add_argument("--steps", type=int, default=1_000_000, help="training steps per run")
+    p.add_argument("--scale-mode", default="float", choices=["float", "po2"])
+    p.add_argument("--eval-episodes", type=int, default=10)
+    p.add_argument("--jobs", type=int, default=None, help="parallel local processes (default: CPU count)")
+    p.add_argument("--engine", default="local", choices=["local", "ray"])
+    p.add_argument("--out", default="sweeps/selection")
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args(argv)
+    from qpolicy_train.selection import read_results, select
+
+    if a.from_table:
+        decision = select(read_results(a.from_table))
+    else:
+        from qpolicy_train.sweep import default_jobs, run_selection
+
+        base = {"env_id": a.env_id, "algo": a.algo, "total_timesteps": a.steps, "scale_mode": a.scale_mode}
+        decision = run_selection(base, a.seeds, a.out, a.jobs or default_jobs(), a.engine, a.eval_episodes)
+    if a.json:
+        _print_json(decision)
+    else:
+        sel = decision["selected"]
+        print(f"FP32 {decision['fp32']['mean']:.1f} +- {decision['fp32']['std']:.1f}; selected: width {sel['width']}, "
+              f"core {sel['core_bits']} bits, input {sel['input_bits']} bits, output {sel['output_bits']} bits")
+    return 0
+
+
+def cmd_plot(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="qpolicy plot", description="Reward-vs-bit-width and noise-robustness figures.")
+    p.add_argument("results", nargs="?", help="results CSV of a sweep (reward vs bit width)")
+    p.add_argument("--noise", help="noise CSV from `qpolicy noise`")
+    p.add_argument("--out", default=".", help="directory for the PNG files")
+    a = p.parse_args(argv)
+    from pathlib import Path
+
+    from qpolicy_train.plots import plot_bit_sweep, plot_noise
+
+    if not a.results and not a.noise:
+        p.error("give a results CSV, --noise CSV, or both")
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if a.results:
+        print(f"wrote {plot_bit_sweep(a.results, out / 'reward_vs_bits.png')}")
+    if a.noise:
+        print(f"wrote {plot_noise(a.noise, out / 'noise_robustness.png')}")
+    return 0
+
+
 def cmd_demo(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="qpolicy demo", description="The Hopper closed loop over ROS 2 (main job).")
     p.parse_known_args(argv)
@@ -95,6 +194,10 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": cmd_train,
     "export": cmd_export,
     "verify": cmd_verify,
+    "eval": cmd_eval,
+    "noise": cmd_noise,
+    "select": cmd_select,
+    "plot": cmd_plot,
     "demo": cmd_demo,
 }
 
@@ -112,6 +215,10 @@ def _main(argv: list[str]) -> int:
               "  train    train a quantized SAC/DDPG actor (resumes from OUT_DIR/checkpoint.pt)\n"
               "  export   export a trained actor to a policy bundle\n"
               "  verify   run the verification ladder on a bundle\n"
+              "  eval     deterministic rollouts of a bundle (int or float backend, optional input noise)\n"
+              "  noise    input-noise robustness table of one or more bundles\n"
+              "  select   the paper's staged model selection (runs the sweep, resumable)\n"
+              "  plot     reward-vs-bit-width and noise-robustness figures\n"
               "  demo     run the Hopper closed loop (main job)\n")
         return 0 if argv else EXIT_USAGE
     name, rest = argv[0], argv[1:]

@@ -247,11 +247,13 @@ def load_training_actor(checkpoint: str | Path) -> dict[str, Any]:
     except Exception as exc:  # truncated file, foreign pickle, missing keys
         raise QpolicyError(f"corrupt or foreign checkpoint {path}: {type(exc).__name__}") from None
     return {"path": path, "args": args, "actor": actor_state, "normalizer": normalizer,
+            "warmup_counters": state.get("warmup_counters"),
             "history": state.get("history", []), "global_step": state.get("global_step", args["total_timesteps"])}
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, evaluation: dict | None = None) -> Path:
     """``qpolicy export``: a training checkpoint to a bundle."""
+    from qpolicy_train.quant_actor import set_warmup_counters, warmup_done
     from qpolicy_train.sac import Actor, Args, make_env
 
     ck = load_training_actor(checkpoint)
@@ -265,6 +267,11 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, evaluation: d
         actor.load_state_dict(ck["actor"])
     except RuntimeError as exc:
         raise QpolicyError(f"{ck['path']}: actor weights do not match its arguments ({str(exc)[:120]})") from None
+    if ck["warmup_counters"] is not None:  # load_state_dict marked the warm-up done; put back the truth
+        set_warmup_counters(actor, ck["warmup_counters"])
+    if args.quantized and not warmup_done(actor.body):
+            raise QpolicyError(f"{ck['path']}: the actor has not finished its 300-step activation-scale warm-up; "
+                               "train past learning_starts + 300 updates before exporting")
     history = ck["history"]
     local = {"out_dir", "progress"}  # where and how it ran, not what was trained
     provenance = {

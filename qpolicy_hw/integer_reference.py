@@ -122,3 +122,8 @@ class IntegerPolicy:
     def act(self, obs) -> np.ndarray:
         """Observation -> action (float64), raising :class:`ObservationError` for unusable input."""
         return self.decode(self.codes(self.quantize(obs)[None])[0])
+
+    def act_normalized(self, normalized: np.ndarray) -> np.ndarray:
+        """Action for an already normalized observation (the noise-robustness evaluation adds noise there)."""
+        q_in = quantize_input(normalized, self._in_scale, self._in_bits)
+        return self.decode(self.codes(q_in[None])[0])

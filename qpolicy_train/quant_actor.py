@@ -170,3 +170,32 @@ class SquashedAction(nn.Module):
 
     def forward(self, pre_tanh: torch.Tensor) -> torch.Tensor:
         return torch.tanh(pre_tanh) * self.action_scale + self.action_bias
+
+
+def warmup_counters(module: nn.Module) -> dict[str, int]:
+    """Brevitas' activation-scale warm-up counters (not part of ``state_dict``: loading a scale marks
+    the warm-up as finished)."""
+    return {name: int(m.counter) for name, m in module.named_modules()
+            if hasattr(m, "collect_stats_steps") and hasattr(m, "counter")}
+
+
+def set_warmup_counters(module: nn.Module, counters: dict[str, int]) -> None:
+    modules = dict(module.named_modules())
+    for name, value in counters.items():
+        modules[name].counter = value
+
+
+def warmup_in_progress(module: nn.Module) -> bool:
+    """True between the first and the last warm-up step. A checkpoint taken then could not be
+    restored exactly (Brevitas saves the running statistic in place of the scale), so the trainer
+    waits until the warm-up is over."""
+    return any(0 < c <= m.collect_stats_steps for m, c in
+               ((m, int(m.counter)) for m in module.modules() if hasattr(m, "collect_stats_steps")
+                and hasattr(m, "counter")))
+
+
+def warmup_done(module: nn.Module) -> bool:
+    """True when every activation quantizer has finished collecting its warm-up statistics."""
+    return all(c > m.collect_stats_steps for m, c in
+               ((m, int(m.counter)) for m in module.modules() if hasattr(m, "collect_stats_steps")
+                and hasattr(m, "counter")))

@@ -28,7 +28,8 @@ from torch import nn
 
 from qpolicy_hw.errors import QpolicyError
 from qpolicy_hw.host_float import NORM_EPSILON, normalize_observation
-from qpolicy_train.quant_actor import QuantSpec, SquashedAction, make_actor_body
+from qpolicy_train.quant_actor import (QuantSpec, SquashedAction, make_actor_body, warmup_counters,
+                                       warmup_in_progress)
 
 TASKS = ("Hopper", "Walker2d", "HalfCheetah", "Ant", "Humanoid")
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
@@ -322,17 +323,14 @@ def train(args: Args) -> dict:
     qf = TwinQ(obs_dim + act_dim, args.critic_width, n=2 if sac else 1)
     qf_target = copy.deepcopy(qf)
     actor_target = copy.deepcopy(actor) if not sac else None
-    q_opt = torch.optim.Adam(qf.parameters(), lr=args.q_lr if sac else args.policy_lr)
-    actor_opt = torch.optim.Adam(actor.parameters(), lr=args.policy_lr)
     target_entropy = -float(act_dim)
     log_alpha = torch.zeros(1, requires_grad=True)
-    alpha_opt = torch.optim.Adam([log_alpha], lr=args.policy_lr)
-    alpha = float(log_alpha.detach().exp()) if args.autotune else args.alpha
     normalizer = ObservationNormalizer(obs_dim, args.obs_clip)
     rb = ReplayBuffer(min(args.buffer_size, args.total_timesteps), obs_dim, act_dim)
 
     start_step, episode, history = 0, 0, []
     obs, _ = env.reset(seed=args.seed)
+    env_rng_before_reset = None
     normalizer.update(obs)
     if state is not None:
         actor.load_state_dict(state["actor"])
@@ -340,33 +338,40 @@ def train(args: Args) -> dict:
         qf_target.load_state_dict(state["qf_target"])
         if actor_target is not None:
             actor_target.load_state_dict(state["actor_target"])
+        with torch.no_grad():
+            log_alpha.copy_(state["log_alpha"])
+    # Optimizers are built only now: loading a Brevitas state dict replaces the activation-scale
+    # Parameter objects, and an optimizer built before would keep updating the stale ones.
+    q_opt = torch.optim.Adam(qf.parameters(), lr=args.q_lr if sac else args.policy_lr)
+    actor_opt = torch.optim.Adam(actor.parameters(), lr=args.policy_lr)
+    alpha_opt = torch.optim.Adam([log_alpha], lr=args.policy_lr)
+    alpha = float(log_alpha.detach().exp()) if args.autotune else args.alpha
+    if state is not None:
         q_opt.load_state_dict(state["q_opt"])
         actor_opt.load_state_dict(state["actor_opt"])
         alpha_opt.load_state_dict(state["alpha_opt"])
-        with torch.no_grad():
-            log_alpha.copy_(state["log_alpha"])
-        alpha = float(log_alpha.detach().exp()) if args.autotune else args.alpha
         normalizer.load(state["normalizer"])
         rb.load(state["replay"])
         rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
-        env.unwrapped.np_random.bit_generator.state = state["env_rng"]
         env.action_space.np_random.bit_generator.state = state["action_space_rng"]
         start_step, episode, history = state["global_step"], state["episode"], state["history"]
-        obs, _ = env.reset()  # checkpoints are taken at episode ends, so this is the same reset
-        normalizer.update(obs)
+        # Checkpoints are taken at episode ends with the env's generator as it was *before* that
+        # reset, so this reset reproduces the uninterrupted run's (the normalizer already saw it).
+        # (checkpoints of an earlier format kept the state after the reset: the next episode then
+        # starts from a fresh reset, which is still a valid continuation, though not bit-identical)
+        env.unwrapped.np_random.bit_generator.state = state.get("env_rng_before_reset") or state["env_rng"]
+        obs, _ = env.reset()
         print(f"resumed {ckpt_path} at step {start_step}")
 
     csv_path = out / "progress.csv"
-    if start_step and csv_path.exists():  # drop rows logged after the checkpoint we resumed from
-        rows = list(csv.reader(open(csv_path, newline="")))
-        kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= start_step]
-        with open(csv_path, "w", newline="") as f:
-            csv.writer(f).writerows(kept)
-    csv_file = open(csv_path, "a", newline="")
+    rows = list(csv.reader(open(csv_path, newline=""))) if start_step and csv_path.exists() else []
+    csv_file = open(csv_path, "w", newline="")
     log = csv.writer(csv_file)
-    if start_step == 0:
-        log.writerow(["global_step", "episode", "episodic_return", "eval_mean", "eval_std", "alpha", "sps"])
+    # a resumed run keeps the rows up to its checkpoint and drops what was logged after it
+    log.writerows(rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= start_step] if rows else
+                  [["global_step", "episode", "episodic_return", "eval_mean", "eval_std", "alpha", "sps"]])
+    csv_file.flush()
     try:
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(str(out / "tb"), purge_step=start_step or None)
@@ -381,10 +386,11 @@ def train(args: Args) -> dict:
             "q_opt": q_opt.state_dict(), "actor_opt": actor_opt.state_dict(), "alpha_opt": alpha_opt.state_dict(),
             "log_alpha": log_alpha.detach().clone(), "normalizer": normalizer.state(), "replay": rb.state(),
             "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-            "env_rng": env.unwrapped.np_random.bit_generator.state,
+            "env_rng_before_reset": env_rng_before_reset,
             "action_space_rng": env.action_space.np_random.bit_generator.state,
             "global_step": step, "episode": episode, "history": history,
         }
+        csv_file.flush()
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save(payload, tmp)
         os.replace(tmp, ckpt_path)  # atomic: a kill mid-write never leaves a corrupt checkpoint
@@ -430,6 +436,7 @@ def train(args: Args) -> dict:
             log.writerow([global_step + 1, episode, last_return, "", "", alpha, ""])
             if writer:
                 writer.add_scalar("charts/episodic_return", last_return, global_step + 1)
+            env_rng_before_reset = copy.deepcopy(env.unwrapped.np_random.bit_generator.state)
             obs, _ = env.reset()
         normalizer.update(obs)
 
@@ -504,7 +511,7 @@ def train(args: Args) -> dict:
                 writer.add_scalar("charts/SPS", sps, step)
             if bar:
                 bar.set_postfix(eval=f"{np.mean(rets):.0f}", last=f"{last_return:.0f}", sps=f"{sps:.0f}")
-        if episode_end and step >= next_ckpt:
+        if episode_end and step >= next_ckpt and not warmup_in_progress(actor):
             next_ckpt = (step // args.checkpoint_every + 1) * args.checkpoint_every
             save_checkpoint(step)
         if bar:
@@ -520,7 +527,8 @@ def train(args: Args) -> dict:
                "spec": args.spec().to_dict(), "history": history,
                "final_eval_mean": history[-1]["eval_mean"] if history else None}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    torch.save({"args": asdict(args), "actor": actor.state_dict(), "normalizer": normalizer.state(),
+    torch.save({"args": asdict(args), "actor": actor.state_dict(), "warmup_counters": warmup_counters(actor),
+                "normalizer": normalizer.state(),
                 "obs_dim": obs_dim, "act_dim": act_dim, "low": low, "high": high, "history": history},
                out / "actor.pt")
     return summary

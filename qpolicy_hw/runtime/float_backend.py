@@ -27,7 +27,10 @@ class FloatPolicy:
         mean, var, clip, eps = self._norm
         return normalize_observation(obs, mean, var, clip, eps)
 
-    @torch.no_grad()
     def act(self, obs) -> np.ndarray:
-        x = torch.as_tensor(self.normalize(self.check_observation(obs)))[None]
+        return self.act_normalized(self.normalize(self.check_observation(obs)))
+
+    @torch.no_grad()
+    def act_normalized(self, normalized: np.ndarray) -> np.ndarray:
+        x = torch.as_tensor(np.asarray(normalized, dtype=np.float32))[None]
         return self.squash(self.body(x))[0].numpy().astype(np.float64)

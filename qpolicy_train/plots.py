@@ -1,0 +1,85 @@
+"""Figures people would rather see than read: reward vs bit width (the paper's Fig. 1 layout) and
+return vs input noise."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from qpolicy_train.selection import config_of, read_results
+
+SCOPES = {
+    "all": lambda c, b: c.input_bits == c.core_bits == c.output_bits == b,
+    "input": lambda c, b: (c.input_bits, c.core_bits, c.output_bits) == (b, 8, 8),
+    "core": lambda c, b: (c.input_bits, c.core_bits, c.output_bits) == (8, b, 8),
+    "output": lambda c, b: (c.input_bits, c.core_bits, c.output_bits) == (8, 8, b),
+}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_bit_sweep(results_csv: str | Path, out_png: str | Path, width: int = 256) -> Path:
+    """One panel per task: mean return (+- std over seeds) vs bit width for each scope, FP32 as a band."""
+    plt = _plt()
+    rows = read_results(results_csv)
+    tasks = sorted({r["env_id"] for r in rows})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        task_rows = [r for r in rows if r["env_id"] == task]
+        fp = [r["mean_return"] for r in task_rows if not r["quantized"]]
+        if fp:
+            m, s = np.mean(fp), np.std(fp)
+            ax.axhspan(m - s, m + s, color="0.85", label="FP32 ± std")
+            ax.axhline(m, color="0.4", lw=1)
+        for scope, member in SCOPES.items():
+            xs, ms, ss = [], [], []
+            for b in range(2, 9):
+                vals = [r["mean_return"] for r in task_rows if r["quantized"] and r["width"] == width
+                        and member(config_of(r), b)]
+                if vals:
+                    xs.append(b), ms.append(np.mean(vals)), ss.append(np.std(vals))
+            if xs:
+                ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3, label=scope)
+        ax.set_title(task)
+        ax.set_xlabel("bit width")
+        ax.set_ylabel("return")
+        ax.invert_xaxis()
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    out = Path(out_png)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+NOISE_FIELDS = ("env_id", "model", "sigma", "seed", "mean_return", "std_return", "episodes")
+
+
+def plot_noise(noise_csv: str | Path, out_png: str | Path) -> Path:
+    """Return vs noise sigma for each model label (mean +- std over models/seeds)."""
+    plt = _plt()
+    with open(noise_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for model in sorted({r["model"] for r in rows}):
+        sig = sorted({float(r["sigma"]) for r in rows if r["model"] == model})
+        ms = [np.mean([float(r["mean_return"]) for r in rows if r["model"] == model and float(r["sigma"]) == s])
+              for s in sig]
+        ss = [np.std([float(r["mean_return"]) for r in rows if r["model"] == model and float(r["sigma"]) == s])
+              for s in sig]
+        ax.errorbar(sig, ms, yerr=ss, marker="o", capsize=3, label=model)
+    ax.set_xlabel("noise sigma (normalized observation)")
+    ax.set_ylabel("return")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(out_png)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

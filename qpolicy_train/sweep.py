@@ -1,0 +1,105 @@
+"""Run the staged selection's training sweep as parallel local processes (or on Ray), resumably.
+
+Every (configuration, seed) is one ``train`` run in its own directory; a finished run is recorded
+as one row of ``OUT/results.csv`` and never run again, an interrupted one resumes from its
+checkpoint. After each stage the table decides what the next stage trains.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from qpolicy_hw.errors import QpolicyError
+from qpolicy_train.selection import FP32, Config, append_result, read_results, select, stage_candidates
+
+
+def run_dir_name(config: Config, seed: int) -> str:
+    if not config.quantized:
+        return f"fp32-w{config.width}-s{seed}"
+    return f"w{config.width}-i{config.input_bits}-c{config.core_bits}-o{config.output_bits}-s{seed}"
+
+
+def run_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Train, export and evaluate one configuration; returns its results row. Runs in a worker."""
+    import torch
+
+    from qpolicy_hw.export import export_checkpoint
+    from qpolicy_train.evaluation import evaluate_bundle
+    from qpolicy_train.sac import Args, train
+
+    torch.set_num_threads(1)
+    args = Args(**job["args"])
+    train(args)
+    bundle = export_checkpoint(Path(args.out_dir) / "actor.pt", Path(args.out_dir) / "bundle")
+    ev = evaluate_bundle(str(bundle), episodes=job["eval_episodes"], backend="int" if args.quantized else "float",
+                         seed=job["eval_seed"])
+    return {"env_id": args.env_id, "algo": args.algo, "quantized": args.quantized, "width": args.width,
+            "input_bits": args.input_bits, "core_bits": args.core_bits, "output_bits": args.output_bits,
+            "seed": args.seed, "steps": args.total_timesteps, "mean_return": ev["mean_return"],
+            "std_return": ev["std_return"], "episodes": ev["episodes"], "run_dir": args.out_dir}
+
+
+def _execute(jobs: list[dict], n_jobs: int, engine: str, results: Path, progress: bool) -> None:
+    if not jobs:
+        return
+    if engine == "ray":
+        try:
+            import ray
+        except ImportError:
+            raise QpolicyError("--engine ray needs Ray: pip install 'ray[default]' (or use --engine local)") from None
+        ray.init(ignore_reinit_error=True)
+        remote = ray.remote(num_cpus=1)(run_job)
+        pending = [remote.remote(j) for j in jobs]
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            append_result(results, ray.get(done[0]))
+        return
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(jobs), unit="run", desc="sweep")
+    with cf.ProcessPoolExecutor(max_workers=n_jobs) as pool:
+        futures = [pool.submit(run_job, j) for j in jobs]
+        for fut in cf.as_completed(futures):
+            append_result(results, fut.result())  # only the parent writes the table
+            if bar:
+                bar.update(1)
+    if bar:
+        bar.close()
+
+
+def run_selection(base_args: dict, seeds: list[int], out_dir: str | Path, n_jobs: int = 2, engine: str = "local",
+                  eval_episodes: int = 10, progress: bool = True) -> dict:
+    """The three stages, training what each needs that the table does not have yet."""
+    from qpolicy_train.sac import Args
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results = out / "results.csv"
+    template = Args(**{**base_args, "progress": False, "export_bundle": False}).validate()
+    chosen = {"core_bits": 8, "width": 256, "input_bits": 8}
+    decision: dict = {}
+    for stage in (1, 2, 3):
+        configs = stage_candidates(stage, chosen) + ([FP32] if stage == 1 else [])
+        done = {r["run_dir"] for r in read_results(results)} if results.exists() else set()
+        jobs = []
+        for c in configs:
+            for seed in seeds:
+                run_dir = str(out / "runs" / run_dir_name(c, seed))
+                if run_dir in done:
+                    continue
+                args = replace(template, seed=seed, width=c.width, input_bits=c.input_bits, core_bits=c.core_bits,
+                               output_bits=c.output_bits, quantized=c.quantized, out_dir=run_dir)
+                jobs.append({"args": asdict(args), "eval_episodes": eval_episodes, "eval_seed": 10_000})
+        _execute(jobs, n_jobs, engine, results, progress)
+        decision = select(read_results(results))
+        chosen = {k: decision["selected"][k] for k in ("core_bits", "width", "input_bits")}
+    decision["results"] = str(results)
+    return decision
+
+
+def default_jobs() -> int:
+    return max(1, (os.cpu_count() or 2))
