@@ -253,7 +253,7 @@ def load_training_actor(checkpoint: str | Path) -> dict[str, Any]:
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, evaluation: dict | None = None) -> Path:
     """``qpolicy export``: a training checkpoint to a bundle."""
-    from qpolicy_train.quant_actor import set_warmup_counters, warmup_done
+    from qpolicy_train.quant_actor import load_quantized_state, set_warmup_counters, warmup_done
     from qpolicy_train.sac import Actor, Args, make_env
 
     ck = load_training_actor(checkpoint)
@@ -264,7 +264,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, evaluation: d
                   stochastic=args.algo == "sac", log_std_width=args.log_std_width)
     env.close()
     try:
-        actor.load_state_dict(ck["actor"])
+        load_quantized_state(actor, ck["actor"])
     except RuntimeError as exc:
         raise QpolicyError(f"{ck['path']}: actor weights do not match its arguments ({str(exc)[:120]})") from None
     if ck["warmup_counters"] is not None:  # load_state_dict marked the warm-up done; put back the truth

@@ -20,10 +20,10 @@ def rebuild_actor(bundle: Bundle) -> tuple[torch.nn.Module, SquashedAction]:
     spec = QuantSpec(**bundle.meta["spec"])
     body = make_actor_body(bundle.obs_dim, bundle.act_dim, spec)
     state = {k: torch.from_numpy(np.array(v)) for k, v in bundle.float_state.items()}
-    missing, unexpected = body.load_state_dict(state, strict=False)
-    if unexpected or [k for k in missing if not k.endswith("counter")]:
-        raise BundleError(f"{bundle.path}: float_state.npz does not match the actor "
-                          f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")
+    try:
+        body.load_state_dict(state)
+    except RuntimeError as exc:
+        raise BundleError(f"{bundle.path}: float_state.npz does not match the actor ({str(exc)[:160]})") from None
     body.eval()
     task = bundle.meta["task"]
     return body, SquashedAction(np.asarray(task["action_low"]), np.asarray(task["action_high"]))

@@ -172,6 +172,15 @@ class SquashedAction(nn.Module):
         return torch.tanh(pre_tanh) * self.action_scale + self.action_bias
 
 
+def load_quantized_state(module: nn.Module, state: dict) -> None:
+    """``load_state_dict`` that accepts Brevitas' omission of a scale never initialised (warm-up not
+    started: Brevitas leaves ``value`` out of the state dict), and nothing else."""
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("scaling_impl.value")]
+    if missing or unexpected:
+        raise RuntimeError(f"state does not match the module: missing {missing[:3]}, unexpected {unexpected[:3]}")
+
+
 def warmup_counters(module: nn.Module) -> dict[str, int]:
     """Brevitas' activation-scale warm-up counters (not part of ``state_dict``: loading a scale marks
     the warm-up as finished)."""

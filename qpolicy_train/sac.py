@@ -28,8 +28,8 @@ from torch import nn
 
 from qpolicy_hw.errors import QpolicyError
 from qpolicy_hw.host_float import NORM_EPSILON, normalize_observation
-from qpolicy_train.quant_actor import (QuantSpec, SquashedAction, make_actor_body, warmup_counters,
-                                       warmup_in_progress)
+from qpolicy_train.quant_actor import (QuantSpec, SquashedAction, load_quantized_state, make_actor_body,
+                                       warmup_counters, warmup_in_progress)
 
 TASKS = ("Hopper", "Walker2d", "HalfCheetah", "Ant", "Humanoid")
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
@@ -333,11 +333,11 @@ def train(args: Args) -> dict:
     env_rng_before_reset = None
     normalizer.update(obs)
     if state is not None:
-        actor.load_state_dict(state["actor"])
+        load_quantized_state(actor, state["actor"])
         qf.load_state_dict(state["qf"])
         qf_target.load_state_dict(state["qf_target"])
         if actor_target is not None:
-            actor_target.load_state_dict(state["actor_target"])
+            load_quantized_state(actor_target, state["actor_target"])
         with torch.no_grad():
             log_alpha.copy_(state["log_alpha"])
     # Optimizers are built only now: loading a Brevitas state dict replaces the activation-scale
