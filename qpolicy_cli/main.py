@@ -183,11 +183,23 @@ def cmd_plot(argv: list[str]) -> int:
 
 
 def cmd_demo(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="qpolicy demo", description="The Hopper closed loop over ROS 2 (main job).")
-    p.parse_known_args(argv)
-    print("qpolicy demo: not built yet -- the ROS 2 closed loop (policy_server + mujoco_bridge) lands with the "
-          "ROS issue. Meanwhile: qpolicy export / qpolicy verify work on any bundle.")
-    return 0
+    p = argparse.ArgumentParser(prog="qpolicy demo", description=(
+        "The Hopper closed loop over ROS 2: policy_server and mujoco_bridge as two processes, "
+        "DDS on localhost with a private domain id (the same nodes and parameters as "
+        "`ros2 launch qpolicy hopper_fpga.launch.py`)."))
+    p.add_argument("--policy", help="bundle directory (default: policies/hopper/selected)")
+    p.add_argument("--backend", default="auto", choices=["auto", "pynq", "rtl", "int", "float"])
+    p.add_argument("--mode", default="lockstep", choices=["lockstep", "realtime"])
+    p.add_argument("--episodes", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="demo_out", help="directory for report.json, report.png and node logs")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON (last line)")
+    a = p.parse_args(argv)
+    if a.episodes <= 0:
+        p.error("--episodes must be positive")
+    from qpolicy_ros.demo import demo
+
+    return demo(a.policy, a.backend, a.mode, a.episodes, a.seed, a.out, a.json)
 
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {

@@ -205,6 +205,8 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
 def load_bundle(path: str | Path, verify_hashes: bool = True) -> Bundle:
     """Load and validate a bundle; any inconsistency raises :class:`BundleError` naming it."""
     root = Path(path)
+    if not root.exists():
+        raise BundleError(f"no policy bundle at {root}")
     meta_path = root / "bundle.json" if root.is_dir() else root
     root = meta_path.parent
     if not meta_path.exists():

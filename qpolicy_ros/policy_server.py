@@ -1,0 +1,103 @@
+"""policy_server: serves actions for observations from a policy bundle (FPGA, or the bit-exact fallback)."""
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+
+from qpolicy_hw.errors import QpolicyError
+from qpolicy_hw.runtime import make_policy
+from qpolicy_ros.loop_core import Counters, LatencyStats, serve
+from qpolicy_ros.params import declare_topics, loop_qos, spin_node
+
+
+class PolicyServer(Node):
+    def __init__(self):
+        super().__init__("policy_server")
+        self.topics = declare_topics(self)
+        qos = loop_qos(self)
+        self.bundle_path = self.declare_parameter("policy", "policies/hopper/selected").value
+        self.stale_after_s = float(self.declare_parameter("stale_after_s", 0.5).value)
+        period = float(self.declare_parameter("diagnostics_period_s", 1.0).value)
+        backend = self.declare_parameter("backend", "auto").value
+        self.rejected = Counters()
+        self.fallbacks = 0
+        self.latency = LatencyStats()
+        self.served = 0
+        self.policy = self._make(backend)
+        self.pub = self.create_publisher(Float64MultiArray, self.topics["command_topic"], qos)
+        self.diag_pub = self.create_publisher(DiagnosticArray, self.topics["diagnostics_topic"], 10)
+        self.create_subscription(JointState, self.topics["observation_topic"], self.on_observation, qos)
+        self.create_timer(period, self.publish_diagnostics)
+        self.add_on_set_parameters_callback(self.on_parameters)
+        self.get_logger().info(f"serving {self.bundle_path} with backend {self.policy.backend}")
+
+    def _make(self, backend: str):
+        """``auto`` prefers the FPGA overlay and falls back to the bit-exact ``int`` runtime, loudly."""
+        if backend == "auto":
+            try:
+                return make_policy(self.bundle_path, "pynq")
+            except QpolicyError as exc:
+                self.fallbacks += 1
+                self.get_logger().warning(f"no FPGA backend ({exc}); serving the bit-exact int fallback")
+                return make_policy(self.bundle_path, "int")
+        return make_policy(self.bundle_path, backend)
+
+    def on_parameters(self, params) -> SetParametersResult:
+        for p in params:
+            if p.name == "backend":
+                try:
+                    self.policy = self._make(p.value)  # swapped between two messages: the loop keeps going
+                except QpolicyError as exc:
+                    return SetParametersResult(successful=False, reason=str(exc))
+                self.get_logger().info(f"backend switched to {self.policy.backend}")
+        return SetParametersResult(successful=True)
+
+    def on_observation(self, msg: JointState) -> None:
+        t0 = time.perf_counter()
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        age = time.time() - stamp if stamp > 0 else None
+        action, reason = serve(self.policy, msg.position, age, self.stale_after_s, self.rejected)
+        if reason is not None:
+            self.get_logger().warning(f"rejected observation {msg.header.frame_id!r}: {reason}; "
+                                      "sent the safe action", throttle_duration_sec=1.0)
+        out = Float64MultiArray()
+        out.layout.dim = [MultiArrayDimension(label=msg.header.frame_id, size=len(action), stride=len(action))]
+        out.data = np.asarray(action, dtype=np.float64).tolist()
+        self.pub.publish(out)
+        self.served += 1
+        self.latency.add(time.perf_counter() - t0)
+        if self.served == 1:  # peers learn the backend without waiting for the first period
+            self.publish_diagnostics()
+
+    def publish_diagnostics(self) -> None:
+        bundle = self.policy.bundle
+        lat = self.latency.percentiles_us()
+        status = DiagnosticStatus(name="qpolicy/policy_server", hardware_id=self.policy.backend)
+        status.level = DiagnosticStatus.WARN if self.policy.backend != "pynq" else DiagnosticStatus.OK
+        status.message = f"backend {self.policy.backend}; {self.rejected.total} rejected inputs"
+        values = {"backend": self.policy.backend, "policy": str(bundle.path), "served": self.served,
+                  "rejected_total": self.rejected.total, "fallbacks": self.fallbacks,
+                  "compute_latency_us_p50": lat["p50"], "compute_latency_us_p99": lat["p99"]}
+        if bundle.is_integer:
+            values.update({f"bits_{k}": v for k, v in bundle.bits.items()})
+        values.update({f"rejected_{k}": v for k, v in self.rejected.counts.items()})
+        status.values = [KeyValue(key=k, value="" if v is None else str(v)) for k, v in values.items()]
+        msg = DiagnosticArray()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.status = [status]
+        self.diag_pub.publish(msg)
+
+
+def main(args=None) -> int:
+    return spin_node(PolicyServer, args if args is not None else sys.argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
