@@ -28,6 +28,8 @@ setup(
     entry_points={
         "console_scripts": [
             "qpolicy = qpolicy_cli.main:main",
+            "policy_server = qpolicy_ros.policy_server:main",
+            "mujoco_bridge = qpolicy_ros.mujoco_bridge:main",
         ],
     },
 )

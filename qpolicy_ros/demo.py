@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from qpolicy_hw.errors import QpolicyError
+from qpolicy_ros.param_file import write_node_params
 
 ROOT = Path(__file__).resolve().parent.parent
-PARAMS_FILE = ROOT / "config" / "hopper_fpga.yaml"
 DEFAULT_POLICY = ROOT / "policies" / "hopper" / "selected"
 
 
@@ -32,19 +32,10 @@ def ros_env(domain_id: int | None = None) -> dict[str, str]:
     return env
 
 
-def node_command(module: str, node_name: str, params: dict[str, Any], out_dir: Path,
-                 params_file: Path = PARAMS_FILE) -> list[str]:
-    """The node's command line: the shared parameter file, then a file of this run's overrides.
-
-    Overrides go in a second file under the node's own name because rcl ranks a node-specific
-    entry of a file above a ``-p`` given on the command line.
-    """
-    import yaml
-
-    overrides = out_dir / f"{node_name}.overrides.yaml"
-    overrides.write_text(yaml.safe_dump({node_name: {"ros__parameters": params}}))
-    return [sys.executable, "-m", module, "--ros-args", "--params-file", str(params_file),
-            "--params-file", str(overrides)]
+def node_command(module: str, node_name: str, params: dict[str, Any], out_dir: Path) -> list[str]:
+    """The node's command line, with its parameters merged from the shared file and this run's overrides."""
+    params_file = write_node_params(node_name, out_dir / f"{node_name}.params.yaml", params)
+    return [sys.executable, "-m", module, "--ros-args", "--params-file", str(params_file)]
 
 
 def run_loop(policy: str | Path, backend: str = "auto", mode: str = "lockstep", episodes: int = 3, seed: int = 0,

@@ -40,6 +40,7 @@ class MujocoBridge(Node):
         self.lockstep_timeout_s = float(p("lockstep_timeout_s", 5.0).value)
         self.discovery_timeout_s = float(p("discovery_timeout_s", 20.0).value)
         self.report_path = p("report_path", "").value
+        self.max_steps = int(p("max_steps", 0).value)  # 0: no limit; stops a long run early (tests)
         if self.mode not in ("lockstep", "realtime"):
             raise QpolicyError(f"mode={self.mode!r}: choose lockstep or realtime")
         if self.rate_hz <= 0 or self.episodes <= 0:
@@ -75,6 +76,7 @@ class MujocoBridge(Node):
         self.late = self.missing = self.rejected_commands = self.republished = 0
         self.first_sent_at = 0.0
         self.actions: list[list[float]] = []
+        self.safe_steps: list[int] = []  # steps that got the safe action (no command in time)
         self.backend = None
         self.create_timer(0.05, self.wait_for_server)
 
@@ -153,6 +155,9 @@ class MujocoBridge(Node):
         self.obs, reward, terminated, truncated, _ = self.env.step(action)
         self.episode_return += float(reward)
         self.step_in_episode += 1
+        if self.max_steps and len(self.actions) >= self.max_steps:
+            self.finish()
+            return
         if terminated or truncated:
             self.end_episode()
             if self.done:
@@ -168,6 +173,7 @@ class MujocoBridge(Node):
             self.get_logger().warning(f"no command for {self.pending_key} after {waited:.1f} s; "
                                       "applying the safe action", throttle_duration_sec=1.0)
             self.sent_at.pop(self.pending_key, None)
+            self.safe_steps.append(len(self.actions))
             self.apply(self.safe_action.copy())
         elif time.perf_counter() - self.sent_at.get(self.pending_key, 0.0) > REPUBLISH_AFTER_S:
             # a message lost while discovery settles: ask again (the server's answer is the same)
@@ -182,6 +188,7 @@ class MujocoBridge(Node):
             action = self.latest_command
         else:
             self.missing += 1
+            self.safe_steps.append(len(self.actions))
             action = self.safe_action.copy()
         self.sent_at = {k: v for k, v in self.sent_at.items() if time.perf_counter() - v < 1.0}
         self.apply(action)
@@ -207,7 +214,7 @@ class MujocoBridge(Node):
                 "latency_us": self.latency.percentiles_us(), "latency_samples_s": self.latency.values,
                 "late_commands": self.late, "missing_commands": self.missing,
                 "rejected_commands": self.rejected_commands, "republished_observations": self.republished,
-                "steps": len(self.actions),
+                "steps": len(self.actions), "safe_action_steps": self.safe_steps,
                 "backend": self.backend, "actions": self.actions}
 
     def finish(self, exit_code: int = 0) -> None:

@@ -1,0 +1,177 @@
+"""The closed loop over real DDS (rclpy, Fast DDS), every process on localhost with a private domain."""
+from __future__ import annotations
+
+import ast
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qpolicy_hw.runtime import make_policy
+from qpolicy_ros.demo import ROOT, node_command, ros_env, run_loop
+from qpolicy_train.evaluation import rollout
+
+pytest.importorskip("rclpy")
+
+
+def _domain() -> int:
+    return 1 + (os.getpid() + int(time.time())) % 100
+
+
+def test_lockstep_over_dds_equals_the_offline_rollout(bundle_factory, tmp_path):
+    bundle = bundle_factory()
+    report = run_loop(bundle, backend="int", mode="lockstep", episodes=3, seed=11, out_dir=tmp_path,
+                      timeout_s=300, domain_id=_domain())
+    offline_actions = []
+    returns = rollout(make_policy(bundle, "int"), "Hopper-v5", 3, seed=11,
+                      on_step=lambda obs, x, a: offline_actions.append(a.tolist()))
+    assert report["missing_commands"] == 0 and report["backend"] == "int"
+    assert report["actions"] == offline_actions          # every action, bit for bit
+    assert report["returns"] == returns                  # and every return
+
+
+def _run_fuzzer(domain: int, n: int, out: Path) -> dict:
+    """A separate process publishes fuzzed observations one at a time and counts the answers."""
+    code = f"""
+import json, math, time, numpy as np, rclpy
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
+from diagnostic_msgs.msg import DiagnosticArray
+rclpy.init()
+node = rclpy.create_node('fuzzer')
+qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+pub = node.create_publisher(JointState, '/qpolicy/observation', qos)
+answers, diags = [], []
+node.create_subscription(Float64MultiArray, '/qpolicy/command', lambda m: answers.append(list(m.data)), qos)
+node.create_subscription(DiagnosticArray, '/diagnostics', lambda m: diags.append(m), 10)
+deadline = time.time() + 20
+while (pub.get_subscription_count() == 0 or node.count_publishers('/qpolicy/command') == 0) and time.time() < deadline:
+    rclpy.spin_once(node, timeout_sec=0.05)
+rng = np.random.default_rng(0)
+kinds = ['nan', 'inf', 'huge', 'short', 'long', 'empty', 'ok']
+sent = {{k: 0 for k in kinds}}
+lost = 0
+for i in range({n}):
+    kind = kinds[i % len(kinds)]
+    x = rng.normal(size=11)
+    if kind == 'nan': x[rng.integers(11)] = math.nan
+    if kind == 'inf': x[rng.integers(11)] = -math.inf if i % 2 else math.inf
+    if kind == 'huge': x = x * 1e300
+    if kind == 'short': x = x[:rng.integers(1, 11)]
+    if kind == 'long': x = np.concatenate([x, x])
+    if kind == 'empty': x = x[:0]
+    msg = JointState(); msg.header.frame_id = f'step:0:{{i}}'
+    msg.header.stamp = node.get_clock().now().to_msg()
+    msg.position = x.tolist()
+    before = len(answers)
+    pub.publish(msg); sent[kind] += 1
+    t = time.time()
+    while len(answers) == before and time.time() - t < 2.0:
+        rclpy.spin_once(node, timeout_sec=0.01)
+    lost += len(answers) == before
+t = time.time()
+while time.time() - t < 2.5:
+    rclpy.spin_once(node, timeout_sec=0.05)
+values = {{kv.key: kv.value for kv in diags[-1].status[0].values}} if diags else {{}}
+zero = sum(1 for a in answers if a == [0.0, 0.0, 0.0])
+assert all(len(a) == 3 and all(math.isfinite(v) and -1 <= v <= 1 for v in a) for a in answers)
+json.dump({{'sent': sent, 'answers': len(answers), 'lost': lost, 'safe_answers': zero, 'diag': values}},
+          open('{out}', 'w'))
+node.destroy_node(); rclpy.shutdown()
+"""
+    env = ros_env(domain)
+    subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, timeout=600, check=True)
+    import json
+    return json.loads(out.read_text())
+
+
+def test_fuzzed_observations_get_the_safe_action_and_never_crash(bundle_factory, tmp_path):
+    bundle = bundle_factory()
+    domain = _domain()
+    server = subprocess.Popen(node_command("qpolicy_ros.policy_server", "policy_server",
+                                           {"policy": str(bundle), "backend": "int", "stale_after_s": 0.0},
+                                           tmp_path),
+                              env=ros_env(domain), cwd=ROOT, stdout=open(tmp_path / "server.log", "w"),
+                              stderr=subprocess.STDOUT)
+    try:
+        n = 10_500
+        result = _run_fuzzer(domain, n, tmp_path / "fuzz.json")
+        assert server.poll() is None, "the policy server died"
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=20)
+    assert server.returncode == 0
+    # huge but finite values are valid input (normalization clips them); the rest must be refused
+    bad = n - result["sent"]["ok"] - result["sent"]["huge"]
+    assert result["lost"] == 0 and result["answers"] == n          # every message answered
+    assert result["safe_answers"] >= bad                           # each rejected one with the safe action
+    diag = result["diag"]
+    assert int(diag["rejected_total"]) == bad
+    assert int(diag["rejected_non_finite"]) == result["sent"]["nan"] + result["sent"]["inf"]
+    assert int(diag["rejected_wrong_length"]) == sum(result["sent"][k] for k in ("short", "long", "empty"))
+    assert "Traceback" not in (tmp_path / "server.log").read_text()
+
+
+def test_killed_server_means_safe_action_and_a_restart_resumes(bundle_factory, tmp_path):
+    bundle = bundle_factory()
+    domain = _domain()
+    env = ros_env(domain)
+
+    def start_server(tag):
+        return subprocess.Popen(node_command("qpolicy_ros.policy_server", "policy_server",
+                                             {"policy": str(bundle), "backend": "int"}, tmp_path),
+                                env=env, cwd=ROOT, stdout=open(tmp_path / f"server{tag}.log", "w"),
+                                stderr=subprocess.STDOUT)
+
+    report_path = tmp_path / "bridge.json"
+    server = start_server(1)
+    bridge = subprocess.Popen(node_command("qpolicy_ros.mujoco_bridge", "mujoco_bridge",
+                                           {"mode": "realtime", "episodes": 1000, "seed": 0,
+                                            "report_path": str(report_path), "max_steps": 1500}, tmp_path),
+                              env=env, cwd=ROOT, stdout=open(tmp_path / "bridge.log", "w"),
+                              stderr=subprocess.STDOUT)
+    try:
+        time.sleep(4.0)   # the loop runs...
+        server.kill()     # ...the server dies mid-episode...
+        server.wait()
+        time.sleep(2.0)   # ...the bridge holds the safe action...
+        server = start_server(2)  # ...and a new server takes over
+        bridge.wait(timeout=120)
+    finally:
+        for p in (server, bridge):
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+                p.wait(timeout=20)
+    import json
+    report = json.loads(report_path.read_text())
+    safe = report["safe_action_steps"]
+    assert report["steps"] == 1500
+    assert report["missing_commands"] >= 100            # about 2 s at 125 Hz without a server
+    assert len(safe) == report["missing_commands"]
+    assert max(safe) < report["steps"] - 100            # commands flowed again after the restart
+    assert min(safe) > 50                               # and before the kill
+
+
+def test_launch_file_names_real_executables_and_parameters():
+    tree = ast.parse((ROOT / "launch" / "hopper_fpga.launch.py").read_text())
+    imports = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+               for alias in node.names if node.module in ("launch", "launch_ros.actions")}
+    assert {"LaunchDescription", "Node"} <= imports
+    executables = {kw.value.value for node in ast.walk(tree) if isinstance(node, ast.Call)
+                   for kw in node.keywords if kw.arg == "executable"}
+    setup = (ROOT / "setup.py").read_text()
+    assert executables == {"policy_server", "mujoco_bridge"}
+    for exe in executables:
+        assert f"{exe} = qpolicy_ros.{exe}:main" in setup
+    declared = next(node.value for node in ast.walk(tree) if isinstance(node, ast.Assign)
+                    and getattr(node.targets[0], "id", "") == "ARGUMENTS")
+    assert {k.value for k in declared.keys} >= {"backend", "policy", "mode", "rate_hz", "episodes"}
+    from qpolicy_ros.param_file import node_parameters
+    assert node_parameters("mujoco_bridge")["rate_hz"] == 125.0
+    assert node_parameters("policy_server")["command_topic"] == "/qpolicy/command"
