@@ -175,3 +175,56 @@ def test_launch_file_names_real_executables_and_parameters():
     from qpolicy_ros.param_file import node_parameters
     assert node_parameters("mujoco_bridge")["rate_hz"] == 125.0
     assert node_parameters("policy_server")["command_topic"] == "/qpolicy/command"
+
+
+SET_BACKEND = """
+import json, sys, rclpy
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+rclpy.init()
+node = rclpy.create_node('backend_switcher')
+client = node.create_client(SetParameters, '/policy_server/set_parameters')
+assert client.wait_for_service(timeout_sec=20)
+results = []
+for backend in sys.argv[1:]:
+    req = SetParameters.Request(parameters=[Parameter(name='backend', value=ParameterValue(
+        type=ParameterType.PARAMETER_STRING, string_value=backend))])
+    future = client.call_async(req)
+    rclpy.spin_until_future_complete(node, future, timeout_sec=60)
+    r = future.result().results[0]
+    results.append({'backend': backend, 'successful': r.successful, 'reason': r.reason})
+print(json.dumps(results))
+node.destroy_node(); rclpy.shutdown()
+"""
+
+
+def test_backend_switch_at_runtime_keeps_the_loop_running(bundle_factory, tmp_path):
+    import json
+
+    bundle = bundle_factory()
+    env = ros_env(_domain())
+    server = subprocess.Popen(node_command("qpolicy_ros.policy_server", "policy_server",
+                                           {"policy": str(bundle), "backend": "int"}, tmp_path),
+                              env=env, cwd=ROOT, stdout=open(tmp_path / "server.log", "w"), stderr=subprocess.STDOUT)
+    report_path = tmp_path / "bridge.json"
+    bridge = subprocess.Popen(node_command("qpolicy_ros.mujoco_bridge", "mujoco_bridge",
+                                           {"mode": "lockstep", "episodes": 1000, "max_steps": 4000,
+                                            "report_path": str(report_path)}, tmp_path),
+                              env=env, cwd=ROOT, stdout=open(tmp_path / "bridge.log", "w"), stderr=subprocess.STDOUT)
+    try:
+        out = subprocess.run([sys.executable, "-c", SET_BACKEND, "rtl", "float"], env=env, cwd=ROOT,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        rtl, flt = json.loads(out.stdout.strip().splitlines()[-1])
+        bridge.wait(timeout=300)
+    finally:
+        for p in (server, bridge):
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+                p.wait(timeout=20)
+    assert not rtl["successful"] and "rtl" in rtl["reason"]   # refused with its reason; int keeps serving
+    assert flt["successful"]
+    report = json.loads(report_path.read_text())
+    assert report["steps"] == 4000 and report["missing_commands"] == 0   # no step went unanswered
+    assert report["backend"] == "float"
+    assert "backend switched to float" in (tmp_path / "server.log").read_text()
