@@ -11,7 +11,6 @@ This module needs torch and brevitas (it runs where training runs, not on the bo
 """
 from __future__ import annotations
 
-import io
 import math
 import os
 import subprocess
@@ -23,9 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from qpolicy_hw.bundle import (Bundle, Layer, code_range, signed_range, validate, write_bundle)
+from qpolicy_hw.bundle import (Bundle, code_range, signed_range, validate, write_bundle)
 from qpolicy_hw.errors import BundleError, QpolicyError
-from qpolicy_train.quant_actor import QuantActorBody, QuantSpec, SquashedAction, make_actor_body
+from qpolicy_train.quant_actor import QuantActorBody, QuantSpec, SquashedAction
 
 GOLDEN_RANDOM = 1024
 """Random input code vectors in golden/ (plus the all-min, all-max and alternating extremes)."""

@@ -104,11 +104,6 @@ class IntegerPolicy:
             out.append(q)
         return out
 
-    def accumulators(self, q_in: np.ndarray) -> list[np.ndarray]:
-        """The accumulator of every layer for ``q_in`` (for overflow checks and tie analysis)."""
-        codes = self.layer_codes(q_in)
-        return [c @ w.T + b for c, w, b in zip(codes[:-1], self._w, self._b)]
-
     def codes(self, q_in: np.ndarray) -> np.ndarray:
         """The integer boundary every hardware backend implements: input codes -> output codes."""
         return self.layer_codes(q_in)[-1]

@@ -25,6 +25,14 @@ def _plt():
     return plt
 
 
+def _save(plt, fig, out_png: str | Path) -> Path:
+    fig.tight_layout()
+    out = Path(out_png)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
 def plot_bit_sweep(results_csv: str | Path, out_png: str | Path, width: int = 256) -> Path:
     """One panel per task: mean return (+- std over seeds) vs bit width for each scope, FP32 as a band."""
     plt = _plt()
@@ -52,11 +60,7 @@ def plot_bit_sweep(results_csv: str | Path, out_png: str | Path, width: int = 25
         ax.set_ylabel("return")
         ax.invert_xaxis()
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    out = Path(out_png)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out_png)
 
 
 NOISE_FIELDS = ("env_id", "model", "sigma", "seed", "mean_return", "std_return", "episodes")
@@ -78,8 +82,4 @@ def plot_noise(noise_csv: str | Path, out_png: str | Path) -> Path:
     ax.set_xlabel("noise sigma (normalized observation)")
     ax.set_ylabel("return")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    out = Path(out_png)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out_png)

@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from qpolicy_hw.runtime import make_policy
@@ -17,6 +16,14 @@ from qpolicy_ros.demo import ROOT, node_command, ros_env, run_loop
 from qpolicy_train.evaluation import rollout
 
 pytest.importorskip("rclpy")
+
+
+def _stop(*procs) -> None:
+    """Ctrl-C every process still running and wait for it (the nodes shut down cleanly on SIGINT)."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+            p.wait(timeout=20)
 
 
 def _domain() -> int:
@@ -104,8 +111,7 @@ def test_fuzzed_observations_get_the_safe_action_and_never_crash(bundle_factory,
         result = _run_fuzzer(domain, n, tmp_path / "fuzz.json")
         assert server.poll() is None, "the policy server died"
     finally:
-        server.send_signal(signal.SIGINT)
-        server.wait(timeout=20)
+        _stop(server)
     assert server.returncode == 0
     # huge but finite values are valid input (normalization clips them); the rest must be refused
     bad = n - result["sent"]["ok"] - result["sent"]["huge"]
@@ -144,10 +150,7 @@ def test_killed_server_means_safe_action_and_a_restart_resumes(bundle_factory, t
         server = start_server(2)  # ...and a new server takes over
         bridge.wait(timeout=120)
     finally:
-        for p in (server, bridge):
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-                p.wait(timeout=20)
+        _stop(server, bridge)
     import json
     report = json.loads(report_path.read_text())
     safe = report["safe_action_steps"]
@@ -218,10 +221,7 @@ def test_backend_switch_at_runtime_keeps_the_loop_running(bundle_factory, tmp_pa
         rtl, flt = json.loads(out.stdout.strip().splitlines()[-1])
         bridge.wait(timeout=300)
     finally:
-        for p in (server, bridge):
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-                p.wait(timeout=20)
+        _stop(server, bridge)
     assert not rtl["successful"] and "rtl" in rtl["reason"]   # refused with its reason; int keeps serving
     assert flt["successful"]
     report = json.loads(report_path.read_text())
