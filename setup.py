@@ -30,6 +30,7 @@ setup(
             "qpolicy = qpolicy_cli.main:main",
             "policy_server = qpolicy_ros.policy_server:main",
             "mujoco_bridge = qpolicy_ros.mujoco_bridge:main",
+            "bag_recorder = qpolicy_ros.bag_recorder:main",
         ],
     },
 )

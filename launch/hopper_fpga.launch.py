@@ -1,5 +1,5 @@
 """ros2 launch qpolicy hopper_fpga.launch.py [backend:=auto] [policy:=...] [mode:=lockstep] [rate_hz:=125.0]
-[episodes:=3] [seed:=0]
+[episodes:=3] [seed:=0] [record:=false] [bag_path:=qpolicy_bag]
 
 The Hopper closed loop: policy_server (FPGA overlay, or the bit-exact int fallback) and mujoco_bridge,
 with the parameters of config/hopper_fpga.yaml (topic names and QoS are defined there, once).
@@ -7,6 +7,7 @@ Without a ROS 2 install, `qpolicy demo` starts the same two nodes with the same 
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler, SetEnvironmentVariable
+from launch.conditions import IfCondition
 from launch.event_handlers import OnProcessExit
 from launch.events import Shutdown
 from launch.substitutions import LaunchConfiguration
@@ -22,6 +23,8 @@ ARGUMENTS = {
     "rate_hz": (None, "control rate of the realtime loop", float),
     "episodes": (None, "episodes before the bridge stops", int),
     "seed": (None, "episode i resets with seed + i", int),
+    "record": ("false", "also record the loop to a rosbag2 (MCAP) bag at bag_path", bool),
+    "bag_path": ("qpolicy_bag", "where the bag goes when record:=true", str),
 }
 
 
@@ -41,11 +44,15 @@ def generate_launch_description():
     bridge = Node(package="qpolicy", executable="mujoco_bridge", name="mujoco_bridge", output="screen",
                   parameters=[{**bridge_defaults, "mode": arg("mode"), "rate_hz": arg("rate_hz"),
                                "episodes": arg("episodes"), "seed": arg("seed")}])
+    recorder = Node(package="qpolicy", executable="bag_recorder", name="bag_recorder", output="screen",
+                    condition=IfCondition(LaunchConfiguration("record")),
+                    parameters=[{**node_parameters("bag_recorder"), "bag_path": arg("bag_path")}])
     return LaunchDescription([
         # This demo keeps DDS discovery on this machine; drop this line to talk to other hosts.
         SetEnvironmentVariable("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST"),
         *declared,
         server,
+        recorder,
         bridge,
         # the run ends when the bridge has finished its episodes
         RegisterEventHandler(OnProcessExit(target_action=bridge, on_exit=[EmitEvent(event=Shutdown())])),

@@ -194,12 +194,13 @@ def cmd_demo(argv: list[str]) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="demo_out", help="directory for report.json, report.png and node logs")
     p.add_argument("--json", action="store_true", help="print the summary as JSON (last line)")
+    p.add_argument("--record", metavar="BAG", help="also record the loop to a rosbag2 (MCAP) bag at BAG")
     a = p.parse_args(argv)
     if a.episodes <= 0:
         p.error("--episodes must be positive")
     from qpolicy_ros.demo import demo
 
-    return demo(a.policy, a.backend, a.mode, a.episodes, a.seed, a.out, a.json)
+    return demo(a.policy, a.backend, a.mode, a.episodes, a.seed, a.out, a.json, a.record)
 
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {

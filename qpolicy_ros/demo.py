@@ -40,7 +40,7 @@ def node_command(module: str, node_name: str, params: dict[str, Any], out_dir: P
 
 def run_loop(policy: str | Path, backend: str = "auto", mode: str = "lockstep", episodes: int = 3, seed: int = 0,
              rate_hz: float = 125.0, out_dir: str | Path = "demo_out", timeout_s: float = 900.0,
-             domain_id: int | None = None, extra_bridge: dict | None = None) -> dict:
+             domain_id: int | None = None, extra_bridge: dict | None = None, record: str | None = None) -> dict:
     """Run both nodes to completion; returns the bridge's report plus the server's log lines."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -52,8 +52,16 @@ def run_loop(policy: str | Path, backend: str = "auto", mode: str = "lockstep", 
     server = subprocess.Popen(node_command("qpolicy_ros.policy_server", "policy_server",
                                            {"policy": str(Path(policy).resolve()), "backend": backend}, out),
                               env=env, cwd=ROOT, stdout=server_log, stderr=subprocess.STDOUT)
+    recorder = None
+    if record:
+        recorder = subprocess.Popen(node_command("qpolicy_ros.bag_recorder", "bag_recorder",
+                                                 {"bag_path": str(Path(record).resolve())}, out),
+                                    env=env, cwd=ROOT, stdout=open(out / "bag_recorder.log", "w"),
+                                    stderr=subprocess.STDOUT)
     bridge_params = {"mode": mode, "episodes": episodes, "seed": seed, "rate_hz": float(rate_hz),
                      "report_path": str(report_path.resolve())}
+    if record:
+        bridge_params["min_observation_subscribers"] = 2
     bridge_params.update(extra_bridge or {})
     bridge = subprocess.Popen(node_command("qpolicy_ros.mujoco_bridge", "mujoco_bridge", bridge_params, out),
                               env=env, cwd=ROOT, stdout=bridge_log, stderr=subprocess.STDOUT)
@@ -64,12 +72,13 @@ def run_loop(policy: str | Path, backend: str = "auto", mode: str = "lockstep", 
         bridge.wait(timeout=10)
         raise QpolicyError(f"the closed loop did not finish in {timeout_s:.0f} s (logs in {out})") from None
     finally:
-        if server.poll() is None:
-            server.send_signal(signal.SIGINT)
-            try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                server.kill()
+        for proc in (server, recorder):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
         server_log.close()
         bridge_log.close()
     if not report_path.exists():
@@ -108,18 +117,18 @@ def plot_report(report: dict, path: Path) -> Path:
 
 
 def demo(policy: str | None = None, backend: str = "auto", mode: str = "lockstep", episodes: int = 3,
-         seed: int = 0, out_dir: str = "demo_out", as_json: bool = False) -> int:
+         seed: int = 0, out_dir: str = "demo_out", as_json: bool = False, record: str | None = None) -> int:
     from qpolicy_hw.bundle import load_bundle
 
     policy_path = Path(policy) if policy else DEFAULT_POLICY
     bundle = load_bundle(policy_path)  # a bad or missing bundle fails here, in one line, before any node starts
     t0 = time.perf_counter()
-    report = run_loop(policy_path, backend, mode, episodes, seed, 125.0, out_dir)
+    report = run_loop(policy_path, backend, mode, episodes, seed, 125.0, out_dir, record=record)
     summary = {"returns": report["returns"], "mean_return": report["mean_return"],
                "latency_us": {k: report["latency_us"][k] for k in ("p50", "p99")},
                "late_commands": report["late_commands"], "missing_commands": report["missing_commands"],
                "backend": report["backend"], "mode": mode, "policy": str(policy_path), "env_id": bundle.env_id,
-               "steps": report["steps"], "wall_s": time.perf_counter() - t0}
+               "steps": report["steps"], "wall_s": time.perf_counter() - t0, "bag": record}
     out = Path(out_dir)
     (out / "report.json").write_text(json.dumps(summary, indent=2))
     plot = plot_report(report, out / "report.png")

@@ -40,7 +40,9 @@ class MujocoBridge(Node):
         self.lockstep_timeout_s = float(p("lockstep_timeout_s", 5.0).value)
         self.discovery_timeout_s = float(p("discovery_timeout_s", 20.0).value)
         self.report_path = p("report_path", "").value
-        self.max_steps = int(p("max_steps", 0).value)  # 0: no limit; stops a long run early (tests)
+        self.max_steps = int(p("max_steps", 0).value)
+        # start only when this many nodes listen to the observations (2 with a bag recorder)
+        self.min_subscribers = int(p("min_observation_subscribers", 1).value)  # 0: no limit; stops a long run early (tests)
         if self.mode not in ("lockstep", "realtime"):
             raise QpolicyError(f"mode={self.mode!r}: choose lockstep or realtime")
         if self.rate_hz <= 0 or self.episodes <= 0:
@@ -84,7 +86,8 @@ class MujocoBridge(Node):
     def wait_for_server(self) -> None:
         if self.started or self.done:
             return
-        if self.obs_pub.get_subscription_count() > 0 and self.count_publishers(self.topics["command_topic"]) > 0:
+        if (self.obs_pub.get_subscription_count() >= self.min_subscribers
+                and self.count_publishers(self.topics["command_topic"]) > 0):
             self.started = True
             self.obs, _ = self.env.reset(seed=self.seed)
             self.get_logger().info(f"policy server found; {self.mode} loop on {self.env_id}")
