@@ -182,6 +182,40 @@ def cmd_plot(argv: list[str]) -> int:
     return 0
 
 
+def cmd_ship(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="qpolicy ship", description=(
+        "Package a training run as a shipped policy: the bundle, its training log and the evaluation "
+        "that produced its figures (the evaluation is also recorded in the bundle's provenance)."))
+    p.add_argument("run", help="training run directory (actor.pt or checkpoint.pt)")
+    p.add_argument("--out", required=True, help="e.g. policies/hopper/selected")
+    p.add_argument("--episodes", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from qpolicy_hw.export import export_checkpoint
+    from qpolicy_train.evaluation import evaluate_bundle
+
+    out = Path(a.out)
+    with tempfile.TemporaryDirectory() as tmp:  # evaluate first, then write the bundle that records it
+        probe = export_checkpoint(a.run, Path(tmp) / "bundle")
+        backend = "int" if json.loads((probe / "bundle.json").read_text())["kind"] == "integer" else "float"
+        evaluation = evaluate_bundle(str(probe), a.episodes, backend, 0.0, a.seed)
+    evaluation["bundle"] = str(out)
+    if out.exists():
+        shutil.rmtree(out)
+    export_checkpoint(a.run, out, {k: v for k, v in evaluation.items() if k != "returns"})
+    (out / "evaluation.json").write_text(json.dumps(evaluation, indent=2) + "\n")
+    log = Path(a.run) / "progress.csv" if Path(a.run).is_dir() else Path(a.run).parent / "progress.csv"
+    if log.exists():
+        shutil.copy(log, out / "training_log.csv")
+    print(f"shipped {out}: {evaluation['mean_return']:.1f} +- {evaluation['std_return']:.1f} over "
+          f"{a.episodes} episodes ({backend} backend)")
+    return 0
+
+
 def cmd_demo(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="qpolicy demo", description=(
         "The Hopper closed loop over ROS 2: policy_server and mujoco_bridge as two processes, "
@@ -211,6 +245,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "noise": cmd_noise,
     "select": cmd_select,
     "plot": cmd_plot,
+    "ship": cmd_ship,
     "demo": cmd_demo,
 }
 
@@ -232,6 +267,7 @@ def _main(argv: list[str]) -> int:
               "  noise    input-noise robustness table of one or more bundles\n"
               "  select   the paper's staged model selection (runs the sweep, resumable)\n"
               "  plot     reward-vs-bit-width and noise-robustness figures\n"
+              "  ship     package a training run as a shipped policy (bundle, training log, evaluation)\n"
               "  demo     run the Hopper closed loop (main job)\n")
         return 0 if argv else EXIT_USAGE
     name, rest = argv[0], argv[1:]
