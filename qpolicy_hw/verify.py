@@ -179,3 +179,29 @@ def verify(path, rungs: list[str] | None = None) -> dict[str, Any]:
         checks[name] = result
     return {"bundle": str(bundle.path), "kind": "integer", "checks": checks,
             "pass": all(c["pass"] for c in checks.values())}
+
+
+def rtl_vs_int(bundle: Bundle, n_random: int = 10_000, seed: int = 2) -> dict[str, Any]:
+    """The da4ml core in Verilator vs the int reference: random codes, extremes and the golden vectors."""
+    import shutil
+    import tempfile
+
+    from qpolicy_hw.bundle import GOLDEN_IN
+    from qpolicy_hw.rtl import build_rtl, simulate
+
+    if shutil.which("verilator") is None:
+        return {"skipped": "verilator is not installed (apt-get install -y verilator)", "pass": True}
+    lo, hi = -(1 << (bundle.bits["input"] - 1)), (1 << (bundle.bits["input"] - 1)) - 1
+    rng = np.random.default_rng(seed)
+    q = np.vstack([np.load(bundle.path / GOLDEN_IN, allow_pickle=False).astype(np.int64),
+                   rng.integers(lo, hi + 1, size=(n_random, bundle.obs_dim))])
+    with tempfile.TemporaryDirectory() as tmp:
+        info = build_rtl(bundle, tmp)
+        got, latency = simulate(tmp, q)
+    ref = IntegerPolicy(bundle).codes(q)
+    mism = int((got != ref).sum())
+    return {"vectors": int(len(q)), "codes": int(ref.size), "mismatches": mism, "latency_cycles": latency,
+            "pass": mism == 0 and latency == info["latency"]}
+
+
+RUNGS["rtl_vs_int"] = rtl_vs_int

@@ -107,6 +107,7 @@ def plot_report(report: dict, path: Path) -> Path:
     a.set_xlabel("observation -> action round trip (us)")
     a.set_ylabel("count")
     b.bar(range(len(report["returns"])), report["returns"], color="tab:green")
+    b.set_xticks(range(len(report["returns"])))
     b.set_xlabel("episode")
     b.set_ylabel("return")
     fig.suptitle(f"{report['env_id']} {report['mode']} loop, backend {report['backend']}")
