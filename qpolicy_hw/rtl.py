@@ -185,8 +185,8 @@ def compile_simulator(rtl_dir: str | Path) -> Path:
     if shutil.which("verilator") is None:
         raise BackendUnavailable("verilator is not installed: apt-get install -y verilator")
     info = json.loads((rtl_dir / "qpolicy_rtl.json").read_text())
-    words_in = f"top->in_data" if info["n_in"] * info["in_bits"] > 64 else "((uint32_t*)&top->in_data)"
-    words_out = f"top->out_data" if info["n_out"] * info["out_bits"] > 64 else "((uint32_t*)&top->out_data)"
+    words_in = "top->in_data" if info["n_in"] * info["in_bits"] > 64 else "((uint32_t*)&top->in_data)"
+    words_out = "top->out_data" if info["n_out"] * info["out_bits"] > 64 else "((uint32_t*)&top->out_data)"
     tb = (f"#define N_IN {info['n_in']}\n#define IN_BITS {info['in_bits']}\n#define N_OUT {info['n_out']}\n"
           f"#define OUT_BITS {info['out_bits']}\n#define IN_WORDS {words_in}\n#define OUT_WORDS {words_out}\n"
           + TESTBENCH)
