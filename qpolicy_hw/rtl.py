@@ -175,8 +175,12 @@ def build_rtl(bundle: Bundle, out_dir: str | Path, latency_cutoff: float = DEFAU
 
 
 def verilog_sources(rtl_dir: Path) -> list[Path]:
+    """The project's Verilog files; da4ml's table module only when the design has tables (Yosys
+    otherwise fails on its placeholder memory file)."""
     src = rtl_dir / "src"
-    return sorted(src.glob("*.v")) + sorted((src / "static").glob("*.v"))
+    has_tables = any((src / "memfiles").glob("*"))
+    static = [p for p in sorted((src / "static").glob("*.v")) if has_tables or p.name != "lookup_table.v"]
+    return sorted(src.glob("*.v")) + static
 
 
 def compile_simulator(rtl_dir: str | Path) -> Path:
@@ -219,3 +223,28 @@ def simulate(rtl_dir: str | Path, q_in: np.ndarray) -> tuple[np.ndarray, int]:
     out = np.array([[int(v) for v in line.split()] for line in proc.stdout.strip().splitlines()], dtype=np.int64)
     latency = int(re.search(r"latency_cycles (\d+)", proc.stderr).group(1))
     return out.reshape(len(q), -1), latency
+
+
+def synthesize(rtl_dir: str | Path, family: str = "xc7") -> dict:
+    """Yosys ``synth_xilinx -flatten`` of the wrapped core: LUT/FF/CARRY4/DSP/BRAM cell counts.
+
+    Cell counts of a generic Yosys mapping, not a Vivado implementation: no timing, no power.
+    """
+    rtl_dir = Path(rtl_dir)
+    if shutil.which("yosys") is None:
+        raise BackendUnavailable("yosys is not installed: apt-get install -y yosys")
+    stat = rtl_dir / "yosys_stat.txt"
+    files = " ".join(str(p) for p in verilog_sources(rtl_dir))
+    script = f"read_verilog {files}; synth_xilinx -family {family} -top {TOP} -flatten; tee -o {stat} stat"
+    proc = subprocess.run(["yosys", "-q", "-p", script], capture_output=True, text=True)
+    if proc.returncode != 0 or not stat.exists():
+        raise QpolicyError("yosys failed: " + (proc.stderr or proc.stdout).strip()[-300:])
+    cells = {m.group(1): int(m.group(2)) for m in re.finditer(r"^\s+(\w+)\s+(\d+)\s*$", stat.read_text(), re.M)}
+    lut = sum(v for k, v in cells.items() if re.fullmatch(r"LUT\d", k))
+    ff = sum(v for k, v in cells.items() if re.fullmatch(r"FD[A-Z]*", k))
+    bram = sum(v for k, v in cells.items() if k.startswith("RAMB36")) + 0.5 * sum(
+        v for k, v in cells.items() if k.startswith("RAMB18"))
+    return {"LUT": lut, "FF": ff, "CARRY4": cells.get("CARRY4", 0),
+            "DSP": sum(v for k, v in cells.items() if k.startswith("DSP48")), "BRAM": bram,
+            "MUXF7": cells.get("MUXF7", 0), "MUXF8": cells.get("MUXF8", 0),
+            "resource_source": "yosys synth_xilinx -family " + family + " -flatten"}
