@@ -37,7 +37,7 @@ def main() -> None:
         res = synthesize(tmp)
     report = {"bundle": a.bundle, "steps": bundle.meta.get("provenance", {}).get("steps"),
               "bits": bundle.bits, "width": bundle.meta["spec"]["width"], "latency_cycles": latency,
-              "clock_mhz": None, "resources": res, "exact": {"rtl_vs_int": {"n": int(q.size // bundle.obs_dim),
+              "latency_as_built": info["latency"], "latency_cutoff": a.latency_cutoff, "clock_mhz": None, "resources": res, "exact": {"rtl_vs_int": {"n": int(q.size // bundle.obs_dim),
                                                                              "mismatches": mism}},
               "power": None, "timing": "not run (needs Vivado)"}
     print(f"{a.bundle}: latency {latency} cycles (simulated), LUT {res['LUT']}, FF {res['FF']}, "
