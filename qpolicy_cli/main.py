@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 import os
 import sys
 from typing import Callable
@@ -216,6 +217,27 @@ def cmd_ship(argv: list[str]) -> int:
     return 0
 
 
+def cmd_hw(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="qpolicy hw", description=(
+        "Hardware project of a bundle: da4ml RTL core with valid/reset, Verilator check against the int "
+        "reference, Yosys xc7 cell counts, Vivado out-of-context TCL, and report.json."))
+    p.add_argument("bundle")
+    p.add_argument("--target", required=True, help="xc7a15t (the paper's Artix-7) or pynq-z2")
+    p.add_argument("--out", required=True)
+    p.add_argument("--latency-cutoff", type=float, default=None, help="da4ml delay budget per pipeline stage")
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args(argv)
+    from qpolicy_hw.hw_project import build_hw
+    from qpolicy_hw.rtl import DEFAULT_LATENCY_CUTOFF
+
+    report = build_hw(a.bundle, a.target, a.out, latency_cutoff=a.latency_cutoff or DEFAULT_LATENCY_CUTOFF)
+    if a.json:
+        _print_json(report)
+    else:
+        print((Path(a.out) / "REPORT.txt").read_text().rstrip())
+    return 0
+
+
 def cmd_demo(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="qpolicy demo", description=(
         "The Hopper closed loop over ROS 2: policy_server and mujoco_bridge as two processes, "
@@ -246,6 +268,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "select": cmd_select,
     "plot": cmd_plot,
     "ship": cmd_ship,
+    "hw": cmd_hw,
     "demo": cmd_demo,
 }
 
@@ -267,6 +290,7 @@ def _main(argv: list[str]) -> int:
               "  noise    input-noise robustness table of one or more bundles\n"
               "  select   the paper's staged model selection (runs the sweep, resumable)\n"
               "  plot     reward-vs-bit-width and noise-robustness figures\n"
+              "  hw       hardware project of a bundle (RTL core, simulation, Yosys count, Vivado TCL)\n"
               "  ship     package a training run as a shipped policy (bundle, training log, evaluation)\n"
               "  demo     run the Hopper closed loop (main job)\n")
         return 0 if argv else EXIT_USAGE

@@ -22,7 +22,7 @@ from qpolicy_hw.errors import BackendUnavailable, QpolicyError
 
 TOP = "qpolicy_core"
 CORE = "policy_core"
-DEFAULT_LATENCY_CUTOFF = 4.0
+DEFAULT_LATENCY_CUTOFF = 8.0
 """da4ml's per-stage delay budget (its own delay units); smaller means more pipeline stages."""
 
 

@@ -50,3 +50,36 @@ def test_yosys_counts_the_wrapped_core(bundle_factory, tmp_path):
     assert res["DSP"] == 0                     # da4ml adder trees: no multipliers
     assert res["LUT"] > 0 and res["FF"] >= info["latency"]
     assert res["resource_source"].startswith("yosys synth_xilinx")
+
+
+@needs_verilator
+@pytest.mark.skipif(shutil.which("yosys") is None, reason="yosys is not installed")
+def test_hw_project_report_says_what_was_measured(bundle_factory, tmp_path):
+    import json
+
+    from qpolicy_hw.hw_project import build_hw
+
+    report = build_hw(bundle_factory(QuantSpec(6, 2, 8, 16, 2, "float")), "xc7a15t", tmp_path / "hw", n_random=2000)
+    assert report["exact"]["rtl_vs_int"]["mismatches"] == 0
+    assert report["latency_cycles"] == report["rtl"]["latency"]
+    assert report["resources"]["DSP"] == 0
+    assert report["power"] is None and report["timing"] == "not run (needs Vivado)"
+    assert json.loads((tmp_path / "hw" / "report.json").read_text()) == report
+    tcl = (tmp_path / "hw" / "build_ooc.tcl").read_text()
+    assert "xc7a15tfgg484-1" in tcl and "report_timing_summary" in tcl and "out_of_context" in tcl
+
+
+@needs_verilator
+@pytest.mark.skipif(shutil.which("yosys") is None, reason="yosys is not installed")
+def test_hw_refuses_what_it_cannot_build(bundle_factory, tmp_path, monkeypatch):
+    from qpolicy_hw import hw_project
+    from qpolicy_hw.errors import QpolicyError
+    from qpolicy_hw.targets import Target
+
+    path = bundle_factory(QuantSpec(6, 2, 8, 16, 2, "float"))
+    with pytest.raises(QpolicyError, match="unknown target 'xc9'"):
+        hw_project.build_hw(path, "xc9", tmp_path / "a")
+    tiny = Target("tiny", "xc7a15tfgg484-1", 100.0, 50, 50, 0, 0, "a part too small")
+    monkeypatch.setitem(hw_project.TARGETS, "xc7a15t", tiny)
+    with pytest.raises(QpolicyError, match="the core needs .* LUT .* xc7a15t has 50 LUT"):
+        hw_project.build_hw(path, "xc7a15t", tmp_path / "b")
