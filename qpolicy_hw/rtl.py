@@ -102,6 +102,7 @@ endmodule
 TESTBENCH = r"""// Verilator testbench: streams input code vectors (one per cycle) and prints output codes.
 #include <cstdio>
 #include <cstdint>
+#include <string>
 #include <vector>
 #include "Vqpolicy_core.h"
 #include "verilated.h"
@@ -125,6 +126,23 @@ static int64_t get_bits(Vqpolicy_core* top, int bit, int width) {
 int main(int argc, char** argv) {
     Verilated::commandArgs(argc, argv);
     auto* top = new Vqpolicy_core;
+    top->clk = 0; top->rst = 1; top->in_valid = 0; top->eval();
+    if (argc > 1 && std::string(argv[1]) == "serve") {   // one vector per line in, its codes out
+        for (int i = 0; i < 4; ++i) { top->clk = 1; top->eval(); top->clk = 0; top->eval(); }
+        top->rst = 0;
+        std::vector<int64_t> v(N_IN);
+        while (true) {
+            for (int j = 0; j < N_IN; ++j) if (scanf("%lld", (long long*)&v[j]) != 1) { delete top; return 0; }
+            for (int j = 0; j < N_IN; ++j) set_bits(top, j * IN_BITS, IN_BITS, v[j]);
+            top->in_valid = 1;
+            int cycles = 0;
+            do { top->clk = 1; top->eval(); top->clk = 0; top->eval(); top->in_valid = 0; ++cycles; }
+            while (!top->out_valid && cycles < 100000);
+            for (int j = 0; j < N_OUT; ++j) printf("%lld ", (long long)get_bits(top, j * OUT_BITS, OUT_BITS));
+            printf("%d\n", cycles);
+            fflush(stdout);
+        }
+    }
     int n; if (scanf("%d", &n) != 1) return 2;
     std::vector<int64_t> q((size_t)n * N_IN);
     for (auto& v : q) if (scanf("%lld", (long long*)&v) != 1) return 2;

@@ -83,3 +83,26 @@ def test_hw_refuses_what_it_cannot_build(bundle_factory, tmp_path, monkeypatch):
     monkeypatch.setitem(hw_project.TARGETS, "xc7a15t", tiny)
     with pytest.raises(QpolicyError, match="the core needs .* LUT .* xc7a15t has 50 LUT"):
         hw_project.build_hw(path, "xc7a15t", tmp_path / "b")
+
+
+@needs_verilator
+def test_rtl_backend_serves_the_same_actions_as_int(bundle_factory, tmp_path, monkeypatch):
+    from qpolicy_hw.runtime import make_policy, rtl_backend
+
+    monkeypatch.setattr(rtl_backend, "CACHE", tmp_path / "cache")
+    path = bundle_factory(QuantSpec(6, 2, 8, 16, 2, "float"))
+    rtl, ref = make_policy(path, "rtl"), make_policy(path, "int")
+    rng = np.random.default_rng(3)
+    for obs in rng.normal(size=(100, 11)) * 2:
+        assert np.array_equal(rtl.act(obs), ref.act(obs))
+    assert rtl.last_cycles == json_latency(tmp_path / "cache")
+    rtl.close()
+    again = make_policy(path, "rtl")               # cached build: same directory, no rebuild
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+    again.close()
+
+
+def json_latency(cache):
+    import json
+    (rtl_dir,) = list(cache.iterdir())
+    return json.loads((rtl_dir / "qpolicy_rtl.json").read_text())["latency"]

@@ -28,4 +28,8 @@ def make_policy(bundle: Bundle | str | Path, backend: str = "int"):
     if backend == "float":
         from qpolicy_hw.runtime.float_backend import FloatPolicy
         return FloatPolicy(bundle)
-    raise BackendUnavailable(f"backend {backend!r} is not available in this build (the hardware issue adds it)")
+    if backend == "rtl":
+        from qpolicy_hw.runtime.rtl_backend import RTLPolicy
+        return RTLPolicy(bundle)
+    raise BackendUnavailable(f"backend {backend!r} is not available in this build (the PYNQ overlay and its "
+                             "driver are not generated yet)")

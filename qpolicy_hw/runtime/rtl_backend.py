@@ -1,0 +1,68 @@
+"""The ``rtl`` backend: the bundle's RTL core, Verilated, serving one observation at a time.
+
+The host float steps are the ``int`` runtime's; only ``codes()`` goes through the simulated core. The
+build is cached by the bundle's content hash, so a second start does not re-generate or re-compile.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from qpolicy_hw.bundle import Bundle
+from qpolicy_hw.errors import BackendUnavailable, QpolicyError
+from qpolicy_hw.integer_reference import IntegerPolicy
+
+CACHE = Path(os.environ.get("QPOLICY_CACHE", Path.home() / ".cache" / "qpolicy")) / "rtl"
+
+
+def _bundle_digest(bundle: Bundle) -> str:
+    return hashlib.sha256((bundle.path / "bundle.json").read_bytes()).hexdigest()[:16]
+
+
+class RTLPolicy(IntegerPolicy):
+    backend = "rtl"
+
+    def __init__(self, bundle: Bundle):
+        super().__init__(bundle)
+        from qpolicy_hw.rtl import build_rtl, compile_simulator
+
+        rtl_dir = CACHE / _bundle_digest(bundle)
+        try:
+            if not (rtl_dir / "qpolicy_rtl.json").exists():
+                build_rtl(bundle, rtl_dir)
+            binary = compile_simulator(rtl_dir)
+        except ImportError as exc:
+            raise BackendUnavailable(f"rtl backend needs da4ml ({exc})") from None
+        self._proc = subprocess.Popen([str(binary), "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      text=True, bufsize=1)
+        self.last_cycles = None
+
+    def codes(self, q_in: np.ndarray) -> np.ndarray:
+        q = np.asarray(q_in, dtype=np.int64)
+        self.layer_codes(q[:1])  # the same input checks as the int runtime (range, length)
+        rows = q.reshape(-1, self.obs_dim)
+        out = []
+        for row in rows:
+            self._proc.stdin.write(" ".join(map(str, row)) + "\n")
+            line = self._proc.stdout.readline()
+            if not line:
+                raise QpolicyError("the RTL simulator stopped")
+            *codes, cycles = map(int, line.split())
+            self.last_cycles = cycles
+            out.append(codes)
+        return np.asarray(out, dtype=np.int64).reshape(q.shape[:-1] + (self.act_dim,))
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.stdin.close()
+            self._proc.wait(timeout=10)
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
