@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from qpolicy_hw.bundle import Bundle, load_bundle
-from qpolicy_hw.errors import BackendUnavailable, QpolicyError
+from qpolicy_hw.errors import QpolicyError
 
 BACKENDS = ("auto", "int", "float", "rtl", "pynq")
 
@@ -31,5 +31,5 @@ def make_policy(bundle: Bundle | str | Path, backend: str = "int"):
     if backend == "rtl":
         from qpolicy_hw.runtime.rtl_backend import RTLPolicy
         return RTLPolicy(bundle)
-    raise BackendUnavailable(f"backend {backend!r} is not available in this build (the PYNQ overlay and its "
-                             "driver are not generated yet)")
+    from qpolicy_hw.runtime.pynq_backend import PynqPolicy
+    return PynqPolicy(bundle)

@@ -1,0 +1,143 @@
+"""The AXI-Lite wrapper: generation, the register-level driver, and a Verilated MMIO for tests.
+
+``PolicyCoreDriver`` talks to anything shaped like ``pynq.MMIO`` (``read(offset)``, ``write(offset,
+value)``): the real overlay on a board, or :class:`VerilatedMMIO`, whose register reads and writes
+really go through the simulated AXI-Lite slave.
+"""
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from qpolicy_hw.errors import BackendUnavailable, QpolicyError
+from qpolicy_hw.register_map import (ADDR_BITS, CORE_ID, CTRL_DONE, CTRL_START, axi_verilog, c_header,
+                                     layout)
+
+POLL_LIMIT = 100_000
+
+
+class PolicyCoreDriver:
+    """Register-level driver of one qpolicy core (numpy only; runs on the board)."""
+
+    def __init__(self, mmio, n_in: int, n_out: int, in_bits: int, out_bits: int):
+        self.mmio, self.n_in, self.n_out = mmio, n_in, n_out
+        self.in_mask = (1 << in_bits) - 1
+        self.regs = layout(n_in, n_out)
+        core_id = self.mmio.read(self.regs["ID"])
+        if core_id != CORE_ID:
+            raise BackendUnavailable(f"no qpolicy core at this address (ID reads 0x{core_id:08X})")
+        if (self.mmio.read(self.regs["N_IN"]), self.mmio.read(self.regs["N_OUT"])) != (n_in, n_out):
+            raise BackendUnavailable("the overlay's core has other input/output sizes than the bundle")
+        self.latency = self.mmio.read(self.regs["LATENCY"])
+        self.last_cycles: int | None = None
+
+    def infer(self, q_in) -> np.ndarray:
+        for i, v in enumerate(np.asarray(q_in, dtype=np.int64)):
+            self.mmio.write(self.regs[f"IN{i}"], int(v) & self.in_mask)
+        self.mmio.write(self.regs["CTRL"], CTRL_START)
+        for _ in range(POLL_LIMIT):
+            if self.mmio.read(self.regs["CTRL"]) & CTRL_DONE:
+                break
+        else:
+            raise QpolicyError("the core did not signal DONE")
+        out = [self.mmio.read(self.regs[f"OUT{j}"]) for j in range(self.n_out)]
+        self.last_cycles = self.mmio.read(self.regs["CYCLES"])
+        return np.array([v - (1 << 32) if v & 0x80000000 else v for v in out], dtype=np.int64)
+
+
+AXI_TB = r"""// Verilator testbench: AXI4-Lite transactions from stdin ("w ADDR DATA" / "r ADDR"), results on stdout.
+#include <cstdio>
+#include <cstdint>
+#include "Vqpolicy_axi.h"
+#include "verilated.h"
+static Vqpolicy_axi* top;
+static void tick() { top->s_axi_aclk = 1; top->eval(); top->s_axi_aclk = 0; top->eval(); }
+int main(int argc, char** argv) {
+    Verilated::commandArgs(argc, argv);
+    top = new Vqpolicy_axi;
+    top->s_axi_aresetn = 0; top->s_axi_bready = 1; top->s_axi_rready = 1; top->s_axi_wstrb = 0xF;
+    for (int i = 0; i < 4; ++i) tick();
+    top->s_axi_aresetn = 1; tick();
+    char op; unsigned addr, data;
+    while (scanf(" %c", &op) == 1) {
+        if (op == 'w' && scanf("%x %x", &addr, &data) == 2) {
+            top->s_axi_awaddr = addr; top->s_axi_wdata = data; top->s_axi_awvalid = 1; top->s_axi_wvalid = 1;
+            int n = 0; do { tick(); } while (!top->s_axi_bvalid && ++n < 1000);
+            top->s_axi_awvalid = 0; top->s_axi_wvalid = 0; tick();
+            printf("ok\n");
+        } else if (op == 'r' && scanf("%x", &addr) == 1) {
+            top->s_axi_araddr = addr; top->s_axi_arvalid = 1;
+            int n = 0; do { tick(); } while (!top->s_axi_rvalid && ++n < 1000);
+            unsigned v = top->s_axi_rdata; top->s_axi_arvalid = 0; tick();
+            printf("%u\n", v);
+        } else break;
+        fflush(stdout);
+    }
+    delete top;
+    return 0;
+}
+"""
+
+
+def build_axi(bundle, out_dir: str | Path) -> dict:
+    """The RTL core plus the AXI-Lite slave and the C header, all from the one register map."""
+    from qpolicy_hw.rtl import TOP, build_rtl
+
+    out = Path(out_dir)
+    info = build_rtl(bundle, out)
+    (out / "src" / "qpolicy_axi.v").write_text(
+        axi_verilog(info["n_in"], info["n_out"], info["in_bits"], info["out_bits"], info["latency"], TOP))
+    (out / "qpolicy_core_regs.h").write_text(
+        c_header(info["n_in"], info["n_out"], info["in_bits"], info["out_bits"], info["latency"]))
+    return info
+
+
+class VerilatedMMIO:
+    """``pynq.MMIO``-shaped access to the Verilated AXI-Lite slave (a persistent simulator process)."""
+
+    def __init__(self, rtl_dir: str | Path):
+        from qpolicy_hw.rtl import verilog_sources
+
+        rtl_dir = Path(rtl_dir)
+        if shutil.which("verilator") is None:
+            raise BackendUnavailable("verilator is not installed: apt-get install -y verilator")
+        sim_dir = rtl_dir / "verilator_axi"
+        sim_dir.mkdir(exist_ok=True)
+        (sim_dir / "tb.cpp").write_text(AXI_TB)
+        sources = verilog_sources(rtl_dir)
+        digest = hashlib.sha256(AXI_TB.encode() + b"".join(p.read_bytes() for p in sources)).hexdigest()
+        binary, stamp = sim_dir / "obj" / "sim", sim_dir / "build.sha256"
+        if not (binary.exists() and stamp.exists() and stamp.read_text() == digest):
+            cmd = ["verilator", "--cc", "--exe", "--build", "-O2", "-Wno-fatal", "-Wno-lint", "-Wno-style",
+                   "--top-module", "qpolicy_axi", "-Mdir", str(sim_dir / "obj"), "-o", "sim",
+                   str(sim_dir / "tb.cpp"), *map(str, sources)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise QpolicyError("verilator failed: " + (proc.stderr or proc.stdout).strip()[-300:])
+            stamp.write_text(digest)
+        self._proc = subprocess.Popen([str(binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                      bufsize=1)
+        self.transactions = 0
+
+    def _ask(self, line: str) -> str:
+        self._proc.stdin.write(line + "\n")
+        answer = self._proc.stdout.readline()
+        if not answer:
+            raise QpolicyError("the AXI simulator stopped")
+        self.transactions += 1
+        return answer.strip()
+
+    def read(self, offset: int) -> int:
+        return int(self._ask(f"r {offset & ((1 << ADDR_BITS) - 1):x}"))
+
+    def write(self, offset: int, value: int) -> None:
+        self._ask(f"w {offset & ((1 << ADDR_BITS) - 1):x} {value & 0xFFFFFFFF:x}")
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.stdin.close()
+            self._proc.wait(timeout=10)
