@@ -118,6 +118,15 @@ def build_hw(bundle_path: str | Path, target: str, out_dir: str | Path, n_random
             mmio.close()
         exact["axi_driver_vs_int"] = {"n": int(min(len(q), 2000)), "mismatches": int((axi_codes != ref[:2000]).sum())}
         mismatches += exact["axi_driver_vs_int"]["mismatches"]
+    try:  # the hls4ml project, where it is exact (po2 scales)
+        from qpolicy_hw.hls import build_hls, hls_codes
+
+        hls_model = build_hls(bundle, out / "hls4ml")
+        hls = hls_codes(bundle, hls_model, q)
+        exact["hls4ml_vs_int"] = {"n": int(len(q)), "mismatches": int((hls != ref).sum())}
+        mismatches += exact["hls4ml_vs_int"]["mismatches"]
+    except QpolicyError as exc:
+        exact["hls4ml_vs_int"] = {"skipped": str(exc)}
     (out / "build_ooc.tcl").write_text(OOC_TCL.format(top=TOP, part=tgt.part, clock_mhz=tgt.clock_mhz))
     (out / "constraints.xdc").write_text(XDC.format(clock_mhz=tgt.clock_mhz, period=1000.0 / tgt.clock_mhz))
     report = {

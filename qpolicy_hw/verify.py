@@ -237,3 +237,29 @@ def axi_driver_vs_int(bundle: Bundle, n_random: int = 2000, seed: int = 3) -> di
 
 
 RUNGS["axi_driver_vs_int"] = axi_driver_vs_int
+
+
+def hls4ml_vs_int(bundle: Bundle, n_random: int = 10_000, seed: int = 4) -> dict[str, Any]:
+    """hls4ml's g++ C simulation vs the int reference (po2 bundles; others are refused by design)."""
+    import tempfile
+
+    from qpolicy_hw.bundle import GOLDEN_IN
+    from qpolicy_hw.errors import QpolicyError
+    from qpolicy_hw.hls import build_hls, check_exact, hls_codes
+
+    try:
+        check_exact(bundle)
+    except QpolicyError as exc:
+        return {"skipped": str(exc), "pass": True}
+    lo, hi = -(1 << (bundle.bits["input"] - 1)), (1 << (bundle.bits["input"] - 1)) - 1
+    rng = np.random.default_rng(seed)
+    q = np.vstack([np.load(bundle.path / GOLDEN_IN, allow_pickle=False).astype(np.int64),
+                   np.full((1, bundle.obs_dim), lo), np.full((1, bundle.obs_dim), hi),
+                   rng.integers(lo, hi + 1, size=(n_random, bundle.obs_dim))])
+    with tempfile.TemporaryDirectory() as tmp:
+        got = hls_codes(bundle, build_hls(bundle, tmp), q)
+    mism = int((got != IntegerPolicy(bundle).codes(q)).sum())
+    return {"vectors": int(len(q)), "codes": int(got.size), "mismatches": mism, "pass": mism == 0}
+
+
+RUNGS["hls4ml_vs_int"] = hls4ml_vs_int
