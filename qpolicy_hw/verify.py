@@ -207,7 +207,7 @@ def rtl_vs_int(bundle: Bundle, n_random: int = 10_000, seed: int = 2) -> dict[st
 RUNGS["rtl_vs_int"] = rtl_vs_int
 
 
-def axi_driver_vs_int(bundle: Bundle, n_random: int = 2000, seed: int = 3) -> dict[str, Any]:
+def axi_driver_vs_int(bundle: Bundle, n_random: int = 10_000, seed: int = 3) -> dict[str, Any]:
     """The Python driver over the Verilated AXI-Lite wrapper (register reads and writes) vs the int reference."""
     import shutil
     import tempfile

@@ -30,9 +30,9 @@ def test_driver_over_verilated_axi_matches_int(bundle_factory):
     from qpolicy_hw.verify import axi_driver_vs_int
 
     bundle = load_bundle(bundle_factory(QuantSpec(6, 2, 8, 16, 2, "float")))
-    result = axi_driver_vs_int(bundle, n_random=3000)
-    assert result["mismatches"] == 0 and result["vectors"] >= 3000
-    assert result["register_transactions"] > 3000 * 11   # every code really went through AXI writes/reads
+    result = axi_driver_vs_int(bundle, n_random=10_000)
+    assert result["mismatches"] == 0 and result["vectors"] >= 10_000
+    assert result["register_transactions"] > 10_000 * 11   # every code really went through AXI writes/reads
     assert result["cycles_start_to_done"] >= 1
 
 
