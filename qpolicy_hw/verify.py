@@ -6,6 +6,12 @@ Rungs available here:
 ``float_vs_int``    the Brevitas float forward (float32, as trained) vs the integer contract, stage by
                     stage. Mismatches are allowed only at float ties; each one is classified.
 ``qonnx_vs_float``  qonnx ``execute_onnx`` of model.onnx vs the Brevitas forward: bit-identical floats.
+``hls4ml_vs_int``   hls4ml's g++ C simulation vs int (po2 bundles; float scales are refused by design).
+``rtl_vs_int``      the da4ml RTL core in Verilator, one vector per clock, vs int; plus the measured latency.
+``axi_driver_vs_int`` the Python driver over the Verilated AXI-Lite slave vs int.
+
+The hardware rungs run on the golden vectors plus 10,000 random input codes and report
+``skipped`` (not failed) where their tool is missing.
 
 How a mismatch is known to be a float tie: for the first stage where the two disagree, the exact
 pre-activation ``y`` (rational arithmetic on the float32 scales) is compared with the rounding point
@@ -162,7 +168,86 @@ def qonnx_vs_float(bundle: Bundle, n: int = 300, seed: int = 1) -> dict[str, Any
             "max_abs_diff": float(diff.max()) if diff.size else 0.0, "pass": mism == 0}
 
 
-RUNGS = {"golden_vs_int": check_golden, "float_vs_int": float_vs_int, "qonnx_vs_float": qonnx_vs_float}
+def hardware_test_codes(bundle: Bundle, n_random: int, seed: int) -> np.ndarray:
+    """The bundle's golden vectors (all-min, all-max, alternating extremes and random codes) plus
+    ``n_random`` more random input codes: what every hardware rung is checked on."""
+    from qpolicy_hw.bundle import GOLDEN_IN, signed_range
+
+    lo, hi = signed_range(bundle.bits["input"])
+    golden = np.load(bundle.path / GOLDEN_IN, allow_pickle=False).astype(np.int64)
+    return np.vstack([golden, np.random.default_rng(seed).integers(lo, hi + 1, size=(n_random, bundle.obs_dim))])
+
+
+def rtl_vs_int(bundle: Bundle, n_random: int = 10_000, seed: int = 2) -> dict[str, Any]:
+    """The da4ml core in Verilator vs the int reference: random codes, extremes and the golden vectors."""
+    import shutil
+    import tempfile
+
+    from qpolicy_hw.rtl import build_rtl, simulate
+
+    if shutil.which("verilator") is None:
+        return {"skipped": "verilator is not installed (apt-get install -y verilator)", "pass": True}
+    q = hardware_test_codes(bundle, n_random, seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        info = build_rtl(bundle, tmp)
+        got, latency = simulate(tmp, q)
+    ref = IntegerPolicy(bundle).codes(q)
+    mism = int((got != ref).sum())
+    return {"vectors": int(len(q)), "codes": int(ref.size), "mismatches": mism, "latency_cycles": latency,
+            "pass": mism == 0 and latency == info["latency"]}
+
+
+def axi_driver_vs_int(bundle: Bundle, n_random: int = 10_000, seed: int = 3) -> dict[str, Any]:
+    """The Python driver over the Verilated AXI-Lite wrapper (register reads and writes) vs the int reference."""
+    import shutil
+    import tempfile
+
+    from qpolicy_hw.axi import VerilatedMMIO, build_axi
+    from qpolicy_hw.runtime.pynq_backend import PynqPolicy
+
+    if shutil.which("verilator") is None:
+        return {"skipped": "verilator is not installed (apt-get install -y verilator)", "pass": True}
+    q = hardware_test_codes(bundle, n_random, seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        build_axi(bundle, tmp)
+        mmio = VerilatedMMIO(tmp)
+        try:
+            policy = PynqPolicy(bundle, mmio=mmio)
+            got = policy.codes(q)
+            cycles = policy.driver.last_cycles
+        finally:
+            mmio.close()
+    mism = int((got != IntegerPolicy(bundle).codes(q)).sum())
+    return {"vectors": int(len(q)), "codes": int(got.size), "mismatches": mism, "cycles_start_to_done": cycles,
+            "register_transactions": mmio.transactions, "pass": mism == 0}
+
+
+def hls4ml_vs_int(bundle: Bundle, n_random: int = 10_000, seed: int = 4) -> dict[str, Any]:
+    """hls4ml's g++ C simulation vs the int reference (po2 bundles; others are refused by design)."""
+    import tempfile
+
+    from qpolicy_hw.errors import QpolicyError
+    from qpolicy_hw.hls import build_hls, check_exact, hls_codes
+
+    try:
+        check_exact(bundle)
+    except QpolicyError as exc:
+        return {"skipped": str(exc), "pass": True}
+    q = hardware_test_codes(bundle, n_random, seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        got = hls_codes(bundle, build_hls(bundle, tmp), q)
+    mism = int((got != IntegerPolicy(bundle).codes(q)).sum())
+    return {"vectors": int(len(q)), "codes": int(got.size), "mismatches": mism, "pass": mism == 0}
+
+
+RUNGS = {  # the ladder, in order: each rung checks one implementation against its reference
+    "golden_vs_int": check_golden,
+    "float_vs_int": float_vs_int,
+    "qonnx_vs_float": qonnx_vs_float,
+    "hls4ml_vs_int": hls4ml_vs_int,
+    "rtl_vs_int": rtl_vs_int,
+    "axi_driver_vs_int": axi_driver_vs_int,
+}
 
 
 def verify(path, rungs: list[str] | None = None) -> dict[str, Any]:
@@ -179,87 +264,3 @@ def verify(path, rungs: list[str] | None = None) -> dict[str, Any]:
         checks[name] = result
     return {"bundle": str(bundle.path), "kind": "integer", "checks": checks,
             "pass": all(c["pass"] for c in checks.values())}
-
-
-def rtl_vs_int(bundle: Bundle, n_random: int = 10_000, seed: int = 2) -> dict[str, Any]:
-    """The da4ml core in Verilator vs the int reference: random codes, extremes and the golden vectors."""
-    import shutil
-    import tempfile
-
-    from qpolicy_hw.bundle import GOLDEN_IN
-    from qpolicy_hw.rtl import build_rtl, simulate
-
-    if shutil.which("verilator") is None:
-        return {"skipped": "verilator is not installed (apt-get install -y verilator)", "pass": True}
-    lo, hi = -(1 << (bundle.bits["input"] - 1)), (1 << (bundle.bits["input"] - 1)) - 1
-    rng = np.random.default_rng(seed)
-    q = np.vstack([np.load(bundle.path / GOLDEN_IN, allow_pickle=False).astype(np.int64),
-                   rng.integers(lo, hi + 1, size=(n_random, bundle.obs_dim))])
-    with tempfile.TemporaryDirectory() as tmp:
-        info = build_rtl(bundle, tmp)
-        got, latency = simulate(tmp, q)
-    ref = IntegerPolicy(bundle).codes(q)
-    mism = int((got != ref).sum())
-    return {"vectors": int(len(q)), "codes": int(ref.size), "mismatches": mism, "latency_cycles": latency,
-            "pass": mism == 0 and latency == info["latency"]}
-
-
-RUNGS["rtl_vs_int"] = rtl_vs_int
-
-
-def axi_driver_vs_int(bundle: Bundle, n_random: int = 10_000, seed: int = 3) -> dict[str, Any]:
-    """The Python driver over the Verilated AXI-Lite wrapper (register reads and writes) vs the int reference."""
-    import shutil
-    import tempfile
-
-    from qpolicy_hw.axi import VerilatedMMIO, build_axi
-    from qpolicy_hw.bundle import GOLDEN_IN
-    from qpolicy_hw.runtime.pynq_backend import PynqPolicy
-
-    if shutil.which("verilator") is None:
-        return {"skipped": "verilator is not installed (apt-get install -y verilator)", "pass": True}
-    lo, hi = -(1 << (bundle.bits["input"] - 1)), (1 << (bundle.bits["input"] - 1)) - 1
-    rng = np.random.default_rng(seed)
-    q = np.vstack([np.load(bundle.path / GOLDEN_IN, allow_pickle=False).astype(np.int64),
-                   rng.integers(lo, hi + 1, size=(n_random, bundle.obs_dim))])
-    with tempfile.TemporaryDirectory() as tmp:
-        build_axi(bundle, tmp)
-        mmio = VerilatedMMIO(tmp)
-        try:
-            policy = PynqPolicy(bundle, mmio=mmio)
-            got = policy.codes(q)
-            cycles = policy.driver.last_cycles
-        finally:
-            mmio.close()
-    mism = int((got != IntegerPolicy(bundle).codes(q)).sum())
-    return {"vectors": int(len(q)), "codes": int(got.size), "mismatches": mism, "cycles_start_to_done": cycles,
-            "register_transactions": mmio.transactions, "pass": mism == 0}
-
-
-RUNGS["axi_driver_vs_int"] = axi_driver_vs_int
-
-
-def hls4ml_vs_int(bundle: Bundle, n_random: int = 10_000, seed: int = 4) -> dict[str, Any]:
-    """hls4ml's g++ C simulation vs the int reference (po2 bundles; others are refused by design)."""
-    import tempfile
-
-    from qpolicy_hw.bundle import GOLDEN_IN
-    from qpolicy_hw.errors import QpolicyError
-    from qpolicy_hw.hls import build_hls, check_exact, hls_codes
-
-    try:
-        check_exact(bundle)
-    except QpolicyError as exc:
-        return {"skipped": str(exc), "pass": True}
-    lo, hi = -(1 << (bundle.bits["input"] - 1)), (1 << (bundle.bits["input"] - 1)) - 1
-    rng = np.random.default_rng(seed)
-    q = np.vstack([np.load(bundle.path / GOLDEN_IN, allow_pickle=False).astype(np.int64),
-                   np.full((1, bundle.obs_dim), lo), np.full((1, bundle.obs_dim), hi),
-                   rng.integers(lo, hi + 1, size=(n_random, bundle.obs_dim))])
-    with tempfile.TemporaryDirectory() as tmp:
-        got = hls_codes(bundle, build_hls(bundle, tmp), q)
-    mism = int((got != IntegerPolicy(bundle).codes(q)).sum())
-    return {"vectors": int(len(q)), "codes": int(got.size), "mismatches": mism, "pass": mism == 0}
-
-
-RUNGS["hls4ml_vs_int"] = hls4ml_vs_int
