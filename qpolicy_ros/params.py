@@ -25,7 +25,7 @@ def loop_qos(node: Node) -> QoSProfile:
 
 
 def spin_node(node_factory, args=None) -> int:
-    """Idiomatic main(): one node, a SingleThreadedExecutor (a MultiThreadedExecutor starves the
+    """Idiomatic main(): one node, a SingleThreadedExecutor (a multi-threaded executor starves the
     125 Hz timer on 2 cores), clean shutdown on Ctrl-C or when the node says it is done."""
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
