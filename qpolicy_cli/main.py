@@ -193,21 +193,18 @@ def cmd_ship(argv: list[str]) -> int:
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     import shutil
-    import tempfile
-    from pathlib import Path
 
+    from qpolicy_hw.bundle import record_evaluation
     from qpolicy_hw.export import export_checkpoint
     from qpolicy_train.evaluation import evaluate_bundle
 
     out = Path(a.out)
-    with tempfile.TemporaryDirectory() as tmp:  # evaluate first, then write the bundle that records it
-        probe = export_checkpoint(a.run, Path(tmp) / "bundle")
-        backend = "int" if json.loads((probe / "bundle.json").read_text())["kind"] == "integer" else "float"
-        evaluation = evaluate_bundle(str(probe), a.episodes, backend, 0.0, a.seed)
-    evaluation["bundle"] = str(out)
     if out.exists():
         shutil.rmtree(out)
-    export_checkpoint(a.run, out, {k: v for k, v in evaluation.items() if k != "returns"})
+    export_checkpoint(a.run, out)
+    backend = "int" if json.loads((out / "bundle.json").read_text())["kind"] == "integer" else "float"
+    evaluation = evaluate_bundle(str(out), a.episodes, backend, 0.0, a.seed)
+    record_evaluation(out, {k: v for k, v in evaluation.items() if k != "returns"})
     (out / "evaluation.json").write_text(json.dumps(evaluation, indent=2) + "\n")
     log = Path(a.run) / "progress.csv" if Path(a.run).is_dir() else Path(a.run).parent / "progress.csv"
     if log.exists():

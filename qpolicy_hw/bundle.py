@@ -189,8 +189,19 @@ def write_bundle(out_dir: str | Path, meta: dict[str, Any], arrays: dict[str, np
     for name, data in files.items():
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_bytes(data)
-    (out / "bundle.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    _write_meta(out, meta)
     return out
+
+
+def _write_meta(out: Path, meta: dict[str, Any]) -> None:
+    (out / "bundle.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def record_evaluation(path: str | Path, evaluation: dict[str, Any]) -> None:
+    """Add an evaluation to a bundle's provenance (bundle.json only; the hashed files stay as they are)."""
+    bundle = load_bundle(path)
+    bundle.meta.setdefault("provenance", {})["evaluation"] = evaluation
+    _write_meta(bundle.path, bundle.meta)
 
 
 # --- loading ----------------------------------------------------------------------------------

@@ -38,3 +38,33 @@ def check_observation(obs, obs_dim: int) -> np.ndarray:
     if not np.all(np.isfinite(x)):
         raise ObservationError("observation contains NaN or Inf")
     return x
+
+
+class ObservationHost:
+    """The host side every backend shares: input checks and the frozen normalization of a bundle.
+
+    Subclasses add ``act_normalized``; ``act(obs)`` is then the same for all of them.
+    """
+
+    def __init__(self, bundle):
+        norm = bundle.normalization
+        self.bundle = bundle
+        self.obs_dim, self.act_dim = bundle.obs_dim, bundle.act_dim
+        self._mean = np.asarray(norm["mean"], dtype=np.float64)
+        self._var = np.asarray(norm["var"], dtype=np.float64)
+        self._clip = float(norm["clip"])
+        self._eps = float(norm["epsilon"])
+
+    def check_observation(self, obs) -> np.ndarray:
+        """Return ``obs`` as float64 or raise :class:`ObservationError` naming what is wrong."""
+        return check_observation(obs, self.obs_dim)
+
+    def normalize(self, obs: np.ndarray) -> np.ndarray:
+        return normalize_observation(obs, self._mean, self._var, self._clip, self._eps)
+
+    def act(self, obs) -> np.ndarray:
+        """Observation -> action (float64), raising :class:`ObservationError` for unusable input."""
+        return self.act_normalized(self.normalize(self.check_observation(obs)))
+
+    def act_normalized(self, normalized: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError

@@ -16,7 +16,7 @@ import numpy as np
 
 from qpolicy_hw.bundle import Bundle, Layer
 from qpolicy_hw.errors import BundleError, ObservationError
-from qpolicy_hw.host_float import check_observation, normalize_observation, quantize_input
+from qpolicy_hw.host_float import ObservationHost, quantize_input
 
 _BROADCAST_LIMIT = 1 << 22  # elements of the (batch, out, thresholds) comparison before switching to searchsorted
 
@@ -50,7 +50,7 @@ def shift_requantize(acc: np.ndarray, shift: int, lo: int, hi: int) -> np.ndarra
     return np.clip(q, lo, hi)
 
 
-class IntegerPolicy:
+class IntegerPolicy(ObservationHost):
     """The ``int`` runtime: serves a bundle's integer function; also the reference executor."""
 
     backend = "int"
@@ -59,44 +59,36 @@ class IntegerPolicy:
         if not bundle.is_integer:
             raise BundleError(f"{bundle.path}: a {bundle.meta['kind']} bundle has no integer function; "
                               "use the float backend")
-        self.bundle = bundle
+        super().__init__(bundle)
         self.layers: list[Layer] = bundle.layers
         self._w = [bundle.weights(i).astype(np.int64) for i in range(len(self.layers))]
         self._b = [bundle.bias(i).astype(np.int64) for i in range(len(self.layers))]
         self._t = [bundle.thresholds(i).astype(np.int64) for i in range(len(self.layers))]
         self._table = bundle.action_table.astype(np.float64)
-        norm = bundle.normalization
-        self._mean = np.asarray(norm["mean"], dtype=np.float64)
-        self._var = np.asarray(norm["var"], dtype=np.float64)
-        self._clip = float(norm["clip"])
-        self._eps = float(norm["epsilon"])
         self._in_bits = bundle.bits["input"]
         self._in_scale = bundle.input_scale
         self._out_lo = self.layers[-1].out_range[0]
         self._cols = np.arange(bundle.act_dim)
-        self.obs_dim, self.act_dim = bundle.obs_dim, bundle.act_dim
 
-    # --- host float steps -------------------------------------------------------------------
-    def check_observation(self, obs) -> np.ndarray:
-        """Return ``obs`` as float64 or raise :class:`ObservationError` naming what is wrong."""
-        return check_observation(obs, self.obs_dim)
-
-    def normalize(self, obs: np.ndarray) -> np.ndarray:
-        return normalize_observation(obs, self._mean, self._var, self._clip, self._eps)
-
+    # --- host float step ---------------------------------------------------------------------
     def quantize(self, obs) -> np.ndarray:
         """Observation -> validated input codes (the one float-to-int step)."""
         return quantize_input(self.normalize(self.check_observation(obs)), self._in_scale, self._in_bits)
 
     # --- the integer core ------------------------------------------------------------------
-    def layer_codes(self, q_in: np.ndarray) -> list[np.ndarray]:
-        """Codes after every stage: [q_in, hidden..., q_out] (int64, batch-first)."""
+    def check_codes(self, q_in: np.ndarray) -> np.ndarray:
+        """Input codes as int64, or :class:`ObservationError` for a wrong length or an out-of-range code."""
         q = np.asarray(q_in, dtype=np.int64)
         if q.shape[-1] != self.obs_dim:
             raise ObservationError(f"input codes have {q.shape[-1]} entries, expected {self.obs_dim}")
         lo, hi = self.layers[0].in_range
         if q.size and (q.min() < lo or q.max() > hi):
             raise ObservationError(f"input codes outside the {self._in_bits}-bit range [{lo}, {hi}]")
+        return q
+
+    def layer_codes(self, q_in: np.ndarray) -> list[np.ndarray]:
+        """Codes after every stage: [q_in, hidden..., q_out] (int64, batch-first)."""
+        q = self.check_codes(q_in)
         out = [q]
         for layer, w, b, t in zip(self.layers, self._w, self._b, self._t):
             acc = q @ w.T + b
@@ -113,10 +105,6 @@ class IntegerPolicy:
         """Output codes -> action through the exact tanh table."""
         q = np.asarray(q_out, dtype=np.int64)
         return self._table[self._cols, q - self._out_lo]
-
-    def act(self, obs) -> np.ndarray:
-        """Observation -> action (float64), raising :class:`ObservationError` for unusable input."""
-        return self.decode(self.codes(self.quantize(obs)[None])[0])
 
     def act_normalized(self, normalized: np.ndarray) -> np.ndarray:
         """Action for an already normalized observation (the noise-robustness evaluation adds noise there)."""

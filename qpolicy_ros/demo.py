@@ -140,5 +140,6 @@ def demo(policy: str | None = None, backend: str = "auto", mode: str = "lockstep
         print(f"obs->action latency: p50 {lat['p50']:.0f} us, p99 {lat['p99']:.0f} us; "
               f"late commands {summary['late_commands']}, missing {summary['missing_commands']}")
         print(f"wrote {out / 'report.json'} and {plot}")
-    print(json.dumps(summary)) if as_json else None
+    if as_json:
+        print(json.dumps(summary))
     return 0

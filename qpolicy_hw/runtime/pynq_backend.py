@@ -47,7 +47,6 @@ class PynqPolicy(IntegerPolicy):
                                        bundle.bits["output"])
 
     def codes(self, q_in: np.ndarray) -> np.ndarray:
-        q = np.asarray(q_in, dtype=np.int64)
-        self.layer_codes(q[:1])  # the int runtime's input checks
+        q = self.check_codes(q_in)
         rows = q.reshape(-1, self.obs_dim)
         return np.array([self.driver.infer(r) for r in rows]).reshape(q.shape[:-1] + (self.act_dim,))

@@ -42,8 +42,7 @@ class RTLPolicy(IntegerPolicy):
         self.last_cycles = None
 
     def codes(self, q_in: np.ndarray) -> np.ndarray:
-        q = np.asarray(q_in, dtype=np.int64)
-        self.layer_codes(q[:1])  # the same input checks as the int runtime (range, length)
+        q = self.check_codes(q_in)
         rows = q.reshape(-1, self.obs_dim)
         out = []
         for row in rows:
