@@ -218,14 +218,15 @@ def test_backend_switch_at_runtime_keeps_the_loop_running(bundle_factory, tmp_pa
                                             "report_path": str(report_path)}, tmp_path),
                               env=env, cwd=ROOT, stdout=open(tmp_path / "bridge.log", "w"), stderr=subprocess.STDOUT)
     try:
-        out = subprocess.run([sys.executable, "-c", SET_BACKEND, "rtl", "float"], env=env, cwd=ROOT,
+        out = subprocess.run([sys.executable, "-c", SET_BACKEND, "pynq", "float"], env=env, cwd=ROOT,
                              capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
-        rtl, flt = json.loads(out.stdout.strip().splitlines()[-1])
+        pynq, flt = json.loads(out.stdout.strip().splitlines()[-1])
         bridge.wait(timeout=300)
     finally:
         _stop(server, bridge)
-    assert not rtl["successful"] and "rtl" in rtl["reason"]   # refused with its reason; int keeps serving
+    # no overlay here: refused with its reason while int keeps serving
+    assert not pynq["successful"] and "no FPGA overlay" in pynq["reason"]
     assert flt["successful"]
     report = json.loads(report_path.read_text())
     assert report["steps"] == 4000 and report["missing_commands"] == 0   # no step went unanswered
