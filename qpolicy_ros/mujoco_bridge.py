@@ -38,7 +38,7 @@ class MujocoBridge(Node):
         self.seed = int(p("seed", 0).value)
         self.command_timeout_s = float(p("command_timeout_s", 0.1).value)
         self.lockstep_timeout_s = float(p("lockstep_timeout_s", 5.0).value)
-        self.discovery_timeout_s = float(p("discovery_timeout_s", 20.0).value)
+        self.discovery_timeout_s = float(p("discovery_timeout_s", 60.0).value)
         self.report_path = p("report_path", "").value
         self.max_steps = int(p("max_steps", 0).value)
         # start only when this many nodes listen to the observations (2 with a bag recorder)

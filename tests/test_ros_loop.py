@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ast
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,14 +31,19 @@ def _domain() -> int:
     return 1 + (os.getpid() + int(time.time())) % 100
 
 
-def test_lockstep_over_dds_equals_the_offline_rollout(bundle_factory, tmp_path):
+@pytest.mark.parametrize("backend", ["int", "rtl"])
+def test_lockstep_over_dds_equals_the_offline_rollout(bundle_factory, tmp_path, monkeypatch, backend):
+    """Served by the int runtime, or by the Verilated RTL core: the same actions as the offline rollout."""
+    if backend == "rtl" and shutil.which("verilator") is None:
+        pytest.skip("verilator is not installed")
+    monkeypatch.setenv("QPOLICY_CACHE", str(tmp_path / "cache"))  # the server builds its core here
     bundle = bundle_factory()
-    report = run_loop(bundle, backend="int", mode="lockstep", episodes=3, seed=11, out_dir=tmp_path,
+    report = run_loop(bundle, backend=backend, mode="lockstep", episodes=3, seed=11, out_dir=tmp_path,
                       timeout_s=300, domain_id=_domain())
     offline_actions = []
     returns = rollout(make_policy(bundle, "int"), "Hopper-v5", 3, seed=11,
                       on_step=lambda obs, x, a: offline_actions.append(a.tolist()))
-    assert report["missing_commands"] == 0 and report["backend"] == "int"
+    assert report["missing_commands"] == 0 and report["backend"] == backend
     assert report["actions"] == offline_actions          # every action, bit for bit
     assert report["returns"] == returns                  # and every return
 
