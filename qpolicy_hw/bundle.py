@@ -46,6 +46,13 @@ def code_range(bits: int, signed: bool) -> tuple[int, int]:
     return signed_range(bits) if signed else unsigned_range(bits)
 
 
+def channel_acc_range(w: np.ndarray, b: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per output channel, the least and greatest ``W q + B`` over input codes ``q`` in ``[lo, hi]``."""
+    w = np.asarray(w, dtype=np.int64)
+    b = np.asarray(b, dtype=np.int64)
+    return b + np.minimum(w * lo, w * hi).sum(1), b + np.maximum(w * lo, w * hi).sum(1)
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from qpolicy_hw.bundle import (Bundle, code_range, signed_range, validate, write_bundle)
+from qpolicy_hw.bundle import (Bundle, channel_acc_range, code_range, signed_range, validate, write_bundle)
 from qpolicy_hw.errors import BundleError, QpolicyError
 from qpolicy_train.quant_actor import QuantActorBody, QuantSpec, SquashedAction
 
@@ -109,8 +109,7 @@ def integer_layers(body: QuantActorBody, obs_dim: int) -> tuple[list[dict], dict
             bias = [_frac(v) for v in entry["bias_value"]]
             bias_int = np.array([round(b / s_acc) for b in bias], dtype=np.int64)
         qlo, qhi = code_range(in_bits, in_signed)
-        acc_min = bias_int + np.minimum(w * qlo, w * qhi).sum(1)
-        acc_max = bias_int + np.maximum(w * qlo, w * qhi).sum(1)
+        acc_min, acc_max = channel_acc_range(w, bias_int, qlo, qhi)
         olo, ohi = code_range(out_bits, out_signed)
         t = derive_thresholds(s_acc, bias, bias_int, _frac(s_out), olo, ohi)
         # Thresholds outside the reachable accumulator range are clamped: same function, bounded width.

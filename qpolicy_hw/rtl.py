@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qpolicy_hw.bundle import Bundle
+from qpolicy_hw.bundle import Bundle, channel_acc_range
 from qpolicy_hw.errors import BackendUnavailable, QpolicyError
 
 TOP = "qpolicy_core"
@@ -47,9 +47,7 @@ def trace_core(bundle: Bundle):
         acc = x @ w.T + b
         lo, _ = layer.out_range
         codes = []
-        qlo, qhi = layer.in_range
-        ch_min = b + np.minimum(w * qlo, w * qhi).sum(1)
-        ch_max = b + np.maximum(w * qlo, w * qhi).sum(1)
+        ch_min, ch_max = channel_acc_range(w, b, *layer.in_range)
         for c in range(layer.out_features):
             always = int((t[c] <= ch_min[c]).sum())      # thresholds every reachable acc meets
             live = [int(v) for v in t[c] if ch_min[c] < v <= ch_max[c]]
