@@ -10,7 +10,7 @@ from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandle
 from launch.conditions import IfCondition
 from launch.event_handlers import OnProcessExit
 from launch.events import Shutdown
-from launch.substitutions import LaunchConfiguration
+from launch.substitutions import LaunchConfiguration, PythonExpression
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
@@ -43,7 +43,11 @@ def generate_launch_description():
                   parameters=[{**server_defaults, "policy": arg("policy"), "backend": arg("backend")}])
     bridge = Node(package="qpolicy", executable="mujoco_bridge", name="mujoco_bridge", output="screen",
                   parameters=[{**bridge_defaults, "mode": arg("mode"), "rate_hz": arg("rate_hz"),
-                               "episodes": arg("episodes"), "seed": arg("seed")}])
+                               "episodes": arg("episodes"), "seed": arg("seed"),
+                               # with a recorder, start once both it and the server hear the observations
+                               "min_observation_subscribers": ParameterValue(PythonExpression(
+                                   ["2 if '", LaunchConfiguration("record"), "'.lower() == 'true' else 1"]),
+                                   value_type=int)}])
     recorder = Node(package="qpolicy", executable="bag_recorder", name="bag_recorder", output="screen",
                     condition=IfCondition(LaunchConfiguration("record")),
                     parameters=[{**node_parameters("bag_recorder"), "bag_path": arg("bag_path")}])

@@ -39,10 +39,32 @@ class BagRecorder(Node):
         self.writer.open()
         typestore = get_typestore(Stores.ROS2_KILTED)
         self.count = 0
+        self.subscriptions_by_param = {}
+        self.pending_observation = None
         for param, (cls, type_name) in RECORDED.items():
             conn = self.writer.add_connection(topics[param], type_name, typestore=typestore)
-            self.create_subscription(cls, topics[param], self._writer_for(conn), qos, raw=True)
-        self.get_logger().info(f"recording to {path}")
+            if param == "observation_topic":
+                self.pending_observation = (cls, topics[param], self._writer_for(conn), qos)
+            else:
+                self.subscriptions_by_param[param] = self.create_subscription(
+                    cls, topics[param], self._writer_for(conn), qos, raw=True)
+        # The bridge starts its loop once enough nodes have *matched* its observation publisher. The
+        # recorder joins the observation topic only after its own subscriptions have matched the
+        # server's command publisher and the bridge's episode publisher, so "the recorder hears the
+        # observations" implies "the recorder hears the answers": no command is lost to discovery.
+        self.join_timer = self.create_timer(0.02, self.join_observation_when_matched)
+        self.get_logger().info(f"recording to {path}; waiting for the command and episode publishers")
+
+    def join_observation_when_matched(self) -> None:
+        matched = all(self.subscriptions_by_param[p].get_publisher_count() > 0
+                      for p in ("command_topic", "episode_topic"))
+        if not matched or self.pending_observation is None:
+            return
+        cls, topic, callback, qos = self.pending_observation
+        self.create_subscription(cls, topic, callback, qos, raw=True)
+        self.pending_observation = None
+        self.join_timer.cancel()
+        self.get_logger().info("command and episode publishers matched; recording observations too")
 
     def _writer_for(self, conn):
         def write(data: bytes) -> None:
