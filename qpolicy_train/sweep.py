@@ -47,28 +47,53 @@ def _execute(jobs: list[dict], n_jobs: int, engine: str, results: Path, progress
         return
     if engine == "ray":
         try:
-            import ray
+            import ray  # noqa: F401
         except ImportError:
-            raise QpolicyError("--engine ray needs Ray: pip install 'ray[default]' (or use --engine local)") from None
-        ray.init(ignore_reinit_error=True)
+            raise QpolicyError("--engine ray needs Ray: pip install -r requirements/ray.txt "
+                               "(or use --engine local)") from None
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(jobs), unit="run", desc=f"sweep ({engine})")
+    if engine == "ray":
+        _execute_on_ray(jobs, n_jobs, results, bar)
+    else:
+        with cf.ProcessPoolExecutor(max_workers=n_jobs) as pool:
+            futures = [pool.submit(run_job, j) for j in jobs]
+            for fut in cf.as_completed(futures):
+                append_result(results, fut.result())  # only the parent writes the table
+                if bar:
+                    bar.update(1)
+    if bar:
+        bar.close()
+
+
+def _execute_on_ray(jobs: list[dict], n_jobs: int, results: Path, bar) -> None:
+    """The same jobs as Ray tasks (one CPU each); the driver alone writes the results table.
+
+    With ``RAY_ADDRESS`` set, the sweep joins that cluster (its workers need qpolicy installed);
+    otherwise it starts a private single-machine Ray bound to 127.0.0.1, without a dashboard.
+    """
+    import ray
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init()
+        else:
+            ray.init(num_cpus=n_jobs, include_dashboard=False, _node_ip_address="127.0.0.1",
+                     configure_logging=False, log_to_driver=False)
+    try:
         remote = ray.remote(num_cpus=1)(run_job)
         pending = [remote.remote(j) for j in jobs]
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             append_result(results, ray.get(done[0]))
-        return
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=len(jobs), unit="run", desc="sweep")
-    with cf.ProcessPoolExecutor(max_workers=n_jobs) as pool:
-        futures = [pool.submit(run_job, j) for j in jobs]
-        for fut in cf.as_completed(futures):
-            append_result(results, fut.result())  # only the parent writes the table
             if bar:
                 bar.update(1)
-    if bar:
-        bar.close()
+    finally:
+        if started_here:
+            ray.shutdown()
 
 
 def run_selection(base_args: dict, seeds: list[int], out_dir: str | Path, n_jobs: int = 2, engine: str = "local",
@@ -76,7 +101,7 @@ def run_selection(base_args: dict, seeds: list[int], out_dir: str | Path, n_jobs
     """The three stages, training what each needs that the table does not have yet."""
     from qpolicy_train.sac import Args
 
-    out = Path(out_dir)
+    out = Path(out_dir).resolve()  # workers (Ray's included) may run in another directory
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.csv"
     template = Args(**{**base_args, "progress": False, "export_bundle": False}).validate()
