@@ -2,7 +2,9 @@
 
 Both run in this process, one after the other, single-threaded, with the same task, network sizes
 (actor and critics 256-256), batch size, learning start and update schedule. The figure is
-environment steps per second over the learning phase (after `learning_starts`), and their ratio.
+environment steps per second over the learning phase, and their ratio. The first `--skip` learning
+steps are not timed for either contender: they cover Brevitas' activation-scale warm-up (and the
+eval-mode acting that guards it), which a long run pays once.
 
     .venv/bin/pip install -r requirements/bench.txt       # stable-baselines3 (optional peer)
     .venv/bin/python bench/train_throughput.py [--steps 3000] [--learning-starts 1000]
@@ -17,20 +19,20 @@ import time
 import torch
 
 
-def qpolicy_sps(env_id: str, steps: int, learning_starts: int, quantized: bool) -> float:
+def qpolicy_sps(env_id: str, steps: int, learning_starts: int, skip: int, quantized: bool) -> float:
     from qpolicy_train.sac import Args, train
 
     with tempfile.TemporaryDirectory() as tmp:
         common = dict(env_id=env_id, total_timesteps=learning_starts, learning_starts=learning_starts,
                       eval_every=10**9, eval_episodes=1, checkpoint_every=10**9, progress=False,
                       export_bundle=False, quantized=quantized, out_dir=tmp)
-        train(Args(**common))  # the random-action phase, not timed
+        train(Args(**{**common, "total_timesteps": learning_starts + skip}))  # random phase + warm-up, not timed
         t0 = time.perf_counter()
-        train(Args(**{**common, "total_timesteps": learning_starts + steps}))  # resumes, then learns
+        train(Args(**{**common, "total_timesteps": learning_starts + skip + steps}))  # resumes, then learns
         return steps / (time.perf_counter() - t0)
 
 
-def sb3_sps(env_id: str, steps: int, learning_starts: int) -> float:
+def sb3_sps(env_id: str, steps: int, learning_starts: int, skip: int) -> float:
     from stable_baselines3 import SAC
     from stable_baselines3.common.callbacks import BaseCallback
 
@@ -38,14 +40,14 @@ def sb3_sps(env_id: str, steps: int, learning_starts: int) -> float:
         start = None
 
         def _on_step(self) -> bool:
-            if self.num_timesteps == learning_starts:
+            if self.num_timesteps == learning_starts + skip:
                 Clock.start = time.perf_counter()
             return True
 
     model = SAC("MlpPolicy", env_id, learning_rate=3e-4, buffer_size=1_000_000, learning_starts=learning_starts,
                 batch_size=256, tau=0.005, gamma=0.99, train_freq=1, gradient_steps=1, ent_coef="auto",
                 policy_kwargs=dict(net_arch=dict(pi=[256, 256], qf=[256, 256])), device="cpu", seed=0, verbose=0)
-    model.learn(total_timesteps=learning_starts + steps, callback=Clock())
+    model.learn(total_timesteps=learning_starts + skip + steps, callback=Clock())
     return steps / (time.perf_counter() - Clock.start)
 
 
@@ -54,12 +56,13 @@ def main() -> None:
     p.add_argument("--env-id", default="Hopper-v5")
     p.add_argument("--steps", type=int, default=3000, help="timed learning steps per contender")
     p.add_argument("--learning-starts", type=int, default=1000)
+    p.add_argument("--skip", type=int, default=1000, help="learning steps run but not timed (warm-up)")
     a = p.parse_args()
     torch.set_num_threads(1)
     results = {
-        "qpolicy_sac_quantized_8bit": qpolicy_sps(a.env_id, a.steps, a.learning_starts, quantized=True),
-        "qpolicy_sac_fp32": qpolicy_sps(a.env_id, a.steps, a.learning_starts, quantized=False),
-        "sb3_sac_fp32": sb3_sps(a.env_id, a.steps, a.learning_starts),
+        "qpolicy_sac_quantized_8bit": qpolicy_sps(a.env_id, a.steps, a.learning_starts, a.skip, quantized=True),
+        "qpolicy_sac_fp32": qpolicy_sps(a.env_id, a.steps, a.learning_starts, a.skip, quantized=False),
+        "sb3_sac_fp32": sb3_sps(a.env_id, a.steps, a.learning_starts, a.skip),
     }
     for name, sps in results.items():
         print(f"{name:28s} {sps:8.1f} env steps/s")
