@@ -166,20 +166,33 @@ def cmd_plot(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="qpolicy plot", description="Reward-vs-bit-width and noise-robustness figures.")
     p.add_argument("results", nargs="?", help="results CSV of a sweep (reward vs bit width)")
     p.add_argument("--noise", help="noise CSV from `qpolicy noise`")
+    p.add_argument("--curves", nargs="+", metavar="LABEL=CSV", help="training logs (progress.csv) to draw as curves")
+    p.add_argument("--reference", type=float, help="a horizontal reference return on the curves figure")
     p.add_argument("--out", default=".", help="directory for the PNG files")
     a = p.parse_args(argv)
     from pathlib import Path
 
-    from qpolicy_train.plots import plot_bit_sweep, plot_noise
+    from qpolicy_train.plots import plot_bit_sweep, plot_curves, plot_noise
 
-    if not a.results and not a.noise:
-        p.error("give a results CSV, --noise CSV, or both")
+    if not a.results and not a.noise and not a.curves:
+        p.error("give a results CSV, --noise CSV or --curves LABEL=CSV ...")
+    curves = {}
+    for item in a.curves or []:
+        label, sep, path = item.partition("=")
+        if not sep or not Path(path).is_file():
+            p.error(f"--curves wants LABEL=CSV with an existing file, got {item!r}")
+        curves[label] = path
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     if a.results:
         print(f"wrote {plot_bit_sweep(a.results, out / 'reward_vs_bits.png')}")
     if a.noise:
         print(f"wrote {plot_noise(a.noise, out / 'noise_robustness.png')}")
+    if curves:
+        try:
+            print(f"wrote {plot_curves(curves, out / 'training_curves.png', a.reference)}")
+        except (ValueError, KeyError) as exc:
+            p.error(f"cannot draw the curves: {exc}")
     return 0
 
 

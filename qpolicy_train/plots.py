@@ -83,3 +83,25 @@ def plot_noise(noise_csv: str | Path, out_png: str | Path) -> Path:
     ax.set_ylabel("return")
     ax.legend(fontsize=8)
     return _save(plt, fig, out_png)
+
+
+def plot_curves(logs: dict[str, str | Path], out_png: str | Path, reference: float | None = None) -> Path:
+    """Periodic deterministic evaluation (mean +- std) over training steps, one line per run's progress.csv."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for label, path in logs.items():
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r.get("eval_mean")]
+        if not rows:
+            raise ValueError(f"{path}: no evaluation rows (eval_mean) in this training log")
+        step = np.array([int(r["global_step"]) for r in rows])
+        mean = np.array([float(r["eval_mean"]) for r in rows])
+        std = np.array([float(r["eval_std"]) for r in rows])
+        (line,) = ax.plot(step, mean, marker=".", label=label)
+        ax.fill_between(step, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    if reference is not None:
+        ax.axhline(reference, color="k", ls="--", lw=1, label=f"reference ({reference:g})")
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("evaluation return")
+    ax.legend(fontsize=8)
+    return _save(plt, fig, out_png)

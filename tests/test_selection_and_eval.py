@@ -138,7 +138,7 @@ def test_eval_cli_json(bundle_factory):
 
 def test_figures_are_drawn(tmp_path, bundle_factory):
     from qpolicy_train.evaluation import noise_table
-    from qpolicy_train.plots import plot_bit_sweep, plot_noise
+    from qpolicy_train.plots import plot_bit_sweep, plot_curves, plot_noise
 
     _write(_rows(), tmp_path / "results.csv")
     png = plot_bit_sweep(tmp_path / "results.csv", tmp_path / "bits.png")
@@ -146,3 +146,10 @@ def test_figures_are_drawn(tmp_path, bundle_factory):
     rows = noise_table([("q", str(bundle_factory()))], [0.0, 0.5], 1, 0, str(tmp_path / "noise.csv"))
     assert [r["sigma"] for r in rows] == [0.0, 0.5]
     assert plot_noise(tmp_path / "noise.csv", tmp_path / "noise.png").stat().st_size > 10_000
+    log = tmp_path / "progress.csv"
+    log.write_text("global_step,episode,episodic_return,eval_mean,eval_std,alpha,sps\n"
+                   "500,3,120.5,,,0.2,\n1000,6,,210.0,12.5,0.19,40.0\n2000,11,,330.0,20.0,0.18,41.0\n")
+    assert plot_curves({"run": log}, tmp_path / "curves.png", reference=300).stat().st_size > 10_000
+    log.write_text("global_step,episode,episodic_return,eval_mean,eval_std,alpha,sps\n500,3,120.5,,,0.2,\n")
+    with pytest.raises(ValueError, match="no evaluation rows"):
+        plot_curves({"run": log}, tmp_path / "none.png")
