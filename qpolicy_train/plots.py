@@ -67,17 +67,19 @@ NOISE_FIELDS = ("env_id", "model", "sigma", "seed", "mean_return", "std_return",
 
 
 def plot_noise(noise_csv: str | Path, out_png: str | Path) -> Path:
-    """Return vs noise sigma for each model label (mean +- std over models/seeds)."""
+    """Return vs noise sigma for each model label: mean +- std over its models/seeds, or over the
+    episodes when a label has a single model."""
     plt = _plt()
     with open(noise_csv, newline="") as f:
         rows = list(csv.DictReader(f))
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for model in sorted({r["model"] for r in rows}):
         sig = sorted({float(r["sigma"]) for r in rows if r["model"] == model})
-        ms = [np.mean([float(r["mean_return"]) for r in rows if r["model"] == model and float(r["sigma"]) == s])
-              for s in sig]
-        ss = [np.std([float(r["mean_return"]) for r in rows if r["model"] == model and float(r["sigma"]) == s])
-              for s in sig]
+        ms, ss = [], []
+        for s in sig:
+            at = [r for r in rows if r["model"] == model and float(r["sigma"]) == s]
+            ms.append(np.mean([float(r["mean_return"]) for r in at]))
+            ss.append(np.std([float(r["mean_return"]) for r in at]) if len(at) > 1 else float(at[0]["std_return"]))
         ax.errorbar(sig, ms, yerr=ss, marker="o", capsize=3, label=model)
     ax.set_xlabel("noise sigma (normalized observation)")
     ax.set_ylabel("return")
