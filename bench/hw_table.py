@@ -64,7 +64,9 @@ def main() -> None:
                             *sorted(d for d in (ROOT / "policies/hwref").glob("*") if (d / "bundle.json").exists())]
     rows = []
     for b in bundles:
-        row = measure(b, a.out / (b.parent.name if b.name == "bundle" else b.name))
+        out = a.out / (b.parent.name if b.name == "bundle" else b.name)
+        row = measure(b, out)
+        (out / "hw_row.json").write_text(json.dumps(row, indent=2) + "\n")  # kept if a later bundle fails
         rows.append(row)
         print(f"measured {row['task']} ({b}) in {row['seconds']:.0f} s", file=sys.stderr, flush=True)
     if a.json:
