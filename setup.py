@@ -24,7 +24,8 @@ setup(
     maintainer_email="qpolicy@example.com",
     description="Quantized continuous-control policies from QAT to an integer-only FPGA core, served over ROS 2.",
     license="Apache-2.0",
-    extras_require={"board": ["pynq==4.0.0"], "ray": ["ray==2.60.0"]},  # on the PYNQ board only: pynq pins numpy<2 (ENVIRONMENT.md)
+    # board: on the PYNQ board only (pynq pins numpy<2, ENVIRONMENT.md); ray: `qpolicy select --engine ray`
+    extras_require={"board": ["pynq==4.0.0"], "ray": ["ray==2.60.0"]},
     entry_points={
         "console_scripts": [
             "qpolicy = qpolicy_cli.main:main",
