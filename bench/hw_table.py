@@ -30,10 +30,9 @@ FINN = {"Humanoid": (2300, 3100, 45, "15.4 us"), "Walker2d": (1900, 1600, 4, "16
 
 def measure(bundle_path: Path, out: Path) -> dict:
     from qpolicy_hw.bundle import load_bundle
-    from qpolicy_hw.integer_reference import IntegerPolicy
-    from qpolicy_hw.rtl import build_rtl, simulate, synthesize
+    from qpolicy_hw.rtl import build_rtl, synthesize
     from qpolicy_hw.targets import TARGETS
-    from qpolicy_hw.verify import hardware_test_codes
+    from qpolicy_hw.verify import built_core_vs_int, hardware_test_codes
 
     bundle = load_bundle(bundle_path)
     if out.exists():
@@ -42,8 +41,7 @@ def measure(bundle_path: Path, out: Path) -> dict:
     build_rtl(bundle, out)
     res = synthesize(out)
     q = hardware_test_codes(bundle, 10_000, seed=0)
-    got, latency = simulate(out, q)
-    mismatches = int((got != IntegerPolicy(bundle).codes(q)).sum())
+    _, mismatches, latency = built_core_vs_int(bundle, out, q)
     meta = json.loads((bundle_path / "bundle.json").read_text())
     spec = meta["spec"]
     part = TARGETS["xc7a15t"]

@@ -178,21 +178,29 @@ def hardware_test_codes(bundle: Bundle, n_random: int, seed: int) -> np.ndarray:
     return np.vstack([golden, np.random.default_rng(seed).integers(lo, hi + 1, size=(n_random, bundle.obs_dim))])
 
 
+def built_core_vs_int(bundle: Bundle, rtl_dir, q: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """Stream ``q`` through the core already built in ``rtl_dir``: the int reference's codes, the number
+    of codes the core gets wrong, and the latency measured in simulation."""
+    from qpolicy_hw.rtl import simulate
+
+    got, latency = simulate(rtl_dir, q)
+    ref = IntegerPolicy(bundle).codes(q)
+    return ref, int((got != ref).sum()), latency
+
+
 def rtl_vs_int(bundle: Bundle, n_random: int = 10_000, seed: int = 2) -> dict[str, Any]:
     """The da4ml core in Verilator vs the int reference: random codes, extremes and the golden vectors."""
     import shutil
     import tempfile
 
-    from qpolicy_hw.rtl import build_rtl, simulate
+    from qpolicy_hw.rtl import build_rtl
 
     if shutil.which("verilator") is None:
         return {"skipped": "verilator is not installed (apt-get install -y verilator)", "pass": True}
     q = hardware_test_codes(bundle, n_random, seed)
     with tempfile.TemporaryDirectory() as tmp:
         info = build_rtl(bundle, tmp)
-        got, latency = simulate(tmp, q)
-    ref = IntegerPolicy(bundle).codes(q)
-    mism = int((got != ref).sum())
+        ref, mism, latency = built_core_vs_int(bundle, tmp, q)
     return {"vectors": int(len(q)), "codes": int(ref.size), "mismatches": mism, "latency_cycles": latency,
             "pass": mism == 0 and latency == info["latency"]}
 
