@@ -58,7 +58,7 @@ class BagRecorder(Node):
     def join_observation_when_matched(self) -> None:
         matched = all(self.subscriptions_by_param[p].get_publisher_count() > 0
                       for p in ("command_topic", "episode_topic"))
-        if not matched or self.pending_observation is None:
+        if not matched:
             return
         cls, topic, callback, qos = self.pending_observation
         self.create_subscription(cls, topic, callback, qos, raw=True)
