@@ -49,7 +49,9 @@ def measure(bundle_path: Path, out: Path) -> dict:
             "width": spec["width"], "core_bits": spec["core_bits"], "input_bits": spec["input_bits"],
             "output_bits": spec["output_bits"], "latency_cycles": latency, **res,
             "fits_xc7a15t": res["LUT"] <= part.luts and res["FF"] <= part.ffs,
-            "rtl_vs_int": {"n": int(len(q)), "mismatches": mismatches}, "seconds": time.perf_counter() - t0}
+            "rtl_vs_int": {"n": int(len(q)), "mismatches": mismatches},
+            "cmvm_blocks": json.loads((out / "qpolicy_rtl.json").read_text())["cmvm_blocks"],
+            "seconds": time.perf_counter() - t0}
 
 
 def main() -> None:

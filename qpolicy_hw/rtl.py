@@ -24,6 +24,12 @@ TOP = "qpolicy_core"
 CORE = "policy_core"
 DEFAULT_LATENCY_CUTOFF = 8.0
 """da4ml's per-stage delay budget (its own delay units); smaller means more pipeline stages."""
+CMVM_SOLVE_LIMIT = 128 * 128
+"""Largest weight matrix handed to da4ml's constant-matrix solver in one piece. Its search grows much
+faster than the matrix: a random 3-bit 128x128 solves in ~5 s here, 256x256 did not finish in 30 min."""
+CMVM_BLOCK_ROWS = 64
+"""Output rows per solver call for larger layers (256 inputs x 64 outputs: ~6 s). Adders are then shared
+only within a block, so the core costs somewhat more LUTs than one global solve would find."""
 
 
 def _balanced_sum(terms: list):
@@ -31,6 +37,25 @@ def _balanced_sum(terms: list):
     while len(terms) > 1:
         terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
     return terms[0]
+
+
+def solver_blocks(shape: tuple[int, int]) -> int:
+    """How many da4ml solves a layer of this (out, in) shape is traced in."""
+    rows, cols = shape
+    return 1 if rows * cols <= CMVM_SOLVE_LIMIT else -(-rows // CMVM_BLOCK_ROWS)
+
+
+def _constant_matmul(x, w: np.ndarray, b: np.ndarray) -> list:
+    """Per output channel, ``(w @ x + b)[c]`` traced by da4ml; in row blocks when the matrix is too large
+    for one solve."""
+    if w.size <= CMVM_SOLVE_LIMIT:
+        acc = x @ w.T + b
+        return [acc[c] for c in range(w.shape[0])]
+    out = []
+    for r in range(0, w.shape[0], CMVM_BLOCK_ROWS):
+        part = x @ w[r:r + CMVM_BLOCK_ROWS].T + b[r:r + CMVM_BLOCK_ROWS]
+        out.extend(part[c] for c in range(min(CMVM_BLOCK_ROWS, w.shape[0] - r)))
+    return out
 
 
 def trace_core(bundle: Bundle):
@@ -44,7 +69,7 @@ def trace_core(bundle: Bundle):
         w = bundle.weights(i).astype(np.int64)
         b = bundle.bias(i).astype(np.int64)
         t = bundle.thresholds(i).astype(np.int64)
-        acc = x @ w.T + b
+        acc = _constant_matmul(x, w, b)
         lo, _ = layer.out_range
         codes = []
         ch_min, ch_max = channel_acc_range(w, b, *layer.in_range)
@@ -183,7 +208,8 @@ def build_rtl(bundle: Bundle, out_dir: str | Path, latency_cutoff: float = DEFAU
     registers = len(re.findall(r"^\s*\w+\s*<=", core_text, flags=re.MULTILINE))
     info = {"n_in": bundle.obs_dim, "in_bits": bundle.bits["input"], "n_out": bundle.act_dim,
             "out_bits": bundle.bits["output"], "latency": registers, "latency_cutoff": latency_cutoff,
-            "da4ml_stages": json.loads((out / "metadata.json").read_text())["latency"]}
+            "da4ml_stages": json.loads((out / "metadata.json").read_text())["latency"],
+            "cmvm_blocks": [solver_blocks(bundle.weights(i).shape) for i in range(len(bundle.layers))]}
     (out / "src" / f"{TOP}.v").write_text(wrapper_verilog(info["n_in"], info["in_bits"], info["n_out"],
                                                          info["out_bits"], info["latency"]))
     (out / "qpolicy_rtl.json").write_text(json.dumps(info, indent=2))

@@ -112,8 +112,29 @@ class QuantActorBody(nn.Module):
         self.hidden = nn.ModuleList(layers)
         self.out_linear = QuantLinear(fan_in, act_dim, **lin_kw)
         self.output_quant = QuantIdentity(act_quant=act_q, bit_width=spec.output_bits, return_quant_tensor=True)
+        self._fused = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._fused is not None and not torch.jit.is_tracing():   # never in a QONNX export trace
+            return self._fused(x)
+        return self.brevitas_forward(x)
+
+    def use_fused_forward(self, probe: torch.Tensor) -> bool:
+        """Switch ``forward`` to :class:`~qpolicy_train.fused_quant.FusedActorForward` once it has shown
+        the same outputs and gradients as Brevitas on ``probe``; returns whether it switched. Only the
+        ``float`` scale mode after the activation-scale warm-up qualifies (po2 keeps Brevitas)."""
+        from qpolicy_train.fused_quant import FusedActorForward
+
+        if self.spec.scale_mode != "float" or not warmup_done(self):
+            raise ValueError("the fused forward needs the float scale mode and a finished warm-up")
+        fused = FusedActorForward(self)
+        if not fused.matches_brevitas(probe):
+            return False
+        self._fused = fused
+        return True
+
+    def brevitas_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The forward as Brevitas defines it (the reference; QONNX export traces this)."""
         y = self.input_quant(x)
         for layer in self.hidden:
             y = layer(y)

@@ -29,7 +29,7 @@ from torch import nn
 from qpolicy_hw.errors import QpolicyError
 from qpolicy_hw.host_float import NORM_EPSILON, normalize_observation
 from qpolicy_train.quant_actor import (QuantSpec, SquashedAction, load_quantized_state, make_actor_body,
-                                       warmup_counters, warmup_in_progress)
+                                       warmup_counters, warmup_done, warmup_in_progress)
 
 TASKS = ("Hopper", "Walker2d", "HalfCheetah", "Ant", "Humanoid")
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
@@ -110,6 +110,9 @@ class Args:
     """a checkpoint is written at the first episode end after this many steps"""
     torch_threads: int = 1
     """torch intra-op threads; 1 is fastest for these small nets on a 2-core machine"""
+    fused_quant: bool = True
+    """after the warm-up, run the actor through the fused fake-quant forward (bit-identical to Brevitas,
+    checked on the first batch; faster on CPU, docs/training.md); False keeps Brevitas' modules throughout"""
     progress: bool = True
     """show a progress bar"""
     export_bundle: bool = True
@@ -281,7 +284,8 @@ def evaluate(actor: Actor, normalizer: ObservationNormalizer, env_id: str, episo
 
 def _run_identity(args: dict) -> dict:
     """The arguments that define a run; the others (length, logging) may change on resume."""
-    free = {"total_timesteps", "progress", "export_bundle", "eval_every", "checkpoint_every", "out_dir"}
+    free = {"total_timesteps", "progress", "export_bundle", "eval_every", "checkpoint_every", "out_dir",
+            "fused_quant"}   # bit-identical either way
     return {k: v for k, v in args.items() if k not in free}
 
 
@@ -404,6 +408,10 @@ def train(args: Args) -> dict:
     next_eval = (start_step // args.eval_every + 1) * args.eval_every
     next_ckpt = (start_step // args.checkpoint_every + 1) * args.checkpoint_every
     last_return = float("nan")
+    # actors that switch to the fused forward once their activation-scale warm-up is over
+    fused_since = None
+    fuse_pending = ([n for n in (actor, actor_target) if n is not None]
+                    if args.fused_quant and args.quantized and args.scale_mode == "float" else [])
     actor.train()
     for global_step in range(start_step, args.total_timesteps):
         # 1. act: random before learning starts (and until the actor has seen one update)
@@ -449,6 +457,12 @@ def train(args: Args) -> dict:
             r = torch.as_tensor(b_rew)
             d = torch.as_tensor(b_done)
             policy_step = global_step % args.policy_frequency == 0
+            for net in [n for n in fuse_pending if warmup_done(n.body)]:
+                fuse_pending.remove(net)
+                if net.body.use_fused_forward(o):
+                    fused_since = global_step if net is actor else fused_since
+                else:
+                    print("the fused fake-quant forward differs from Brevitas here; keeping Brevitas' modules")
             pi = logp = None
             if sac and policy_step:
                 # One quantized forward serves the target (next obs, detached) and the first actor
@@ -472,6 +486,9 @@ def train(args: Args) -> dict:
             q_opt.step()
 
             if policy_step:
+                # The actor loss differentiates through the critics, but only the actor's gradient is
+                # used: frozen critic weights skip their weight-gradient products (same actor gradient).
+                qf.requires_grad_(False)
                 for i in range(args.policy_frequency if sac else 1):
                     if sac:
                         if i > 0:
@@ -489,6 +506,7 @@ def train(args: Args) -> dict:
                         alpha_loss.backward()
                         alpha_opt.step()
                         alpha = float(log_alpha.detach().exp())
+                qf.requires_grad_(True)
             if global_step % args.target_network_frequency == 0:
                 with torch.no_grad():
                     pairs = [(qf, qf_target)] + ([(actor, actor_target)] if actor_target is not None else [])
@@ -525,7 +543,8 @@ def train(args: Args) -> dict:
     env.close()
     summary = {"env_id": args.env_id, "algo": args.algo, "seed": args.seed, "total_timesteps": args.total_timesteps,
                "spec": args.spec().to_dict(), "history": history,
-               "final_eval_mean": history[-1]["eval_mean"] if history else None}
+               "final_eval_mean": history[-1]["eval_mean"] if history else None,
+               "fused_since_step": fused_since}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     torch.save({"args": asdict(args), "actor": actor.state_dict(), "warmup_counters": warmup_counters(actor),
                 "normalizer": normalizer.state(),

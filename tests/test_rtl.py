@@ -40,6 +40,24 @@ def test_verilated_core_matches_int_on_every_code(bundle_factory, tmp_path, spec
     assert latency == info["latency"]               # measured in simulation: in_valid -> out_valid
 
 
+@needs_verilator
+def test_large_layers_solved_in_row_blocks_stay_exact(bundle_factory, tmp_path, monkeypatch):
+    """Layers above the solver limit are traced in row blocks (how wide cores become buildable):
+    force that path on a small bundle, with a block size that does not divide the width."""
+    from qpolicy_hw import rtl
+
+    monkeypatch.setattr(rtl, "CMVM_SOLVE_LIMIT", 8)
+    monkeypatch.setattr(rtl, "CMVM_BLOCK_ROWS", 5)
+    spec = QuantSpec(6, 2, 8, 16, 2, "float")
+    bundle = load_bundle(bundle_factory(spec))
+    assert any(bundle.weights(i).size > 8 for i in range(len(bundle.layers)))
+    info = build_rtl(bundle, tmp_path / "rtl")
+    q = np.random.default_rng(2).integers(-32, 32, size=(3000, bundle.obs_dim))
+    out, latency = simulate(tmp_path / "rtl", q)
+    assert np.array_equal(out, IntegerPolicy(bundle).codes(q))
+    assert latency == info["latency"]
+
+
 @pytest.mark.skipif(shutil.which("yosys") is None, reason="yosys is not installed")
 def test_yosys_counts_the_wrapped_core(bundle_factory, tmp_path):
     from qpolicy_hw.rtl import synthesize
