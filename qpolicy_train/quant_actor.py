@@ -127,7 +127,10 @@ class QuantActorBody(nn.Module):
 
         if self.spec.scale_mode != "float" or not warmup_done(self):
             raise ValueError("the fused forward needs the float scale mode and a finished warm-up")
-        fused = FusedActorForward(self)
+        try:
+            fused = FusedActorForward(self)
+        except TypeError:  # a quantizer built differently from the ones the fused forward transcribes
+            return False
         if not fused.matches_brevitas(probe):
             return False
         self._fused = fused

@@ -37,6 +37,8 @@ def test_fused_forward_equals_brevitas_bit_for_bit(spec, mode):
         assert torch.equal(grads[name], ref_grads[name]), name
     # the saturating inputs really exercised the clamps (their gradients are masked)
     assert (ref_out.abs() == ref_out.abs().max()).any()
+    with torch.no_grad():   # acting and critic targets take the autograd-free path
+        assert torch.equal(fused(x), body.brevitas_forward(x))
 
 
 def test_switching_needs_a_finished_warmup_and_float_scales():
