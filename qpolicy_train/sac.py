@@ -254,10 +254,22 @@ class ReplayBuffer:
                 "act": self.act[:n].copy(), "rew": self.rew[:n].copy(), "done": self.done[:n].copy()}
 
     def load(self, s: dict) -> None:
+        """Restore a saved buffer. Its capacity follows ``total_timesteps``, so a run resumed with a
+        longer budget gets a larger buffer: the saved transitions are then laid out oldest first, as an
+        uninterrupted run with that budget would hold them (and only the newest fit a smaller one)."""
         n = len(s["obs"])
-        self.pos, self.full = s["pos"], s["full"]
-        self.obs[:n], self.next_obs[:n], self.act[:n], self.rew[:n], self.done[:n] = (
-            s["obs"], s["next_obs"], s["act"], s["rew"], s["done"])
+        keys = ("obs", "next_obs", "act", "rew", "done")
+        if (s["full"] and n == self.capacity) or (not s["full"] and n < self.capacity):  # same layout: exact
+            for k in keys:
+                getattr(self, k)[:n] = s[k]
+            self.pos, self.full = s["pos"], s["full"]
+            return
+        order = np.r_[s["pos"]:n, 0:s["pos"]] if s["full"] else np.arange(n)
+        keep = order[-self.capacity:]
+        for k in keys:
+            getattr(self, k)[:len(keep)] = s[k][keep]
+        self.full = len(keep) == self.capacity
+        self.pos = 0 if self.full else len(keep)
 
 
 # --- evaluation -------------------------------------------------------------------------------

@@ -76,3 +76,35 @@ def test_checkpoint_of_another_run_is_refused(tmp_path):
     other.core_bits = 3
     with pytest.raises(TrainError, match="belongs to a run with other arguments"):
         train(other)
+
+
+def test_replay_buffer_survives_a_longer_or_shorter_budget():
+    """The buffer's capacity follows total_timesteps: resuming a run whose buffer had filled with a
+    larger budget must not leave empty rows in the sampled range (it once sampled zeros there)."""
+    import numpy as np
+
+    from qpolicy_train.sac import ReplayBuffer
+
+    def filled(capacity, n):
+        rb = ReplayBuffer(capacity, 2, 1)
+        for t in range(n):
+            rb.add(np.full(2, t), np.full(2, t + 1), np.full(1, t), float(t), False)
+        return rb
+
+    state = filled(10, 13).state()            # wrapped: holds transitions 3..12, next write at 3
+    same = ReplayBuffer(10, 2, 1)
+    same.load(state)                          # same capacity: restored exactly
+    assert (same.pos, same.full) == (3, True) and np.array_equal(same.rew, filled(10, 13).rew)
+    longer = ReplayBuffer(20, 2, 1)
+    longer.load(state)                        # as an uninterrupted 20-capacity run would hold them
+    assert (len(longer), longer.pos, longer.full) == (10, 10, False)
+    assert longer.rew[:10].tolist() == list(range(3, 13))
+    assert np.array_equal(longer.obs[:10, 0], np.arange(3, 13)) and longer.act[:10, 0].tolist() == list(range(3, 13))
+    shorter = ReplayBuffer(4, 2, 1)
+    shorter.load(state)                       # only the newest fit
+    assert (len(shorter), shorter.pos, shorter.full) == (4, 0, True) and shorter.rew.tolist() == [9, 10, 11, 12]
+    exact = ReplayBuffer(5, 2, 1)
+    exact.load(filled(8, 5).state())          # not full before, exactly full now
+    assert (exact.pos, exact.full) == (0, True) and exact.rew.tolist() == [0, 1, 2, 3, 4]
+    rng = np.random.default_rng(0)
+    assert (longer.sample(rng, 1000)[3] >= 3).all()   # nothing sampled outside the saved transitions
