@@ -48,7 +48,7 @@ def measure(bundle_path: Path, out: Path) -> dict:
     return {"task": meta["task"]["env_id"].split("-")[0], "bundle": str(bundle_path), "steps": meta["provenance"].get("steps"),
             "width": spec["width"], "core_bits": spec["core_bits"], "input_bits": spec["input_bits"],
             "output_bits": spec["output_bits"], "latency_cycles": latency, **res,
-            "fits_xc7a15t": res["LUT"] <= part.luts and res["FF"] <= part.ffs,
+            "fits_xc7a15t": res["LUT_upper_bound"] <= part.luts and res["FF"] <= part.ffs,
             "rtl_vs_int": {"n": int(len(q)), "mismatches": mismatches},
             "cmvm_blocks": json.loads((out / "qpolicy_rtl.json").read_text())["cmvm_blocks"],
             "seconds": time.perf_counter() - t0}
@@ -72,15 +72,15 @@ def main() -> None:
     if a.json:
         print(json.dumps(rows, indent=2))
         return
-    print("| task | width | core/in/out bits | bundle (steps) | latency | LUT | FF | CARRY4 | DSP | BRAM | rtl_vs_int "
+    print("| task | width | core/in/out bits | bundle (steps) | latency | LUT | INV | FF | CARRY4 | DSP | BRAM | rtl_vs_int "
           "| FINN (paper): LUT / FF / DSP / latency | LUT ratio FINN/ours |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         f = FINN.get(r["task"])
         finn = f"{f[0]} / {f[1]} / {f[2]} / {f[3]}" if f else "-"
         ratio = f"{f[0] / max(r['LUT'], 1):.2f}" if f else "-"
         print(f"| {r['task']} | {r['width']} | {r['core_bits']}/{r['input_bits']}/{r['output_bits']} | "
-              f"{r['bundle']} ({r['steps']}) | {r['latency_cycles']} cycles | {r['LUT']} | {r['FF']} | {r['CARRY4']} | "
+              f"{r['bundle']} ({r['steps']}) | {r['latency_cycles']} cycles | {r['LUT']} | {r['INV']} | {r['FF']} | {r['CARRY4']} | "
               f"{r['DSP']} | {r['BRAM']} | {r['rtl_vs_int']['mismatches']}/{r['rtl_vs_int']['n']} | {finn} | {ratio} |")
 
 

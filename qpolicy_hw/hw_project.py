@@ -94,8 +94,9 @@ def build_hw(bundle_path: str | Path, target: str, out_dir: str | Path, n_random
     else:
         info = build_rtl(bundle, out, latency_cutoff)
     res = synthesize(out)
-    if res["LUT"] > tgt.luts or res["FF"] > tgt.ffs:
-        raise QpolicyError(f"the core needs {res['LUT']} LUT / {res['FF']} FF by the Yosys count; {target} has "
+    if res["LUT_upper_bound"] > tgt.luts or res["FF"] > tgt.ffs:
+        raise QpolicyError(f"the core needs up to {res['LUT_upper_bound']} LUT (LUT + INV cells) / {res['FF']} FF "
+                           f"by the Yosys count; {target} has "
                            f"{tgt.luts} LUT / {tgt.ffs} FF. Choose fewer bits or a smaller width, or a larger part")
     q = hardware_test_codes(bundle, n_random, seed=0)
     ref, mismatches, latency = built_core_vs_int(bundle, out, q)
@@ -126,7 +127,7 @@ def build_hw(bundle_path: str | Path, target: str, out_dir: str | Path, n_random
         "target": target, "part": tgt.part, "bundle": str(bundle.path), "latency_cycles": latency,
         "latency_source": "Verilator simulation (in_valid -> out_valid, inputs streamed every cycle)",
         "clock_mhz": tgt.clock_mhz, "clock_source": "constraint only; timing not run (needs Vivado)",
-        "resources": {k: res[k] for k in ("LUT", "FF", "CARRY4", "DSP", "BRAM")},
+        "resources": {k: res[k] for k in ("LUT", "FF", "CARRY4", "DSP", "BRAM", "INV", "LUT_upper_bound")},
         "resource_source": res["resource_source"] + f" of {TOP} (the core with its valid pipeline)",
         "exact": exact,
         "power": None, "timing": "not run (needs Vivado)", "rtl": info,
@@ -136,8 +137,8 @@ def build_hw(bundle_path: str | Path, target: str, out_dir: str | Path, n_random
         f"{TOP} for {tgt.description}\n"
         f"bundle: {bundle.path}\n"
         f"latency: {latency} cycles (simulated); one input per cycle\n"
-        f"resources (Yosys synth_xilinx, not Vivado): LUT {res['LUT']}, FF {res['FF']}, CARRY4 {res['CARRY4']}, "
-        f"DSP {res['DSP']}, BRAM {res['BRAM']}\n"
+        f"resources (Yosys synth_xilinx, not Vivado): LUT {res['LUT']} (+{res['INV']} INV cells: at most "
+        f"{res['LUT_upper_bound']} LUT), FF {res['FF']}, CARRY4 {res['CARRY4']}, DSP {res['DSP']}, BRAM {res['BRAM']}\n"
         + "".join(f"{name}: " + (f"{r['mismatches']} mismatching codes over {r['n']} input vectors\n" if "n" in r
                                  else f"skipped ({r['skipped']})\n") for name, r in exact.items())
         + "timing and power: not run (needs Vivado: vivado -mode batch -source build_ooc.tcl)\n"

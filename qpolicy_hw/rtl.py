@@ -289,4 +289,7 @@ def synthesize(rtl_dir: str | Path, family: str = "xc7") -> dict:
     return {"LUT": lut, "FF": ff, "CARRY4": cells.get("CARRY4", 0),
             "DSP": sum(v for k, v in cells.items() if k.startswith("DSP48")), "BRAM": bram,
             "MUXF7": cells.get("MUXF7", 0), "MUXF8": cells.get("MUXF8", 0),
+            # Yosys leaves inverters as INV cells; Vivado absorbs most into LUTs, at worst one LUT1 each,
+            # so LUT + INV bounds the LUT count from above
+            "INV": cells.get("INV", 0), "LUT_upper_bound": lut + cells.get("INV", 0),
             "resource_source": "yosys synth_xilinx -family " + family + " -flatten"}
