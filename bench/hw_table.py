@@ -6,7 +6,8 @@ golden + extremes, and Yosys `synth_xilinx -family xc7 -flatten` cell counts. Th
 FINN core for the same task (published figures from PAPER.md, not measured here; FINN reports Vivado
 numbers, these are Yosys counts, so compare orders of magnitude, not single LUTs).
 
-    .venv/bin/python bench/hw_table.py [BUNDLE ...] [--out bench_out/hw_table] [--json]
+    .venv/bin/python bench/hw_table.py [BUNDLE ...] [--out bench_out/hw_table] [--json] [--plot PNG]
+    .venv/bin/python bench/hw_table.py --rows DIR/hw_row.json ... [--plot PNG]   # no re-measuring
 
 Without arguments it measures `policies/hopper/selected` and the bundles under `policies/hwref/`.
 """
@@ -54,21 +55,61 @@ def measure(bundle_path: Path, out: Path) -> dict:
             "seconds": time.perf_counter() - t0}
 
 
+def plot(rows: list[dict], path: Path) -> None:
+    """Cells and latency of each core next to the paper's FINN core, on log scales."""
+    import re
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    tasks = [r["task"] + ("" if r["task"] != "Hopper" or r["core_bits"] == 2 else f" (core {r['core_bits']})")
+             for r in rows]
+    x = np.arange(len(rows))
+    finn = [FINN.get(r["task"]) if r["task"] != "Hopper" or r["core_bits"] == 2 else None for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    ax1.bar(x - 0.2, [r["LUT"] for r in rows], 0.4, label="qpolicy core, Yosys LUT")
+    ax1.bar(x + 0.2, [f[0] if f else 0 for f in finn], 0.4, label="paper's FINN core, Vivado LUT")
+    ax1.axhline(10_400, color="k", ls="--", lw=1, label="XC7A15T capacity")
+    ax1.set_yscale("log")
+    ax1.set_ylabel("LUT")
+    ax2.bar(x - 0.2, [10.0 * r["latency_cycles"] for r in rows], 0.4, label="qpolicy core (cycles x 10 ns)")
+    ax2.bar(x + 0.2, [1000 * float(re.search(r"([\d.]+) us", f[3]).group(1)) if f else 0 for f in finn], 0.4,
+            label="paper's FINN core")
+    ax2.set_yscale("log")
+    ax2.set_ylabel("latency (ns, at 100 MHz)")
+    for ax in (ax1, ax2):
+        ax.set_xticks(x, tasks, rotation=20)
+        ax.legend(fontsize=8)
+    fig.suptitle("Fully unrolled integer cores vs the paper's FINN cores (Yosys counts; timing not run)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("bundles", nargs="*", type=Path)
     p.add_argument("--out", type=Path, default=ROOT / "bench_out" / "hw_table")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--rows", nargs="+", type=Path, default=None,
+                   help="hw_row.json files of earlier measurements: print/plot them instead of measuring")
+    p.add_argument("--plot", type=Path, default=None, help="also draw the table as a figure (PNG)")
     a = p.parse_args()
-    bundles = a.bundles or [ROOT / "policies/hopper/selected",
-                            *sorted(d for d in (ROOT / "policies/hwref").glob("*") if (d / "bundle.json").exists())]
-    rows = []
+    bundles = [] if a.rows else a.bundles or [
+        ROOT / "policies/hopper/selected",
+        *sorted(d for d in (ROOT / "policies/hwref").glob("*") if (d / "bundle.json").exists())]
+    rows = [json.loads(f.read_text()) for f in a.rows or []]
     for b in bundles:
         out = a.out / (b.parent.name if b.name == "bundle" else b.name)
         row = measure(b, out)
         (out / "hw_row.json").write_text(json.dumps(row, indent=2) + "\n")  # kept if a later bundle fails
         rows.append(row)
         print(f"measured {row['task']} ({b}) in {row['seconds']:.0f} s", file=sys.stderr, flush=True)
+    if a.plot:
+        plot(rows, a.plot)
     if a.json:
         print(json.dumps(rows, indent=2))
         return
@@ -80,7 +121,7 @@ def main() -> None:
         finn = f"{f[0]} / {f[1]} / {f[2]} / {f[3]}" if f else "-"
         ratio = f"{f[0] / max(r['LUT'], 1):.2f}" if f else "-"
         print(f"| {r['task']} | {r['width']} | {r['core_bits']}/{r['input_bits']}/{r['output_bits']} | "
-              f"{r['bundle']} ({r['steps']}) | {r['latency_cycles']} cycles | {r['LUT']} | {r['INV']} | {r['FF']} | {r['CARRY4']} | "
+              f"{r['bundle']} ({r['steps']}) | {r['latency_cycles']} cycles | {r['LUT']} | {r.get('INV', '-')} | {r['FF']} | {r['CARRY4']} | "
               f"{r['DSP']} | {r['BRAM']} | {r['rtl_vs_int']['mismatches']}/{r['rtl_vs_int']['n']} | {finn} | {ratio} |")
 
 
