@@ -39,9 +39,16 @@ def measure(bundle_path: Path, out: Path) -> dict:
     if out.exists():
         shutil.rmtree(out)
     t0 = time.perf_counter()
+
+    def stage(msg: str) -> None:
+        print(f"[{bundle_path.name} {time.perf_counter() - t0:6.1f} s] {msg}", file=sys.stderr, flush=True)
+
+    stage("tracing the core with da4ml")
     build_rtl(bundle, out)
+    stage("Yosys synth_xilinx")
     res = synthesize(out)
     q = hardware_test_codes(bundle, 10_000, seed=0)
+    stage(f"Verilator build + {len(q)} vectors")
     _, mismatches, latency = built_core_vs_int(bundle, out, q)
     meta = json.loads((bundle_path / "bundle.json").read_text())
     spec = meta["spec"]

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 import os
 import sys
+import time
 from typing import Callable
 
 EXIT_USAGE = 2
@@ -240,7 +241,13 @@ def cmd_hw(argv: list[str]) -> int:
     from qpolicy_hw.hw_project import build_hw
     from qpolicy_hw.rtl import DEFAULT_LATENCY_CUTOFF
 
-    report = build_hw(a.bundle, a.target, a.out, latency_cutoff=a.latency_cutoff or DEFAULT_LATENCY_CUTOFF)
+    t0 = time.perf_counter()
+
+    def stage(msg: str) -> None:   # on stderr, so --json output stays one object
+        print(f"[{time.perf_counter() - t0:6.1f} s] {msg}", file=sys.stderr, flush=True)
+
+    report = build_hw(a.bundle, a.target, a.out, latency_cutoff=a.latency_cutoff or DEFAULT_LATENCY_CUTOFF,
+                      stage=stage)
     if a.json:
         _print_json(report)
     else:

@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-
+from typing import Callable
 
 from qpolicy_hw.bundle import load_bundle
 from qpolicy_hw.errors import QpolicyError
-from qpolicy_hw.rtl import DEFAULT_LATENCY_CUTOFF, TOP, build_rtl, synthesize
+from qpolicy_hw.rtl import DEFAULT_LATENCY_CUTOFF, TOP, build_rtl, solver_blocks, synthesize
 from qpolicy_hw.targets import TARGETS
 from qpolicy_hw.verify import built_core_vs_int, hardware_test_codes
 
@@ -71,7 +71,12 @@ create_clock -period {period:.3f} -name clk [get_ports clk]
 
 
 def build_hw(bundle_path: str | Path, target: str, out_dir: str | Path, n_random: int = 10_000,
-             latency_cutoff: float = DEFAULT_LATENCY_CUTOFF) -> dict:
+             latency_cutoff: float = DEFAULT_LATENCY_CUTOFF, stage: Callable[[str], None] | None = None) -> dict:
+    """Generate, synthesize and verify the core of ``bundle_path`` for ``target`` in ``out_dir``.
+
+    ``stage`` is told when each long step starts (a wide core takes minutes in the da4ml solver, in Yosys
+    and in the Verilator build); the library itself prints nothing."""
+    stage = stage or (lambda _msg: None)
     if target not in TARGETS:
         raise QpolicyError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     for tool in ("verilator", "yosys"):
@@ -84,6 +89,8 @@ def build_hw(bundle_path: str | Path, target: str, out_dir: str | Path, n_random
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise QpolicyError(f"{out} is not empty; choose a new --out directory")
+    blocks = sum(solver_blocks(bundle.weights(i).shape) for i in range(len(bundle.layers)))
+    stage(f"tracing the integer core with da4ml ({blocks} constant-matrix solves)")
     if target == "pynq-z2":
         from qpolicy_hw.axi import build_axi
         from qpolicy_hw.runtime.pynq_backend import IP_NAME
@@ -93,18 +100,21 @@ def build_hw(bundle_path: str | Path, target: str, out_dir: str | Path, n_random
                                                                    ip_name=IP_NAME))
     else:
         info = build_rtl(bundle, out, latency_cutoff)
+    stage("Yosys synth_xilinx (cell counts)")
     res = synthesize(out)
     if res["LUT_upper_bound"] > tgt.luts or res["FF"] > tgt.ffs:
         raise QpolicyError(f"the core needs up to {res['LUT_upper_bound']} LUT (LUT + INV cells) / {res['FF']} FF "
                            f"by the Yosys count; {target} has "
                            f"{tgt.luts} LUT / {tgt.ffs} FF. Choose fewer bits or a smaller width, or a larger part")
     q = hardware_test_codes(bundle, n_random, seed=0)
+    stage(f"Verilator: building the simulator and streaming {len(q)} input vectors")
     ref, mismatches, latency = built_core_vs_int(bundle, out, q)
     exact = {"rtl_vs_int": {"n": int(len(q)), "mismatches": mismatches}}
     if target == "pynq-z2":  # the driver over the Verilated AXI-Lite slave, register by register
         from qpolicy_hw.axi import VerilatedMMIO
         from qpolicy_hw.runtime.pynq_backend import PynqPolicy
 
+        stage("the generated driver against the Verilated AXI-Lite slave")
         mmio = VerilatedMMIO(out)
         try:
             axi_codes = PynqPolicy(bundle, mmio=mmio).codes(q)
@@ -112,6 +122,7 @@ def build_hw(bundle_path: str | Path, target: str, out_dir: str | Path, n_random
             mmio.close()
         exact["axi_driver_vs_int"] = {"n": int(len(q)), "mismatches": int((axi_codes != ref).sum())}
         mismatches += exact["axi_driver_vs_int"]["mismatches"]
+    stage("the hls4ml project (C simulation where exact)")
     try:  # the hls4ml project, where it is exact (po2 scales)
         from qpolicy_hw.hls import build_hls, hls_codes
 
