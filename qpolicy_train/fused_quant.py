@@ -3,10 +3,10 @@
 Brevitas stays the definition of every quantizer: the integer ranges and thresholds come from its
 ``IntQuant``/``IntScaling`` modules, export and verification go through the Brevitas graph, and the
 result is checked against Brevitas. What this module replaces is the dispatch through ~40 nested
-modules per quantizer: the scale is computed by the same chain of Brevitas functions that its scaling
-modules apply (``abs``, ``abs_binary_sign_grad``, ``scalar_clamp_min_ste``, ``/ threshold``), and the
-elementwise part of ``RescalingIntQuant`` (``x / s -> round -> clamp -> * s``) runs as one autograd
-node. That dispatch is most of the actor's cost on a CPU.
+modules per quantizer: the scale is the value Brevitas' scaling modules compute (``abs``, signed
+clamp-min, ``/ threshold``; under autograd in train mode one node, :class:`_ClampedScale`, whose gradient
+is provably the same), and the elementwise part of ``RescalingIntQuant`` (``x / s -> round -> clamp ->
+* s``) runs as one autograd node. That dispatch is most of the actor's cost on a CPU.
 
 The node performs the same float operations in the same order as Brevitas, forward and backward
 (``RoundSte`` and ``TensorClampSte`` pass the gradient, ``TensorClamp`` zeroes it outside the

@@ -129,7 +129,7 @@ class QuantActorBody(nn.Module):
             raise ValueError("the fused forward needs the float scale mode and a finished warm-up")
         try:
             fused = FusedActorForward(self)
-        except TypeError:  # a quantizer built differently from the ones the fused forward transcribes
+        except (TypeError, ValueError):  # a quantizer built or set up unlike the ones it transcribes
             return False
         if not fused.matches_brevitas(probe):
             return False
