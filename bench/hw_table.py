@@ -52,11 +52,10 @@ def measure(bundle_path: Path, out: Path) -> dict:
     _, mismatches, latency = built_core_vs_int(bundle, out, q)
     meta = json.loads((bundle_path / "bundle.json").read_text())
     spec = meta["spec"]
-    part = TARGETS["xc7a15t"]
     return {"task": meta["task"]["env_id"].split("-")[0], "bundle": str(bundle_path), "steps": meta["provenance"].get("steps"),
             "width": spec["width"], "core_bits": spec["core_bits"], "input_bits": spec["input_bits"],
             "output_bits": spec["output_bits"], "latency_cycles": latency, **res,
-            "fits_xc7a15t": res["LUT_upper_bound"] <= part.luts and res["FF"] <= part.ffs,
+            "fits_xc7a15t": TARGETS["xc7a15t"].holds(res),
             "rtl_vs_int": {"n": int(len(q)), "mismatches": mismatches},
             "cmvm_blocks": json.loads((out / "qpolicy_rtl.json").read_text())["cmvm_blocks"],
             "seconds": time.perf_counter() - t0}
@@ -71,10 +70,11 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    tasks = [r["task"] + ("" if r["task"] != "Hopper" or r["core_bits"] == 2 else f" (core {r['core_bits']})")
-             for r in rows]
+    # the paper has a FINN core only for each task's selected configuration (Hopper's has a 2-bit core)
+    paper_config = [r["task"] != "Hopper" or r["core_bits"] == 2 for r in rows]
+    tasks = [r["task"] + ("" if same else f" (core {r['core_bits']})") for r, same in zip(rows, paper_config)]
     x = np.arange(len(rows))
-    finn = [FINN.get(r["task"]) if r["task"] != "Hopper" or r["core_bits"] == 2 else None for r in rows]
+    finn = [FINN.get(r["task"]) if same else None for r, same in zip(rows, paper_config)]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     ax1.bar(x - 0.2, [r["LUT"] for r in rows], 0.4, label="qpolicy core, Yosys LUT")
     ax1.bar(x + 0.2, [f[0] if f else 0 for f in finn], 0.4, label="paper's FINN core, Vivado LUT")

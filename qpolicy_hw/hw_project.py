@@ -102,7 +102,7 @@ def build_hw(bundle_path: str | Path, target: str, out_dir: str | Path, n_random
         info = build_rtl(bundle, out, latency_cutoff)
     stage("Yosys synth_xilinx (cell counts)")
     res = synthesize(out)
-    if res["LUT_upper_bound"] > tgt.luts or res["FF"] > tgt.ffs:
+    if not tgt.holds(res):
         raise QpolicyError(f"the core needs up to {res['LUT_upper_bound']} LUT (LUT + INV cells) / {res['FF']} FF "
                            f"by the Yosys count; {target} has "
                            f"{tgt.luts} LUT / {tgt.ffs} FF. Choose fewer bits or a smaller width, or a larger part")

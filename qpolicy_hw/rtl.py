@@ -48,7 +48,7 @@ def solver_blocks(shape: tuple[int, int]) -> int:
 def _constant_matmul(x, w: np.ndarray, b: np.ndarray) -> list:
     """Per output channel, ``(w @ x + b)[c]`` traced by da4ml; in row blocks when the matrix is too large
     for one solve."""
-    if w.size <= CMVM_SOLVE_LIMIT:
+    if solver_blocks(w.shape) == 1:
         acc = x @ w.T + b
         return [acc[c] for c in range(w.shape[0])]
     out = []

@@ -15,6 +15,11 @@ class Target:
     bram36: int
     description: str
 
+    def holds(self, resources: dict) -> bool:
+        """Whether a core with these Yosys counts fits: LUT + INV cells (the upper bound, as Vivado may
+        need a LUT1 per inverter) and flip-flops within the part."""
+        return resources["LUT_upper_bound"] <= self.luts and resources["FF"] <= self.ffs
+
 
 TARGETS = {
     "xc7a15t": Target("xc7a15t", "xc7a15tfgg484-1", 100.0, 10_400, 20_800, 45, 25,

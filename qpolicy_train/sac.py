@@ -471,10 +471,10 @@ def train(args: Args) -> dict:
             policy_step = global_step % args.policy_frequency == 0
             for net in [n for n in fuse_pending if warmup_done(n.body)]:
                 fuse_pending.remove(net)
-                if net.body.use_fused_forward(o):
-                    fused_since = global_step if net is actor else fused_since
-                else:
+                if not net.body.use_fused_forward(o):
                     print("the fused fake-quant forward differs from Brevitas here; keeping Brevitas' modules")
+                elif net is actor:
+                    fused_since = global_step
             pi = logp = None
             if sac and policy_step:
                 # One quantized forward serves the target (next obs, detached) and the first actor
