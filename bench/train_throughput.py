@@ -1,25 +1,35 @@
 """Training throughput: `qpolicy train` (SAC, quantized actor, paper config) vs Stable-Baselines3 SAC.
 
-Both run in this process, one after the other, single-threaded, with the same task, network sizes
-(critics 256-256, actor `--width`, 256 by default), batch size, learning start and update schedule. The figure is
-environment steps per second over the learning phase, and their ratio. The first `--skip` learning
-steps are not timed for either contender: they cover Brevitas' activation-scale warm-up (and the
-eval-mode acting that guards it), which a long run pays once.
+Same task, network sizes (critics 256-256, actor `--width`, 256 by default), batch size, learning start and
+update schedule; one torch thread each. The figure is environment steps per second of the training loop
+(evaluations and checkpoint saves left out; for qpolicy the resumed run's loop, for SB3 from the first timed
+step), and their ratio. The first `--skip` learning steps are not timed for either contender: they cover
+Brevitas' activation-scale warm-up (and the eval-mode acting that guards it), which a long run pays once.
+
+This machine's speed drifts by 10-20% over tens of seconds, more than the differences measured. So the
+contenders of a ratio run at the same time, each in its own process pinned to its own core (qpolicy
+quantized beside SB3, then qpolicy FP32 beside SB3), and swap cores every round; each ratio is the median
+over `--rounds` rounds. On a one-core machine they run one after the other.
 
     .venv/bin/pip install -r requirements/bench.txt       # stable-baselines3 (optional peer)
-    .venv/bin/python bench/train_throughput.py [--steps 3000] [--learning-starts 1000]
+    .venv/bin/python bench/train_throughput.py [--steps 2000] [--rounds 3] [--width 16 --core-bits 2 --input-bits 6]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
 import torch
 
 
-def qpolicy_sps(env_id: str, steps: int, learning_starts: int, skip: int, quantized: bool, actor: dict) -> float:
+def qpolicy_sps(env_id: str, steps: int, learning_starts: int, skip: int, quantized: bool,
+                actor: dict) -> tuple[float, dict]:
     from qpolicy_train.sac import Args, train
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -27,9 +37,8 @@ def qpolicy_sps(env_id: str, steps: int, learning_starts: int, skip: int, quanti
                       eval_every=10**9, eval_episodes=1, checkpoint_every=10**9, progress=False,
                       export_bundle=False, quantized=quantized, out_dir=tmp, **actor)
         train(Args(**{**common, "total_timesteps": learning_starts + skip}))  # random phase + warm-up, not timed
-        t0 = time.perf_counter()
-        train(Args(**{**common, "total_timesteps": learning_starts + skip + steps}))  # resumes, then learns
-        return steps / (time.perf_counter() - t0)
+        summary = train(Args(**{**common, "total_timesteps": learning_starts + skip + steps}))  # resumes, learns
+        return summary["train_loop_steps"] / summary["train_loop_seconds"], summary
 
 
 def sb3_sps(env_id: str, steps: int, learning_starts: int, skip: int, actor_width: int) -> float:
@@ -51,10 +60,43 @@ def sb3_sps(env_id: str, steps: int, learning_starts: int, skip: int, actor_widt
     return steps / (time.perf_counter() - Clock.start)
 
 
+CONTENDERS = ("qpolicy_quantized", "qpolicy_fp32", "sb3_fp32")
+
+
+def run_contender(name: str, a: argparse.Namespace) -> dict:
+    """One contender in this process: its steps/s (and, for qpolicy, which fake-quant loops ran)."""
+    torch.set_num_threads(1)
+    actor = dict(width=a.width, core_bits=a.core_bits, input_bits=a.input_bits, output_bits=a.output_bits,
+                 fused_quant=not a.no_fused)
+    if name == "sb3_fp32":
+        return {"sps": sb3_sps(a.env_id, a.steps, a.learning_starts, a.skip, a.width)}
+    sps, summary = qpolicy_sps(a.env_id, a.steps, a.learning_starts, a.skip, name == "qpolicy_quantized", actor)
+    return {"sps": sps, "fused_quant_loops": summary.get("fused_quant_loops")}
+
+
+def run_pair(pair: tuple[str, str], cores: list[int], argv: list[str]) -> list[dict]:
+    """Both contenders at once, each in a child process pinned to one core (one after the other with one core)."""
+    def launch(name: str, core: int | None) -> subprocess.Popen:
+        pin = (lambda: os.sched_setaffinity(0, {core})) if core is not None else None
+        return subprocess.Popen([sys.executable, __file__, *argv, "--contender", name], stdout=subprocess.PIPE,
+                                text=True, preexec_fn=pin)
+
+    def result(proc: subprocess.Popen) -> dict:
+        out, _ = proc.communicate()
+        if proc.returncode != 0:
+            raise SystemExit(f"a contender failed (exit {proc.returncode})")
+        return json.loads(out.strip().splitlines()[-1])
+
+    if len(cores) < 2:
+        return [result(launch(name, None)) for name in pair]
+    procs = [launch(name, core) for name, core in zip(pair, cores)]
+    return [result(proc) for proc in procs]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--env-id", default="Hopper-v5")
-    p.add_argument("--steps", type=int, default=3000, help="timed learning steps per contender")
+    p.add_argument("--steps", type=int, default=2000, help="timed learning steps per contender")
     p.add_argument("--learning-starts", type=int, default=1000)
     p.add_argument("--skip", type=int, default=1000, help="learning steps run but not timed (warm-up)")
     p.add_argument("--width", type=int, default=256, help="actor hidden width (all contenders)")
@@ -62,23 +104,41 @@ def main() -> None:
     p.add_argument("--input-bits", type=int, default=8)
     p.add_argument("--output-bits", type=int, default=8)
     p.add_argument("--no-fused", action="store_true", help="keep Brevitas' modules for the whole run")
+    p.add_argument("--rounds", type=int, default=3, help="each pair runs this many times (cores swapped)")
+    p.add_argument("--contender", choices=CONTENDERS, help=argparse.SUPPRESS)   # internal: one child process
     a = p.parse_args()
-    torch.set_num_threads(1)
-    actor = dict(width=a.width, core_bits=a.core_bits, input_bits=a.input_bits, output_bits=a.output_bits,
-                 fused_quant=not a.no_fused)
+    if a.contender:
+        print(json.dumps(run_contender(a.contender, a)))
+        return
+    argv = sys.argv[1:]
+    cores = sorted(os.sched_getaffinity(0))[:2]
     name = f"qpolicy_sac_quantized_w{a.width}_c{a.core_bits}i{a.input_bits}o{a.output_bits}"
-    results = {
-        name: qpolicy_sps(a.env_id, a.steps, a.learning_starts, a.skip, True, actor),
-        "qpolicy_sac_fp32": qpolicy_sps(a.env_id, a.steps, a.learning_starts, a.skip, False, actor),
-        "sb3_sac_fp32": sb3_sps(a.env_id, a.steps, a.learning_starts, a.skip, a.width),
-    }
-    for contender, sps in results.items():
-        print(f"{contender:40s} {sps:8.1f} env steps/s")
-    ratio = results[name] / results["sb3_sac_fp32"]
-    print(f"ratio qpolicy (quantized) / SB3 SAC (FP32): {ratio:.2f}")
-    print(f"ratio qpolicy (FP32) / SB3 SAC (FP32):      {results['qpolicy_sac_fp32'] / results['sb3_sac_fp32']:.2f}")
-    print(json.dumps({**results, "ratio_quantized_vs_sb3": ratio, "steps": a.steps, "env_id": a.env_id,
-                      "fused_quant": not a.no_fused}))
+    rows: dict[str, list[float]] = {"quantized": [], "sb3_beside_quantized": [], "fp32": [], "sb3_beside_fp32": []}
+    loops = None
+    for i in range(a.rounds):
+        order = cores if i % 2 == 0 else cores[::-1]
+        q, sb3_q = run_pair(("qpolicy_quantized", "sb3_fp32"), order, argv)
+        f, sb3_f = run_pair(("qpolicy_fp32", "sb3_fp32"), order, argv)
+        loops = q.get("fused_quant_loops")
+        for key, r in zip(rows, (q, sb3_q, f, sb3_f)):
+            rows[key].append(r["sps"])
+        print(f"round {i + 1} (cores {order}): quantized {q['sps']:.1f} | SB3 {sb3_q['sps']:.1f}   "
+              f"fp32 {f['sps']:.1f} | SB3 {sb3_f['sps']:.1f} env steps/s", flush=True)
+    ratios = [q / s for q, s in zip(rows["quantized"], rows["sb3_beside_quantized"])]
+    fp32_ratios = [f / s for f, s in zip(rows["fp32"], rows["sb3_beside_fp32"])]
+    median = {k: statistics.median(v) for k, v in rows.items()}
+    print(f"{name:40s} {median['quantized']:8.1f} env steps/s (median of {a.rounds})")
+    print(f"{'qpolicy_sac_fp32':40s} {median['fp32']:8.1f} env steps/s")
+    print(f"{'sb3_sac_fp32':40s} {statistics.median(rows['sb3_beside_quantized'] + rows['sb3_beside_fp32']):8.1f} env steps/s")
+    print(f"fused fake-quant loops: {loops}; contenders side by side on cores {cores}")
+    print(f"ratio qpolicy (quantized) / SB3 SAC (FP32): {statistics.median(ratios):.2f} "
+          f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
+    print(f"ratio qpolicy (FP32) / SB3 SAC (FP32):      {statistics.median(fp32_ratios):.2f} "
+          f"(rounds: {', '.join(f'{r:.2f}' for r in fp32_ratios)})")
+    print(json.dumps({"contender": name, **median, "ratio_quantized_vs_sb3": statistics.median(ratios),
+                      "round_ratios": ratios, "ratio_fp32_vs_sb3": statistics.median(fp32_ratios),
+                      "round_ratios_fp32": fp32_ratios, "rounds": rows, "steps": a.steps, "env_id": a.env_id,
+                      "cores": cores, "fused_quant": not a.no_fused, "fused_quant_loops": loops}))
 
 
 if __name__ == "__main__":

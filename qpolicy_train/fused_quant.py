@@ -4,9 +4,11 @@ Brevitas stays the definition of every quantizer: the integer ranges and thresho
 ``IntQuant``/``IntScaling`` modules, export and verification go through the Brevitas graph, and the
 result is checked against Brevitas. What this module replaces is the dispatch through ~40 nested
 modules per quantizer: the scale is the value Brevitas' scaling modules compute (``abs``, signed
-clamp-min, ``/ threshold``; under autograd in train mode one node, :class:`_ClampedScale`, whose gradient
-is provably the same), and the elementwise part of ``RescalingIntQuant`` (``x / s -> round -> clamp ->
-* s``) runs as one autograd node. That dispatch is most of the actor's cost on a CPU.
+clamp-min, ``/ threshold``; under autograd in train mode formed inside the fake-quant node, with a
+gradient that is provably the same, see :func:`_scale_from_stat`), and the elementwise part of
+``RescalingIntQuant`` (``x / s -> round -> clamp -> * s``) runs as one autograd node, its loops in C
+where a compiler is at hand (:mod:`qpolicy_train.fakequant_kernel`, same values). That dispatch is most
+of the actor's cost on a CPU.
 
 The node performs the same float operations in the same order as Brevitas, forward and backward
 (``RoundSte`` and ``TensorClampSte`` pass the gradient, ``TensorClamp`` zeroes it outside the
@@ -22,29 +24,150 @@ import torch.nn.functional as F
 from brevitas.function.ops_ste import abs_binary_sign_grad, scalar_clamp_min_ste
 from torch import nn
 
+from qpolicy_train import fakequant_kernel
+
+
+def _fake_quant_backward_from(g: torch.Tensor, z: torch.Tensor, s: torch.Tensor, r: torch.Tensor, c: torch.Tensor,
+                              lo: float, hi: float, clamp_passes_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of ``c * s`` (``c = clamp(r)``, ``r = round(z)``, ``z = x / s``) for ``x`` and ``s``, with the
+    float operations autograd performs on Brevitas' graph, in its order."""
+    g_c = g * s                                   # d(c * s)/dc
+    g_s = (g * c).sum()                           # d(c * s)/ds
+    if not clamp_passes_grad:                     # TensorClamp: torch.where, no gradient outside
+        g_c = torch.where((r > hi) | (r < lo), 0.0, g_c)
+    g_x = g_c / s                                 # round is straight-through; d(x / s)/dx
+    g_s = g_s + -(g_c * (z / s)).sum()            # d(x / s)/ds = -(x / s) / s, as autograd forms it
+    return g_x, g_s
+
+
+def _fake_quant_backward(g: torch.Tensor, x: torch.Tensor, s: torch.Tensor, lo: float, hi: float,
+                         clamp_passes_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_fake_quant_backward_from` from the input ``x``: the C loop where it applies (a
+    non-contiguous ``g`` keeps torch's layout-following ops), the same values either way."""
+    if fakequant_kernel.usable(g):
+        g_x, p1, p2 = fakequant_kernel.backward(g, x, float(s), lo, hi, clamp_passes_grad)
+        return g_x, p1.sum() + -p2.sum()          # the same sums, in the same order
+    z = x / s
+    r = torch.round(z)
+    return _fake_quant_backward_from(g, z, s, r, torch.clamp(r, lo, hi), lo, hi, clamp_passes_grad)
+
 
 class _FakeQuant(torch.autograd.Function):
     """``clamp(round(x / s), lo, hi) * s`` with Brevitas' straight-through gradients."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, s: torch.Tensor, lo: float, hi: float, clamp_passes_grad: bool):
+    def forward(ctx, x: torch.Tensor, s: torch.Tensor, lo: float, hi: float, clamp_passes_grad: bool,
+                threshold: torch.Tensor | None = None, min_val: float = 0.0):
+        ctx.lo, ctx.hi, ctx.clamp_passes_grad, ctx.threshold = lo, hi, clamp_passes_grad, threshold
+        if threshold is not None:             # s is the statistic v >= 0 of the scale (see _scale_from_stat)
+            s = torch.clamp_min(s, min_val) / threshold
+        if fakequant_kernel.usable(x, s):     # one loop; the backward recomputes z, r and c from x
+            ctx.save_for_backward(x, s)
+            ctx.in_c = True
+            return fakequant_kernel.forward(x, float(s), lo, hi)
+        ctx.in_c = False
         z = x / s
         r = torch.round(z)
         c = torch.clamp(r, lo, hi)
         ctx.save_for_backward(z, s, r, c)
-        ctx.lo, ctx.hi, ctx.clamp_passes_grad = lo, hi, clamp_passes_grad
         return c * s
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
-        z, s, r, c = ctx.saved_tensors
-        g_c = g * s                                   # d(c * s)/dc
-        g_s = (g * c).sum()                           # d(c * s)/ds
-        if not ctx.clamp_passes_grad:                 # TensorClamp: torch.where, no gradient outside
-            g_c = torch.where((r > ctx.hi) | (r < ctx.lo), 0.0, g_c)
-        g_x = g_c / s                                 # round is straight-through; d(x / s)/dx
-        g_s = g_s + -(g_c * (z / s)).sum()            # d(x / s)/ds = -(x / s) / s, as autograd forms it
-        return g_x, g_s.reshape(s.shape), None, None, None
+        if ctx.in_c:
+            x, s = ctx.saved_tensors
+            g_x, g_s = _fake_quant_backward(g, x, s, ctx.lo, ctx.hi, ctx.clamp_passes_grad)
+        else:
+            z, s, r, c = ctx.saved_tensors
+            g_x, g_s = _fake_quant_backward_from(g, z, s, r, c, ctx.lo, ctx.hi, ctx.clamp_passes_grad)
+        return g_x, _FakeQuant._scale_input_grad(ctx, g_s.reshape(s.shape)), None, None, None, None, None
+
+    @staticmethod
+    def _scale_input_grad(ctx, g_s: torch.Tensor) -> torch.Tensor:
+        """The gradient of the node's second input: the scale's, or its statistic's (``g_s / threshold``,
+        see :func:`_scale_from_stat`)."""
+        return g_s if ctx.threshold is None else g_s / ctx.threshold
+
+
+class _FusedBody(torch.autograd.Function):
+    """The whole actor body under autograd as one node, for train-mode scales with a clamp and C loops.
+
+    Per quantizer, :class:`_FakeQuant` costs two Python-level autograd calls and the scale statistics a
+    handful of engine nodes; at the paper's width of 16 that overhead, not arithmetic, was most of an
+    actor update. Here the forward runs the same ops as :meth:`FusedActorForward.__call__`, and the
+    backward forms what autograd forms on that graph, op for op: ``F.linear`` is ``addmm(b, y, wq.t())``
+    (input gradient ``g.mm(wq)``, weight gradient ``g.t().mm(y)``, bias gradient ``g`` summed over the
+    batch), ReLU's is ``threshold_backward`` on its result, ``abs``'s is ``grad * sgn``, and a full
+    ``max`` spreads its gradient evenly over the maxima. The weight's two gradient paths meet in one
+    addition, as in autograd's input buffer (two summands: the order cannot matter). The tests and the
+    trainer's run-time check compare it with Brevitas bit for bit."""
+
+    @staticmethod
+    def forward(ctx, plan: list, x: torch.Tensor, *params: torch.Tensor):
+        ctx.plan = plan
+        saved: list[torch.Tensor] = []
+        k = 0
+
+        def act_quant(y: torch.Tensor, threshold: torch.Tensor, lo: float, hi: float, min_val: float):
+            nonlocal k
+            value = params[k]
+            k += 1
+            s = torch.clamp_min(torch.abs(value), min_val) / threshold
+            saved.extend((y, s, value))
+            return fakequant_kernel.forward(y, float(s), lo, hi)
+
+        y = None
+        for kind, threshold, lo, hi, min_val in plan:
+            if kind == "input":
+                y = act_quant(x, threshold, lo, hi, min_val)
+            elif kind in ("relu", "output"):
+                y = act_quant(F.relu(y) if kind == "relu" else y, threshold, lo, hi, min_val)
+            else:   # linear
+                w, b = params[k], params[k + 1]
+                k += 2
+                a = torch.abs(w.reshape(-1))
+                v = torch.max(a)
+                s = torch.clamp_min(v, min_val) / threshold
+                wq = fakequant_kernel.forward(w, float(s), lo, hi)
+                saved.extend((y, w, b, s, a, v, wq))
+                y = F.linear(y, wq, b)
+        ctx.save_for_backward(*saved)
+        return y
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        saved = list(ctx.saved_tensors)
+        grads: list[torch.Tensor] = []   # in reverse order of ``params``
+        g_x = None
+        for kind, threshold, lo, hi, _ in reversed(ctx.plan):
+            if kind == "linear":
+                y, w, b, s, a, v, wq = saved[-7:]
+                del saved[-7:]
+                g_b = g.sum((0,), keepdim=True).view(b.shape)
+                g_wq = g.t().mm(y)
+                g_y = g.mm(wq)
+                g_w, g_s = _fake_quant_backward(g_wq, w, s, lo, hi, True)
+                g_v = g_s.reshape(s.shape) / threshold
+                if fakequant_kernel.usable(g_w) and g_w.data_ptr() != g_wq.data_ptr():   # a fresh tensor
+                    fakequant_kernel.add_abs_max_grad(g_w, w, v, g_v)
+                else:
+                    mask = a == v
+                    spread = torch.zeros_like(a).masked_fill_(mask, g_v / mask.sum())
+                    g_w = g_w + (spread * w.reshape(-1).sgn()).reshape(w.shape)
+                grads += [g_b, g_w]
+                g = g_y
+            else:
+                y, s, value = saved[-3:]
+                del saved[-3:]
+                g_in, g_s = _fake_quant_backward(g, y, s, lo, hi, False)
+                grads.append((g_s.reshape(s.shape) / threshold) * value.sgn())
+                if kind == "relu":
+                    g = torch.ops.aten.threshold_backward(g_in, y, 0)
+                elif kind == "output":
+                    g = g_in
+                else:
+                    g_x = g_in
+        return (None, g_x, *reversed(grads))
 
 
 def _int_range(tensor_quant: nn.Module) -> tuple[torch.Tensor, float, float]:
@@ -74,10 +197,16 @@ def _signed_clamp_min(v: torch.Tensor, min_val: float | None) -> torch.Tensor:
     return torch.where(v >= 0, 1., -1.).type_as(v) * scalar_clamp_min_ste(abs_binary_sign_grad(v), min_val)
 
 
-def _fake_quant(x: torch.Tensor, s: torch.Tensor, lo: float, hi: float, clamp_passes_grad: bool) -> torch.Tensor:
+def _fake_quant(x: torch.Tensor, scale: torch.Tensor | tuple, lo: float, hi: float,
+                clamp_passes_grad: bool) -> torch.Tensor:
+    """``scale`` is the scale tensor, or ``(v, threshold, min_val)`` from :func:`_scale_from_stat`."""
+    if isinstance(scale, tuple):      # only under autograd: the node forms clamp_min(v) / threshold
+        return _FakeQuant.apply(x, *scale[:1], lo, hi, clamp_passes_grad, *scale[1:])
     if not torch.is_grad_enabled():   # acting and critic targets: the same ops, no autograd node
-        return torch.clamp(torch.round(x / s), lo, hi) * s
-    return _FakeQuant.apply(x, s, lo, hi, clamp_passes_grad)
+        if fakequant_kernel.usable(x, scale):
+            return fakequant_kernel.forward(x, float(scale), lo, hi)
+        return torch.clamp(torch.round(x / scale), lo, hi) * scale
+    return _FakeQuant.apply(x, scale, lo, hi, clamp_passes_grad)
 
 
 def _expect(module: nn.Module, kind: str) -> None:
@@ -85,44 +214,36 @@ def _expect(module: nn.Module, kind: str) -> None:
         raise TypeError(f"unexpected Brevitas module {type(module).__name__} (expected {kind})")
 
 
-class _ClampedScale(torch.autograd.Function):
-    """``clamp_min(v, min_val) / threshold`` for a statistic ``v >= 0`` (an ``abs`` or an abs-max).
+def _scale_from_stat(v: torch.Tensor, threshold: torch.Tensor, min_val: float) -> tuple:
+    """``clamp_min(v, min_val) / threshold`` for a statistic ``v >= 0`` (an ``abs`` or an abs-max), to be
+    formed inside the fake-quant node.
 
     Brevitas reaches this value through ``ScalarSignedClampMinSte`` (``where(v >= 0, 1, -1) *
     clamp_min_ste(abs_binary_sign_grad(v))``), ``abs`` and ``/ threshold``. For ``v >= 0`` every factor
     its backward multiplies by is exactly 1.0 (the sign, the binary sign, the straight-through clamp, the
-    ``abs`` of a positive value), so its gradient is exactly ``grad / threshold``: one node instead of
-    four Python-level autograd functions per quantizer."""
-
-    @staticmethod
-    def forward(ctx, v: torch.Tensor, threshold: torch.Tensor, min_val: float):
-        ctx.save_for_backward(threshold)
-        return torch.clamp_min(v, min_val) / threshold
-
-    @staticmethod
-    def backward(ctx, g: torch.Tensor):
-        (threshold,) = ctx.saved_tensors
-        return g / threshold, None, None
+    ``abs`` of a positive value), so its gradient is exactly ``grad / threshold``: the fake-quant node
+    applies that itself, instead of four Python-level autograd functions per quantizer."""
+    return v, threshold, min_val
 
 
-def _activation_scale(tq: nn.Module, threshold: torch.Tensor, min_val: float | None) -> torch.Tensor:
+def _activation_scale(tq: nn.Module, threshold: torch.Tensor, min_val: float | None) -> torch.Tensor | tuple:
     """``ParameterFromRuntimeStatsScaling.forward`` after its warm-up (restrict = abs, scale-threshold
     restrict = identity): in train mode ``clamp(abs(value)) / threshold``, in eval mode the clamp comes
     after the division."""
     impl = tq.scaling_impl
     if impl.training:
         if torch.is_grad_enabled() and min_val is not None:
-            return _ClampedScale.apply(torch.abs(impl.value), threshold, min_val)
+            return _scale_from_stat(torch.abs(impl.value), threshold, min_val)
         return _signed_clamp_min(torch.abs(impl.value), min_val) / threshold
     return _signed_clamp_min(torch.abs(impl.value) / threshold, min_val)
 
 
-def _weight_scale(weight: torch.Tensor, threshold: torch.Tensor, min_val: float | None) -> torch.Tensor:
+def _weight_scale(weight: torch.Tensor, threshold: torch.Tensor, min_val: float | None) -> torch.Tensor | tuple:
     """``StatsFromParameterScaling.forward`` with ``AbsMax`` statistics over the whole tensor, then
     ``_StatsScaling``: clamp, abs (restrict pre), abs + clamp (restrict), ``/ threshold``."""
     stats = torch.max(torch.abs(weight.reshape(-1))).view(())
     if torch.is_grad_enabled() and min_val is not None:
-        return _ClampedScale.apply(stats, threshold, min_val)
+        return _scale_from_stat(stats, threshold, min_val)
     stats = _signed_clamp_min(stats, min_val)
     stats = torch.abs(stats)
     stats = _signed_clamp_min(torch.abs(stats), min_val)
@@ -171,6 +292,7 @@ class FusedActorForward:
         from brevitas.nn import QuantReLU
 
         self.body = body
+        self._no_grad_cache: dict[str, tuple] = {}
         # (kind, module, integer threshold, clamp low, clamp high, scale min_val); no id()-keyed
         # tables, so a deepcopy of the body (DDPG's target actor) copies this coherently
         def activation(qid) -> tuple:
@@ -196,21 +318,67 @@ class FusedActorForward:
             _expect(tq.int_quant.float_to_int_impl, "RoundSte")
             _expect(tq.zero_point_impl, "ZeroZeroPoint")
 
-    @staticmethod
-    def _activation(quant: tuple, x: torch.Tensor) -> torch.Tensor:
+    def __getstate__(self) -> dict:
+        # a copy (DDPG's target actor) gets its own parameters: it must not inherit this cache
+        return {**self.__dict__, "_no_grad_cache": {}}
+
+    def _cached(self, key: str, source: torch.Tensor, training: bool, compute) -> torch.Tensor:
+        """``compute()`` of a parameter, reused while the parameter is unchanged, without autograd only.
+
+        Acting and the critic target run the actor several times between two optimizer steps; every
+        in-place update (optimizer step, ``lerp_``, ``load_state_dict``) bumps ``source._version``, so a
+        hit returns exactly what ``compute()`` would."""
+        if torch.is_grad_enabled():
+            return compute()
+        stamp = (source._version, training)
+        hit = self._no_grad_cache.get(key)
+        if hit is not None and hit[0] is source and hit[1] == stamp:
+            return hit[2]
+        value = compute()
+        self._no_grad_cache[key] = (source, stamp, value)
+        return value
+
+    def _activation(self, key: str, quant: tuple, x: torch.Tensor) -> torch.Tensor:
         tq, threshold, lo, hi, min_val = quant
-        return _fake_quant(x, _activation_scale(tq, threshold, min_val), lo, hi, False)
+        value = tq.scaling_impl.value
+        s = self._cached(key, value, tq.scaling_impl.training, lambda: _activation_scale(tq, threshold, min_val))
+        return _fake_quant(x, s, lo, hi, False)
+
+    def _whole_body_plan(self, x: torch.Tensor) -> tuple[list, list] | None:
+        """The :class:`_FusedBody` plan and its parameters, or None where it does not apply (no autograd,
+        eval-mode or unclamped scales, no C loops, an input the loops do not take)."""
+        if not torch.is_grad_enabled() or not fakequant_kernel.usable(x):
+            return None
+        plan, params = [], []
+        for kind, q in [("input", self._input), *self._stages, ("output", self._output)]:
+            if kind == "linear":
+                m, threshold, lo, hi, min_val = q
+                plan.append((kind, threshold, lo, hi, min_val))
+                params += [m.weight, m.bias]
+            else:
+                tq, threshold, lo, hi, min_val = q
+                if not tq.scaling_impl.training:
+                    return None
+                plan.append((kind, threshold, lo, hi, min_val))
+                params.append(tq.scaling_impl.value)
+            if min_val is None or any(p is None or p.dtype is not torch.float32 for p in params):
+                return None
+        return plan, params
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        y = self._activation(self._input, x)
-        for kind, q in self._stages:
+        whole = self._whole_body_plan(x)
+        if whole is not None:
+            return _FusedBody.apply(whole[0], x, *whole[1])
+        y = self._activation("input", self._input, x)
+        for i, (kind, q) in enumerate(self._stages):
             if kind == "relu":
-                y = self._activation(q, F.relu(y))
+                y = self._activation(f"relu{i}", q, F.relu(y))
             else:
                 m, threshold, lo, hi, min_val = q
-                w = _fake_quant(m.weight, _weight_scale(m.weight, threshold, min_val), lo, hi, True)
+                w = self._cached(f"weight{i}", m.weight, False, lambda: _fake_quant(
+                    m.weight, _weight_scale(m.weight, threshold, min_val), lo, hi, True))
                 y = F.linear(y, w, m.bias)
-        return self._activation(self._output, y)
+        return self._activation("output", self._output, y)
 
     def matches_brevitas(self, x: torch.Tensor) -> bool:
         """True when this forward and Brevitas' give the same values and the same gradients on ``x``."""
