@@ -361,7 +361,9 @@ class FusedActorForward:
                     return None
                 plan.append((kind, threshold, lo, hi, min_val))
                 params.append(tq.scaling_impl.value)
-            if min_val is None or any(p is None or p.dtype is not torch.float32 for p in params):
+            # the C loops read raw memory: contiguous float32 parameters only
+            if min_val is None or any(p is None or p.dtype is not torch.float32 or not p.is_contiguous()
+                                      for p in params):
                 return None
         return plan, params
 
