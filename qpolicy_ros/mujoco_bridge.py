@@ -60,7 +60,7 @@ class MujocoBridge(Node):
         self.obs_pub = self.create_publisher(JointState, self.topics["observation_topic"], qos)
         self.joint_pub = self.create_publisher(JointState, self.topics["joint_states_topic"], 10)
         self.episode_pub = self.create_publisher(String, self.topics["episode_topic"], 10)
-        self.create_subscription(Float64MultiArray, self.topics["command_topic"], self.on_command, qos)
+        self.command_sub = self.create_subscription(Float64MultiArray, self.topics["command_topic"], self.on_command, qos)
         self.create_subscription(DiagnosticArray, self.topics["diagnostics_topic"], self.on_diagnostics, 10)
 
         self.done, self.exit_code = False, 0
@@ -86,8 +86,10 @@ class MujocoBridge(Node):
     def wait_for_server(self) -> None:
         if self.started or self.done:
             return
+        # matched both ways: the server hears our observations *and* our command subscription hears it
+        # (a publisher merely present in the graph may not be matched yet: its first commands would be lost)
         if (self.obs_pub.get_subscription_count() >= self.min_subscribers
-                and self.count_publishers(self.topics["command_topic"]) > 0):
+                and self.command_sub.get_publisher_count() > 0):
             self.started = True
             self.obs, _ = self.env.reset(seed=self.seed)
             self.get_logger().info(f"policy server found; {self.mode} loop on {self.env_id}")
