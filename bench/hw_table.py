@@ -70,6 +70,8 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from qpolicy_hw.targets import TARGETS
+
     # the paper has a FINN core only for each task's selected configuration (Hopper's has a 2-bit core)
     paper_config = [r["task"] != "Hopper" or r["core_bits"] == 2 for r in rows]
     tasks = [r["task"] + ("" if same else f" (core {r['core_bits']})") for r, same in zip(rows, paper_config)]
@@ -78,7 +80,7 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     ax1.bar(x - 0.2, [r["LUT"] for r in rows], 0.4, label="qpolicy core, Yosys LUT")
     ax1.bar(x + 0.2, [f[0] if f else 0 for f in finn], 0.4, label="paper's FINN core, Vivado LUT")
-    ax1.axhline(10_400, color="k", ls="--", lw=1, label="XC7A15T capacity")
+    ax1.axhline(TARGETS["xc7a15t"].luts, color="k", ls="--", lw=1, label="XC7A15T capacity")
     ax1.set_yscale("log")
     ax1.set_ylabel("LUT")
     ax2.bar(x - 0.2, [10.0 * r["latency_cycles"] for r in rows], 0.4, label="qpolicy core (cycles x 10 ns)")

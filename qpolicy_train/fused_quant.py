@@ -27,6 +27,17 @@ from torch import nn
 from qpolicy_train import fakequant_kernel
 
 
+def _clamped_scale(v: torch.Tensor, threshold: torch.Tensor, min_val: float) -> torch.Tensor:
+    """``clamp_min(v, min_val) / threshold``: a quantizer's scale from its statistic ``v >= 0`` (see
+    :func:`_scale_from_stat` for why its gradient is ``grad / threshold``)."""
+    return torch.clamp_min(v, min_val) / threshold
+
+
+def _abs_max(weight: torch.Tensor) -> torch.Tensor:
+    """Brevitas' per-tensor ``AbsMax`` weight statistic (0-dim)."""
+    return torch.max(torch.abs(weight.reshape(-1)))
+
+
 def _fake_quant_backward_from(g: torch.Tensor, z: torch.Tensor, s: torch.Tensor, r: torch.Tensor, c: torch.Tensor,
                               lo: float, hi: float, clamp_passes_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients of ``c * s`` (``c = clamp(r)``, ``r = round(z)``, ``z = x / s``) for ``x`` and ``s``, with the
@@ -60,7 +71,7 @@ class _FakeQuant(torch.autograd.Function):
                 threshold: torch.Tensor | None = None, min_val: float = 0.0):
         ctx.lo, ctx.hi, ctx.clamp_passes_grad, ctx.threshold = lo, hi, clamp_passes_grad, threshold
         if threshold is not None:             # s is the statistic v >= 0 of the scale (see _scale_from_stat)
-            s = torch.clamp_min(s, min_val) / threshold
+            s = _clamped_scale(s, threshold, min_val)
         if fakequant_kernel.usable(x, s):     # one loop; the backward recomputes z, r and c from x
             ctx.save_for_backward(x, s)
             ctx.in_c = True
@@ -112,7 +123,7 @@ class _FusedBody(torch.autograd.Function):
             nonlocal k
             value = params[k]
             k += 1
-            s = torch.clamp_min(torch.abs(value), min_val) / threshold
+            s = _clamped_scale(torch.abs(value), threshold, min_val)
             saved.extend((y, s, value))
             return fakequant_kernel.forward(y, float(s), lo, hi)
 
@@ -125,11 +136,10 @@ class _FusedBody(torch.autograd.Function):
             else:   # linear
                 w, b = params[k], params[k + 1]
                 k += 2
-                a = torch.abs(w.reshape(-1))
-                v = torch.max(a)
-                s = torch.clamp_min(v, min_val) / threshold
+                v = _abs_max(w)
+                s = _clamped_scale(v, threshold, min_val)
                 wq = fakequant_kernel.forward(w, float(s), lo, hi)
-                saved.extend((y, w, b, s, a, v, wq))
+                saved.extend((y, w, b, s, v, wq))
                 y = F.linear(y, wq, b)
         ctx.save_for_backward(*saved)
         return y
@@ -141,19 +151,14 @@ class _FusedBody(torch.autograd.Function):
         g_x = None
         for kind, threshold, lo, hi, _ in reversed(ctx.plan):
             if kind == "linear":
-                y, w, b, s, a, v, wq = saved[-7:]
-                del saved[-7:]
+                y, w, b, s, v, wq = saved[-6:]
+                del saved[-6:]
                 g_b = g.sum((0,), keepdim=True).view(b.shape)
                 g_wq = g.t().mm(y)
                 g_y = g.mm(wq)
                 g_w, g_s = _fake_quant_backward(g_wq, w, s, lo, hi, True)
-                g_v = g_s.reshape(s.shape) / threshold
-                if fakequant_kernel.usable(g_w) and g_w.data_ptr() != g_wq.data_ptr():   # a fresh tensor
-                    fakequant_kernel.add_abs_max_grad(g_w, w, v, g_v)
-                else:
-                    mask = a == v
-                    spread = torch.zeros_like(a).masked_fill_(mask, g_v / mask.sum())
-                    g_w = g_w + (spread * w.reshape(-1).sgn()).reshape(w.shape)
+                g_w = g_w.contiguous()   # a fresh tensor either way; the C loop adds into it in place
+                fakequant_kernel.add_abs_max_grad(g_w, w, v, g_s.reshape(s.shape) / threshold)
                 grads += [g_b, g_w]
                 g = g_y
             else:
@@ -241,7 +246,7 @@ def _activation_scale(tq: nn.Module, threshold: torch.Tensor, min_val: float | N
 def _weight_scale(weight: torch.Tensor, threshold: torch.Tensor, min_val: float | None) -> torch.Tensor | tuple:
     """``StatsFromParameterScaling.forward`` with ``AbsMax`` statistics over the whole tensor, then
     ``_StatsScaling``: clamp, abs (restrict pre), abs + clamp (restrict), ``/ threshold``."""
-    stats = torch.max(torch.abs(weight.reshape(-1))).view(())
+    stats = _abs_max(weight).view(())
     if torch.is_grad_enabled() and min_val is not None:
         return _scale_from_stat(stats, threshold, min_val)
     stats = _signed_clamp_min(stats, min_val)
@@ -361,10 +366,11 @@ class FusedActorForward:
                     return None
                 plan.append((kind, threshold, lo, hi, min_val))
                 params.append(tq.scaling_impl.value)
-            # the C loops read raw memory: contiguous float32 parameters only
-            if min_val is None or any(p is None or p.dtype is not torch.float32 or not p.is_contiguous()
-                                      for p in params):
+            if min_val is None:
                 return None
+        # the C loops read raw memory: contiguous float32 parameters only
+        if any(p is None or p.dtype is not torch.float32 or not p.is_contiguous() for p in params):
+            return None
         return plan, params
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

@@ -236,7 +236,7 @@ class Actor(nn.Module):
 
     def explore(self, obs: torch.Tensor) -> torch.Tensor:
         """The action of :meth:`sample` alone (same random draw), for acting: no log-probability."""
-        return torch.tanh(self._gaussian(obs)[2]) * self.squash.action_scale + self.squash.action_bias
+        return self.squash(self._gaussian(obs)[2])
 
 
 # --- replay buffer ----------------------------------------------------------------------------
