@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from qpolicy_hw.bundle import Bundle, channel_acc_range
+from qpolicy_hw.core_function import IntLayer, bundle_layers
 from qpolicy_hw.errors import BackendUnavailable, QpolicyError
 
 TOP = "qpolicy_core"
@@ -58,22 +59,21 @@ def _constant_matmul(x, w: np.ndarray, b: np.ndarray) -> list:
     return out
 
 
-def trace_core(bundle: Bundle):
-    """The integer core as a da4ml combinational graph (input codes -> output codes)."""
+def trace_layers(layers: list[IntLayer]):
+    """A chain of integer layers as one da4ml combinational graph (input codes -> output codes)."""
     from da4ml.trace import FixedVariableArray, FixedVariableArrayInput, comb_trace
     from da4ml.trace.ops import quantize
 
-    inp = FixedVariableArrayInput((bundle.obs_dim,))
-    x = quantize(inp, 1, bundle.bits["input"] - 1, 0)
-    for i, layer in enumerate(bundle.layers):
-        w = bundle.weights(i).astype(np.int64)
-        b = bundle.bias(i).astype(np.int64)
-        t = bundle.thresholds(i).astype(np.int64)
+    first = layers[0]
+    inp = FixedVariableArrayInput((first.shape[1],))
+    x = quantize(inp, 1 if first.in_signed else 0, first.in_bits - (1 if first.in_signed else 0), 0)
+    for layer in layers:
+        w, b, t = layer.weights, layer.bias, layer.thresholds
         acc = _constant_matmul(x, w, b)
         lo, _ = layer.out_range
         codes = []
         ch_min, ch_max = channel_acc_range(w, b, *layer.in_range)
-        for c in range(layer.out_features):
+        for c in range(w.shape[0]):
             always = int((t[c] <= ch_min[c]).sum())      # thresholds every reachable acc meets
             live = [int(v) for v in t[c] if ch_min[c] < v <= ch_max[c]]
             if live:
@@ -83,6 +83,11 @@ def trace_core(bundle: Bundle):
         k = 1 if layer.out_signed else 0
         x = quantize(FixedVariableArray(np.array(codes, dtype=object)), k, layer.out_bits - k, 0, "SAT")
     return comb_trace(inp, x)
+
+
+def trace_core(bundle: Bundle):
+    """The bundle's whole integer core as a da4ml combinational graph (input codes -> output codes)."""
+    return trace_layers(bundle_layers(bundle))
 
 
 def _fix_for_verilator(src: Path) -> None:
@@ -172,6 +177,25 @@ int main(int argc, char** argv) {
     top->clk = 0; top->rst = 1; top->in_valid = 0; top->eval();
     for (int i = 0; i < 4; ++i) { top->clk = 1; top->eval(); top->clk = 0; top->eval(); }
     top->rst = 0;
+#ifdef BLOCKING
+    // a folded core takes one input at a time: the next one enters when the last result is out
+    long long lat_min = -1, lat_max = 0;
+    for (int i = 0; i < n; ++i) {
+        for (int j = 0; j < N_IN; ++j) set_bits(top, j * IN_BITS, IN_BITS, q[(size_t)i * N_IN + j]);
+        top->in_valid = 1;
+        long long cycles = 0;
+        do { top->clk = 1; top->eval(); top->clk = 0; top->eval(); top->in_valid = 0; ++cycles; }
+        while (!top->out_valid && cycles < 10000000);
+        if (!top->out_valid) { fprintf(stderr, "no out_valid after %lld cycles\n", cycles); return 1; }
+        for (int j = 0; j < N_OUT; ++j) printf("%lld ", (long long)get_bits(top, j * OUT_BITS, OUT_BITS));
+        printf("\n");
+        if (lat_min < 0 || cycles < lat_min) lat_min = cycles;
+        if (cycles > lat_max) lat_max = cycles;
+    }
+    fprintf(stderr, "latency_cycles %lld\nlatency_max %lld\n", lat_min, lat_max);
+    delete top;
+    return 0;
+#endif
     long long cycle = 0, first_in = -1, first_out = -1; int got = 0;
     for (int c = 0; got < n && c < n + 4096; ++c, ++cycle) {
         bool feed = c < n;
@@ -235,7 +259,7 @@ def compile_simulator(rtl_dir: str | Path) -> Path:
     words_out = "top->out_data" if info["n_out"] * info["out_bits"] > 64 else "((uint32_t*)&top->out_data)"
     tb = (f"#define N_IN {info['n_in']}\n#define IN_BITS {info['in_bits']}\n#define N_OUT {info['n_out']}\n"
           f"#define OUT_BITS {info['out_bits']}\n#define IN_WORDS {words_in}\n#define OUT_WORDS {words_out}\n"
-          + TESTBENCH)
+          + ("" if info.get("streaming", True) else "#define BLOCKING 1\n") + TESTBENCH)
     sim_dir = rtl_dir / "verilator"
     sim_dir.mkdir(exist_ok=True)
     (sim_dir / "tb.cpp").write_text(tb)
@@ -264,6 +288,9 @@ def simulate(rtl_dir: str | Path, q_in: np.ndarray) -> tuple[np.ndarray, int]:
         raise QpolicyError(f"simulation failed: {proc.stderr.strip()[-300:]}")
     out = np.array([[int(v) for v in line.split()] for line in proc.stdout.strip().splitlines()], dtype=np.int64)
     latency = int(re.search(r"latency_cycles (\d+)", proc.stderr).group(1))
+    worst = re.search(r"latency_max (\d+)", proc.stderr)
+    if worst and int(worst.group(1)) != latency:
+        raise QpolicyError(f"the core's latency varies between inputs ({latency} to {worst.group(1)} cycles)")
     return out.reshape(len(q), -1), latency
 
 
