@@ -14,11 +14,15 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from qpolicy_hw.bundle import Bundle, channel_acc_range
 from qpolicy_hw.core_function import IntLayer, bundle_layers
+
+if TYPE_CHECKING:
+    from qpolicy_hw.fold import Fold
 from qpolicy_hw.errors import BackendUnavailable, QpolicyError
 
 TOP = "qpolicy_core"
@@ -232,11 +236,25 @@ def build_rtl(bundle: Bundle, out_dir: str | Path, latency_cutoff: float = DEFAU
     registers = len(re.findall(r"^\s*\w+\s*<=", core_text, flags=re.MULTILINE))
     info = {"n_in": bundle.obs_dim, "in_bits": bundle.bits["input"], "n_out": bundle.act_dim,
             "out_bits": bundle.bits["output"], "latency": registers, "latency_cutoff": latency_cutoff,
+            "streaming": True, "fold": ",".join("u" * len(bundle.layers)),
             "da4ml_stages": json.loads((out / "metadata.json").read_text())["latency"],
             "cmvm_blocks": [solver_blocks(bundle.weights(i).shape) for i in range(len(bundle.layers))]}
     (out / "src" / f"{TOP}.v").write_text(wrapper_verilog(info["n_in"], info["in_bits"], info["n_out"],
                                                          info["out_bits"], info["latency"]))
     (out / "qpolicy_rtl.json").write_text(json.dumps(info, indent=2))
+    return info
+
+
+def build_core(bundle: Bundle, out_dir: str | Path, plan: "list[Fold] | None" = None,
+               latency_cutoff: float = DEFAULT_LATENCY_CUTOFF) -> dict:
+    """The bundle's core in ``out_dir``: da4ml's unrolled core when every layer is unrolled (``plan`` None or
+    all ``u``), else the folded or mixed core of ``plan`` (``fold.py``)."""
+    from qpolicy_hw.fold import build_folded_rtl
+
+    if plan is None or all(f.unrolled for f in plan):
+        return build_rtl(bundle, out_dir, latency_cutoff)
+    info = build_folded_rtl(bundle_layers(bundle), plan, out_dir)
+    (Path(out_dir) / "qpolicy_rtl.json").write_text(json.dumps(info, indent=2))
     return info
 
 
@@ -294,6 +312,12 @@ def simulate(rtl_dir: str | Path, q_in: np.ndarray) -> tuple[np.ndarray, int]:
     return out.reshape(len(q), -1), latency
 
 
+def parse_ltp(text: str) -> int | None:
+    """The length of Yosys' ``ltp`` report (``Longest topological path in M (length=N):``)."""
+    m = re.search(r"Longest topological path in \S+ \(length=(\d+)\)", text)
+    return int(m.group(1)) if m else None
+
+
 def synthesize(rtl_dir: str | Path, family: str = "xc7") -> dict:
     """Yosys ``synth_xilinx -flatten`` of the wrapped core: LUT/FF/CARRY4/DSP/BRAM cell counts.
 
@@ -304,7 +328,11 @@ def synthesize(rtl_dir: str | Path, family: str = "xc7") -> dict:
         raise BackendUnavailable("yosys is not installed: apt-get install -y yosys")
     stat = rtl_dir / "yosys_stat.txt"
     files = " ".join(str(p) for p in verilog_sources(rtl_dir))
-    script = f"read_verilog {files}; synth_xilinx -family {family} -top {TOP} -flatten; tee -o {stat} stat"
+    ltp = rtl_dir / "yosys_ltp.txt"
+    # the timing proxy: with the registers (flip-flops, block RAM, DSP) removed after the count, the longest
+    # path left runs from one register to the next; ltp gives its length in cells (LUT, CARRY4, MUXF7/8)
+    script = (f"read_verilog {files}; synth_xilinx -family {family} -top {TOP} -flatten; tee -o {stat} stat; "
+              f"delete t:FD* t:RAMB* t:DSP48*; tee -q -o {ltp} ltp")
     proc = subprocess.run(["yosys", "-q", "-p", script], capture_output=True, text=True)
     if proc.returncode != 0 or not stat.exists():
         raise QpolicyError("yosys failed: " + (proc.stderr or proc.stdout).strip()[-300:])
@@ -319,4 +347,5 @@ def synthesize(rtl_dir: str | Path, family: str = "xc7") -> dict:
             # Yosys leaves inverters as INV cells; Vivado absorbs most into LUTs, at worst one LUT1 each,
             # so LUT + INV bounds the LUT count from above
             "INV": cells.get("INV", 0), "LUT_upper_bound": lut + cells.get("INV", 0),
+            "logic_levels": parse_ltp(ltp.read_text()) if ltp.exists() else None,
             "resource_source": "yosys synth_xilinx -family " + family + " -flatten"}

@@ -193,16 +193,18 @@ def rtl_vs_int(bundle: Bundle, n_random: int = 10_000, seed: int = 2) -> dict[st
     import shutil
     import tempfile
 
-    from qpolicy_hw.rtl import build_rtl
+    from qpolicy_hw.core_function import bundle_layers
+    from qpolicy_hw.fold import default_plan
+    from qpolicy_hw.rtl import build_core
 
     if shutil.which("verilator") is None:
         return {"skipped": "verilator is not installed (apt-get install -y verilator)", "pass": True}
     q = hardware_test_codes(bundle, n_random, seed)
     with tempfile.TemporaryDirectory() as tmp:
-        info = build_rtl(bundle, tmp)
+        info = build_core(bundle, tmp, default_plan(bundle_layers(bundle)))
         ref, mism, latency = built_core_vs_int(bundle, tmp, q)
     return {"vectors": int(len(q)), "codes": int(ref.size), "mismatches": mism, "latency_cycles": latency,
-            "pass": mism == 0 and latency == info["latency"]}
+            "fold": info["fold"], "pass": mism == 0 and latency == info["latency"]}
 
 
 def axi_driver_vs_int(bundle: Bundle, n_random: int = 10_000, seed: int = 3) -> dict[str, Any]:
@@ -211,13 +213,15 @@ def axi_driver_vs_int(bundle: Bundle, n_random: int = 10_000, seed: int = 3) -> 
     import tempfile
 
     from qpolicy_hw.axi import VerilatedMMIO, build_axi
+    from qpolicy_hw.core_function import bundle_layers
+    from qpolicy_hw.fold import default_plan
     from qpolicy_hw.runtime.pynq_backend import PynqPolicy
 
     if shutil.which("verilator") is None:
         return {"skipped": "verilator is not installed (apt-get install -y verilator)", "pass": True}
     q = hardware_test_codes(bundle, n_random, seed)
     with tempfile.TemporaryDirectory() as tmp:
-        build_axi(bundle, tmp)
+        info = build_axi(bundle, tmp, plan=default_plan(bundle_layers(bundle)))
         mmio = VerilatedMMIO(tmp)
         try:
             policy = PynqPolicy(bundle, mmio=mmio)
@@ -227,7 +231,7 @@ def axi_driver_vs_int(bundle: Bundle, n_random: int = 10_000, seed: int = 3) -> 
             mmio.close()
     mism = int((got != IntegerPolicy(bundle).codes(q)).sum())
     return {"vectors": int(len(q)), "codes": int(got.size), "mismatches": mism, "cycles_start_to_done": cycles,
-            "register_transactions": mmio.transactions, "pass": mism == 0}
+            "register_transactions": mmio.transactions, "fold": info["fold"], "pass": mism == 0}
 
 
 def hls4ml_vs_int(bundle: Bundle, n_random: int = 10_000, seed: int = 4) -> dict[str, Any]:

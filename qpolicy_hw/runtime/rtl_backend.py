@@ -1,5 +1,8 @@
 """The ``rtl`` backend: the bundle's RTL core, Verilated, serving one observation at a time.
 
+The core is the one ``qpolicy verify`` checks: da4ml's unrolled core where it fits the XC7A15T by the
+cost model, else the model's folded core (``fold.default_plan``).
+
 The host float steps are the ``int`` runtime's; only ``codes()`` goes through the simulated core. The
 build is cached by the bundle's content hash, so a second start does not re-generate or re-compile.
 """
@@ -28,12 +31,16 @@ class RTLPolicy(IntegerPolicy):
 
     def __init__(self, bundle: Bundle):
         super().__init__(bundle)
-        from qpolicy_hw.rtl import build_rtl, compile_simulator
+        from qpolicy_hw.core_function import bundle_layers
+        from qpolicy_hw.fold import default_plan
+        from qpolicy_hw.rtl import build_core, compile_simulator
 
-        rtl_dir = CACHE / _bundle_digest(bundle)
+        plan = default_plan(bundle_layers(bundle))
+        spec = ",".join(map(str, plan))
+        rtl_dir = CACHE / (_bundle_digest(bundle) + ("" if all(f.unrolled for f in plan) else "-" + spec.replace(",", "_")))
         try:
             if not (rtl_dir / "qpolicy_rtl.json").exists():
-                build_rtl(bundle, rtl_dir)
+                build_core(bundle, rtl_dir, plan)
             binary = compile_simulator(rtl_dir)
         except ImportError as exc:
             raise BackendUnavailable(f"rtl backend needs da4ml ({exc})") from None
