@@ -137,6 +137,9 @@ class Args:
                 raise TrainError(f"{name}={getattr(self, name)} must be positive")
         if self.learning_starts < 0:
             raise TrainError(f"learning_starts={self.learning_starts} must be >= 0")
+        if self.learning_starts >= self.total_timesteps:
+            raise TrainError(f"learning_starts={self.learning_starts} >= total_timesteps={self.total_timesteps}: "
+                             "the actor would never be trained; raise --total-timesteps or lower --learning-starts")
         return self
 
 
@@ -394,7 +397,11 @@ def train(args: Args) -> dict:
         # reset, so this reset reproduces the uninterrupted run's (the normalizer already saw it).
         # (checkpoints of an earlier format kept the state after the reset: the next episode then
         # starts from a fresh reset, which is still a valid continuation, though not bit-identical)
-        env.unwrapped.np_random.bit_generator.state = state.get("env_rng_before_reset") or state["env_rng"]
+        # (a checkpoint written before any episode ended has no before-reset state: the generator as it was
+        # at the save then starts a fresh episode)
+        env_state = state.get("env_rng_before_reset") or state.get("env_rng")
+        if env_state is not None:
+            env.unwrapped.np_random.bit_generator.state = env_state
         obs, _ = env.reset()
         print(f"resumed {ckpt_path} at step {start_step}")
 
@@ -421,6 +428,7 @@ def train(args: Args) -> dict:
             "log_alpha": log_alpha.detach().clone(), "normalizer": normalizer.state(), "replay": rb.state(),
             "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
             "env_rng_before_reset": env_rng_before_reset,
+            "env_rng": copy.deepcopy(env.unwrapped.np_random.bit_generator.state),
             "action_space_rng": env.action_space.np_random.bit_generator.state,
             "global_step": step, "episode": episode, "history": history,
         }
@@ -444,121 +452,135 @@ def train(args: Args) -> dict:
     fuse_pending = ([n for n in (actor, actor_target) if n is not None]
                     if args.fused_quant and args.quantized and args.scale_mode == "float" else [])
     actor.train()
-    for global_step in range(start_step, args.total_timesteps):
-        # 1. act: random before learning starts (and until the actor has seen one update)
-        if global_step <= args.learning_starts:
-            action = env.action_space.sample()
-        else:
-            # Brevitas collects activation statistics in train mode during its warm-up; acting
-            # must not feed it batch-1 samples. Afterwards both modes compute the same thing,
-            # and skipping the mode switch saves ~10% of the step time.
-            warming_up = global_step < args.learning_starts + WARMUP_GUARD_STEPS
-            if warming_up:
-                actor.eval()
-            with torch.no_grad():
-                x = torch.as_tensor(normalizer(obs))[None]
-                if sac:
-                    action = actor.explore(x)[0].numpy()
-                else:
-                    a = actor.deterministic(x)[0]
-                    a = a + torch.randn_like(a) * actor.squash.action_scale * args.exploration_noise
-                    action = a.numpy().clip(low, high)
-            if warming_up:
-                actor.train()
-        next_obs, reward, terminated, truncated, info = env.step(action)
-        rb.add(obs, next_obs, action, reward, terminated)
-        obs = next_obs
-        episode_end = terminated or truncated
-        if episode_end:
-            episode += 1
-            last_return = float(info["episode"]["r"])
-            log.writerow([global_step + 1, episode, last_return, "", "", alpha, ""])
-            if writer:
-                writer.add_scalar("charts/episodic_return", last_return, global_step + 1)
-            env_rng_before_reset = copy.deepcopy(env.unwrapped.np_random.bit_generator.state)
-            obs, _ = env.reset()
-        normalizer.update(obs)
-
-        # 2. learn
-        if global_step >= args.learning_starts:
-            b_obs, b_next, b_act, b_rew, b_done = rb.sample(rng, args.batch_size)
-            o = torch.as_tensor(normalizer(b_obs))
-            o2 = torch.as_tensor(normalizer(b_next))
-            a = torch.as_tensor(b_act)
-            r = torch.as_tensor(b_rew)
-            d = torch.as_tensor(b_done)
-            policy_step = global_step % args.policy_frequency == 0
-            for net in [n for n in fuse_pending if warmup_done(n.body)]:
-                fuse_pending.remove(net)
-                if not net.body.use_fused_forward(o):
-                    print("the fused fake-quant forward differs from Brevitas here; keeping Brevitas' modules")
-                elif net is actor:
-                    fused_since = global_step
-            with torch.no_grad():
-                if sac:
-                    a2, logp2 = actor.sample(o2)
-                    q_next = qf_target(o2, a2).min(0).values - alpha * logp2.squeeze(1)
-                else:
-                    q_next = qf_target(o2, actor_target.deterministic(o2))[0]
-                target = r + (1 - d) * args.gamma * q_next
-            q = qf(o, a)
-            q_loss = F.mse_loss(q, target.expand_as(q), reduction="none").mean(1).sum()
-            q_opt.zero_grad(set_to_none=True)
-            q_loss.backward()
-            q_opt.step()
-
-            if policy_step:
-                # The actor loss differentiates through the critics, but only the actor's gradient is
-                # used: frozen critic weights skip their weight-gradient products (same actor gradient).
-                qf.requires_grad_(False)
-                for _ in range(args.policy_frequency if sac else 1):
-                    if sac:
-                        pi, logp = actor.sample(o)
-                        actor_loss = (alpha * logp.squeeze(1) - qf(o, pi).min(0).values).mean()
-                    else:
-                        actor_loss = -qf(o, actor.deterministic(o))[0].mean()
-                    actor_opt.zero_grad(set_to_none=True)
-                    actor_loss.backward()
-                    actor_opt.step()
-                    if sac and args.autotune:
-                        # The same sample's log-probability (as Stable-Baselines3 does).
-                        alpha_loss = (-log_alpha.exp() * (logp.detach() + target_entropy)).mean()
-                        alpha_opt.zero_grad(set_to_none=True)
-                        alpha_loss.backward()
-                        alpha_opt.step()
-                        alpha = float(log_alpha.detach().exp())
-                qf.requires_grad_(True)
-            if global_step % args.target_network_frequency == 0:
+    global_step = start_step
+    try:
+        for global_step in range(start_step, args.total_timesteps):
+            # 1. act: random before learning starts (and until the actor has seen one update)
+            if global_step <= args.learning_starts:
+                action = env.action_space.sample()
+            else:
+                # Brevitas collects activation statistics in train mode during its warm-up; acting
+                # must not feed it batch-1 samples. Afterwards both modes compute the same thing,
+                # and skipping the mode switch saves ~10% of the step time.
+                warming_up = global_step < args.learning_starts + WARMUP_GUARD_STEPS
+                if warming_up:
+                    actor.eval()
                 with torch.no_grad():
-                    pairs = [(qf, qf_target)] + ([(actor, actor_target)] if actor_target is not None else [])
-                    for net, tgt in pairs:
-                        for p, tp in zip(net.parameters(), tgt.parameters()):
-                            tp.lerp_(p, args.tau)
+                    x = torch.as_tensor(normalizer(obs))[None]
+                    if sac:
+                        action = actor.explore(x)[0].numpy()
+                    else:
+                        a = actor.deterministic(x)[0]
+                        a = a + torch.randn_like(a) * actor.squash.action_scale * args.exploration_noise
+                        action = a.numpy().clip(low, high)
+                if warming_up:
+                    actor.train()
+            next_obs, reward, terminated, truncated, info = env.step(action)
+            rb.add(obs, next_obs, action, reward, terminated)
+            obs = next_obs
+            episode_end = terminated or truncated
+            if episode_end:
+                episode += 1
+                last_return = float(info["episode"]["r"])
+                log.writerow([global_step + 1, episode, last_return, "", "", alpha, ""])
+                if writer:
+                    writer.add_scalar("charts/episodic_return", last_return, global_step + 1)
+                env_rng_before_reset = copy.deepcopy(env.unwrapped.np_random.bit_generator.state)
+                obs, _ = env.reset()
+            normalizer.update(obs)
 
-        # 3. bookkeeping
-        step = global_step + 1
-        if step >= next_eval or step == args.total_timesteps:
-            next_eval += args.eval_every
-            t_eval = time.time()
-            rets = evaluate(actor, normalizer, args.env_id, args.eval_episodes, seed=args.seed + 10_000)
-            paused += time.time() - t_eval
-            sps = (step - steps_at_t0) / max(time.time() - t0 - paused, 1e-9)
-            history.append({"step": step, "eval_mean": float(np.mean(rets)), "eval_std": float(np.std(rets)),
-                            "sps": sps})
-            log.writerow([step, episode, "", float(np.mean(rets)), float(np.std(rets)), alpha, sps])
-            csv_file.flush()
-            if writer:
-                writer.add_scalar("eval/mean_return", float(np.mean(rets)), step)
-                writer.add_scalar("charts/SPS", sps, step)
+            # 2. learn
+            if global_step >= args.learning_starts:
+                b_obs, b_next, b_act, b_rew, b_done = rb.sample(rng, args.batch_size)
+                o = torch.as_tensor(normalizer(b_obs))
+                o2 = torch.as_tensor(normalizer(b_next))
+                a = torch.as_tensor(b_act)
+                r = torch.as_tensor(b_rew)
+                d = torch.as_tensor(b_done)
+                policy_step = global_step % args.policy_frequency == 0
+                for net in [n for n in fuse_pending if warmup_done(n.body)]:
+                    fuse_pending.remove(net)
+                    if not net.body.use_fused_forward(o):
+                        print("the fused fake-quant forward differs from Brevitas here; keeping Brevitas' modules")
+                    elif net is actor:
+                        fused_since = global_step
+                with torch.no_grad():
+                    if sac:
+                        a2, logp2 = actor.sample(o2)
+                        q_next = qf_target(o2, a2).min(0).values - alpha * logp2.squeeze(1)
+                    else:
+                        q_next = qf_target(o2, actor_target.deterministic(o2))[0]
+                    target = r + (1 - d) * args.gamma * q_next
+                q = qf(o, a)
+                q_loss = F.mse_loss(q, target.expand_as(q), reduction="none").mean(1).sum()
+                q_opt.zero_grad(set_to_none=True)
+                q_loss.backward()
+                q_opt.step()
+
+                if policy_step:
+                    # The actor loss differentiates through the critics, but only the actor's gradient is
+                    # used: frozen critic weights skip their weight-gradient products (same actor gradient).
+                    qf.requires_grad_(False)
+                    for _ in range(args.policy_frequency if sac else 1):
+                        if sac:
+                            pi, logp = actor.sample(o)
+                            actor_loss = (alpha * logp.squeeze(1) - qf(o, pi).min(0).values).mean()
+                        else:
+                            actor_loss = -qf(o, actor.deterministic(o))[0].mean()
+                        actor_opt.zero_grad(set_to_none=True)
+                        actor_loss.backward()
+                        actor_opt.step()
+                        if sac and args.autotune:
+                            # The same sample's log-probability (as Stable-Baselines3 does).
+                            alpha_loss = (-log_alpha.exp() * (logp.detach() + target_entropy)).mean()
+                            alpha_opt.zero_grad(set_to_none=True)
+                            alpha_loss.backward()
+                            alpha_opt.step()
+                            alpha = float(log_alpha.detach().exp())
+                    qf.requires_grad_(True)
+                if global_step % args.target_network_frequency == 0:
+                    with torch.no_grad():
+                        pairs = [(qf, qf_target)] + ([(actor, actor_target)] if actor_target is not None else [])
+                        for net, tgt in pairs:
+                            for p, tp in zip(net.parameters(), tgt.parameters()):
+                                tp.lerp_(p, args.tau)
+
+            # 3. bookkeeping
+            step = global_step + 1
+            if step >= next_eval or step == args.total_timesteps:
+                next_eval += args.eval_every
+                t_eval = time.time()
+                rets = evaluate(actor, normalizer, args.env_id, args.eval_episodes, seed=args.seed + 10_000)
+                paused += time.time() - t_eval
+                sps = (step - steps_at_t0) / max(time.time() - t0 - paused, 1e-9)
+                history.append({"step": step, "eval_mean": float(np.mean(rets)), "eval_std": float(np.std(rets)),
+                                "sps": sps})
+                log.writerow([step, episode, "", float(np.mean(rets)), float(np.std(rets)), alpha, sps])
+                csv_file.flush()
+                if writer:
+                    writer.add_scalar("eval/mean_return", float(np.mean(rets)), step)
+                    writer.add_scalar("charts/SPS", sps, step)
+                if bar:
+                    bar.set_postfix(eval=f"{np.mean(rets):.0f}", last=f"{last_return:.0f}", sps=f"{sps:.0f}")
+            if episode_end and step >= next_ckpt and not warmup_in_progress(actor):
+                next_ckpt = (step // args.checkpoint_every + 1) * args.checkpoint_every
+                t_ckpt = time.time()
+                save_checkpoint(step)
+                paused += time.time() - t_ckpt
             if bar:
-                bar.set_postfix(eval=f"{np.mean(rets):.0f}", last=f"{last_return:.0f}", sps=f"{sps:.0f}")
-        if episode_end and step >= next_ckpt and not warmup_in_progress(actor):
-            next_ckpt = (step // args.checkpoint_every + 1) * args.checkpoint_every
-            t_ckpt = time.time()
-            save_checkpoint(step)
-            paused += time.time() - t_ckpt
+                bar.update(1)
+    except KeyboardInterrupt:
         if bar:
-            bar.update(1)
+            bar.close()
+        if warmup_in_progress(actor):   # Brevitas' warm-up counters do not resume: keep the last checkpoint
+            csv_file.close()
+            where = f"the last checkpoint in {ckpt_path}" if ckpt_path.exists() else "step 0 (no checkpoint yet)"
+            raise TrainError(f"interrupted at step {global_step}, inside the activation-scale warm-up: running the "
+                             f"same command again resumes from {where}") from None
+        save_checkpoint(global_step)   # mid-episode: the resumed run starts a fresh episode (a valid continuation)
+        csv_file.close()
+        raise TrainError(f"interrupted at step {global_step}: checkpoint saved to {ckpt_path}; run the same command "
+                         "again to resume") from None
     if bar:
         bar.close()
     train_loop_seconds = time.time() - t0 - paused

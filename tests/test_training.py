@@ -108,3 +108,42 @@ def test_replay_buffer_survives_a_longer_or_shorter_budget():
     assert (exact.pos, exact.full) == (0, True) and exact.rew.tolist() == [0, 1, 2, 3, 4]
     rng = np.random.default_rng(0)
     assert (longer.sample(rng, 1000)[3] >= 3).all()   # nothing sampled outside the saved transitions
+
+
+def test_a_run_shorter_than_learning_starts_is_refused_before_anything_is_written(tmp_path):
+    args = args_for(tmp_path / "run")
+    args.total_timesteps, args.learning_starts = 100, 100
+    with pytest.raises(TrainError, match="would never be trained"):
+        train(args)
+    assert not (tmp_path / "run").exists()
+
+
+def test_resuming_a_run_that_never_finished_an_episode(tmp_path):
+    """A 5-step run's checkpoint has no before-reset generator state (no episode ended): resuming it to 10
+    steps must work, not fail on a missing key."""
+    args = args_for(tmp_path / "run")
+    args.total_timesteps, args.learning_starts, args.eval_every = 5, 2, 5
+    train(args)
+    args.total_timesteps = 10
+    summary = train(args)
+    assert summary["total_timesteps"] == 10
+
+
+def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
+    run_dir = tmp_path / "run"
+    args = args_for(run_dir)
+    args.total_timesteps, args.learning_starts = 10**6, 10**5   # stays in the random phase: no warm-up
+    code = ("import sys; from qpolicy_train.sac import Args, train, TrainError\n"
+            f"try:\n    train(Args(**{asdict(args)!r}))\nexcept TrainError as e:\n    print(e); sys.exit(3)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+    progress = run_dir / "progress.csv"
+    deadline = time.time() + 120
+    while (not progress.exists() or progress.stat().st_size < 2000) and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 3
+    assert "checkpoint saved to" in out and "run the same command again to resume" in out
+    state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert state["global_step"] > 0
