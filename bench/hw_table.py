@@ -73,7 +73,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
     from qpolicy_hw.targets import TARGETS
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig, ax = plt.subplots(figsize=(10, 4.8))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for k, r in enumerate(rows):
         c = colors[k % len(colors)]
@@ -90,7 +90,7 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("LUT (qpolicy: Yosys LUT + INV upper bound; FINN: Vivado)")
     ax.set_ylabel("latency, cycles at 100 MHz")
-    ax.legend(fontsize=7, ncol=2, loc="upper left")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_title("Policy cores vs the paper's FINN cores (timing not run; Yosys counts)", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
