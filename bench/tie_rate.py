@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from conftest import make_bundle  # noqa: E402  (the same fixture the tests use)
 
 from qpolicy_hw.bundle import load_bundle  # noqa: E402
-from qpolicy_hw.verify import float_vs_int  # noqa: E402
+from qpolicy_train.float_reference import float_vs_int  # noqa: E402
 from qpolicy_train.quant_actor import QuantSpec  # noqa: E402
 
 

@@ -36,7 +36,7 @@ def cmd_train(argv: list[str]) -> int:
                      description="Train a quantized SAC/DDPG actor. --preset NAME loads config/train/NAME.yaml first.")
     summary = train(args)
     if args.export_bundle:
-        from qpolicy_hw.export import export_checkpoint
+        from qpolicy_train.export import export_checkpoint
 
         bundle = export_checkpoint(os.path.join(args.out_dir, "actor.pt"), os.path.join(args.out_dir, "bundle"))
         summary["bundle"] = str(bundle)
@@ -50,7 +50,7 @@ def cmd_export(argv: list[str]) -> int:
     p.add_argument("--out", required=True, help="bundle directory to write")
     p.add_argument("--evaluation", help="evaluation JSON to record in the bundle's provenance")
     a = p.parse_args(argv)
-    from qpolicy_hw.export import export_checkpoint
+    from qpolicy_train.export import export_checkpoint
 
     evaluation = None
     if a.evaluation:
@@ -73,15 +73,20 @@ def cmd_verify(argv: list[str]) -> int:
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--rung", action="append", choices=sorted(RUNGS), help="run only this rung (repeatable)")
     a = p.parse_args(argv)
-    result = verify(a.bundle, a.rung)
+    t0 = time.perf_counter()
+    result = verify(a.bundle, a.rung,
+                    progress=lambda msg: print(f"[{time.perf_counter() - t0:6.1f} s] {msg}", file=sys.stderr, flush=True))
     if a.json:
         _print_json(result)
     else:
         for name, check in result["checks"].items():
-            status = "ok  " if check["pass"] else "FAIL"
-            detail = ", ".join(f"{k}={v}" for k, v in check.items() if k in ("vectors", "codes", "mismatches", "rate"))
-            print(f"{status} {name}: {detail}")
-        print("PASS" if result["pass"] else "FAIL", result["bundle"])
+            if check["status"] == "skip":
+                print(f"skip {name}: {check['reason']}")
+                continue
+            detail = ", ".join(f"{k}={v}" for k, v in check.items()
+                               if k in ("vectors", "codes", "mismatches", "rate", "latency_cycles", "fold"))
+            print(f"{check['status']} {name}: {detail}")
+        print(result["verdict"], result["bundle"])
     return 0 if result["pass"] else EXIT_FAILED_CHECK
 
 
@@ -209,7 +214,7 @@ def cmd_ship(argv: list[str]) -> int:
     import shutil
 
     from qpolicy_hw.bundle import record_evaluation
-    from qpolicy_hw.export import export_checkpoint
+    from qpolicy_train.export import export_checkpoint
     from qpolicy_train.evaluation import evaluate_bundle
 
     out = Path(a.out)

@@ -6,38 +6,24 @@ Rungs available here:
 ``float_vs_int``    the Brevitas float forward (float32, as trained) vs the integer contract, stage by
                     stage. Mismatches are allowed only at float ties; each one is classified.
 ``qonnx_vs_float``  qonnx ``execute_onnx`` of model.onnx vs the Brevitas forward: bit-identical floats.
+                    (These two need torch and Brevitas: they live with training, in
+                    ``qpolicy_train/float_reference.py``, and are loaded by name; where training is not
+                    installed, on a board, they are skipped with that reason.)
 ``hls4ml_vs_int``   hls4ml's g++ C simulation vs int (po2 bundles; float scales are refused by design).
 ``rtl_vs_int``      the da4ml RTL core in Verilator, one vector per clock, vs int; plus the measured latency.
 ``axi_driver_vs_int`` the Python driver over the Verilated AXI-Lite slave vs int.
 
 The hardware rungs run on the golden vectors plus 10,000 random input codes and report
 ``skipped`` (not failed) where their tool is missing.
-
-How a mismatch is known to be a float tie: for the first stage where the two disagree, the exact
-pre-activation ``y`` (rational arithmetic on the float32 scales) is compared with the rounding point
-``(m - 1/2) * s_out`` between the two codes. The float32 forward computes ``y`` with a sum of
-``n`` products, whose error is bounded by ``gamma_{n+4} * (sum |x_j w_j| + |b|)`` with
-``gamma_k = k u / (1 - k u)``, ``u = 2^-24`` (Higham, Accuracy and Stability, Sec. 3.1). A mismatch
-whose distance to the rounding point is within that bound is a float tie; anything else is a bug.
 """
 from __future__ import annotations
 
-from fractions import Fraction
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from qpolicy_hw.bundle import Bundle, load_bundle
-from qpolicy_hw.integer_reference import IntegerPolicy
-
-U32 = 2.0 ** -24
-TIE_RATE_BOUND = 1e-4
-"""Allowed share of mismatching codes between the float forward and the integer contract (DESIGN.md)."""
-
-
-def _gamma(k: int) -> float:
-    return k * U32 / (1 - k * U32)
-
+from qpolicy_hw.runtime.int_backend import IntegerPolicy
 
 def verification_inputs(bundle: Bundle, n_random: int, seed: int) -> np.ndarray:
     """Normalized observations: Gaussian, uniform over the clip range, and tie-grid points.
@@ -66,106 +52,6 @@ def check_golden(bundle: Bundle) -> dict[str, Any]:
     q_out = np.load(bundle.path / GOLDEN_OUT, allow_pickle=False)
     got = IntegerPolicy(bundle).codes(q_in)
     return {"vectors": int(len(q_in)), "codes": int(q_out.size), "mismatches": int((got != q_out).sum())}
-
-
-def _float_bias(body, bundle: Bundle, layer_index: int) -> list[Fraction]:
-    """The bias the float forward adds, exactly (float bias, or the Int32 bias at accumulator scale)."""
-    layer = bundle.layers[layer_index]
-    if bundle.meta["quant"]["scale_mode"] == "po2":
-        s_acc = Fraction(layer.in_scale) * Fraction(layer.weight_scale)
-        return [s_acc * int(v) for v in bundle.bias(layer_index)]
-    linears = [m for m in list(body.hidden) + [body.out_linear] if hasattr(m, "quant_weight")]
-    return [Fraction(float(v)) for v in linears[layer_index].bias.detach().numpy().astype(np.float32)]
-
-
-def classify_mismatch(bundle: Bundle, stage: int, q_prev: np.ndarray, channel: int, code_float: int,
-                      code_int: int, bias: list[Fraction]) -> tuple[bool, float, float]:
-    """Is this first-stage mismatch a float tie? Returns (is_tie, distance, float32 error bound)."""
-    layer = bundle.layers[stage]
-    if abs(code_float - code_int) != 1:
-        return False, float("inf"), 0.0
-    w = bundle.weights(stage)[channel].astype(np.int64)
-    q = q_prev.astype(np.int64)
-    s_in, s_w, s_out = Fraction(layer.in_scale), Fraction(layer.weight_scale), Fraction(layer.out_scale)
-    y = s_in * s_w * int(q @ w) + bias[channel]
-    m = max(code_float, code_int)
-    distance = abs(y - Fraction(2 * m - 1, 2) * s_out)
-    magnitude = float(s_in * s_w) * float(np.abs(q * w).sum()) + abs(float(bias[channel]))
-    bound = _gamma(layer.in_features + 4) * magnitude + U32 * abs(float(y))
-    return float(distance) <= bound, float(distance), bound
-
-
-def float_vs_int(bundle: Bundle, n_random: int = 2500, seed: int = 0) -> dict[str, Any]:
-    """Brevitas float32 forward vs the integer reference, every stage, every code."""
-    import torch
-
-    from qpolicy_hw.float_model import rebuild_actor
-    from qpolicy_hw.host_float import quantize_input
-
-    body, _ = rebuild_actor(bundle)
-    ref = IntegerPolicy(bundle)
-    x = verification_inputs(bundle, n_random, seed)
-    fcodes = [c.numpy() for c in body.forward_codes(torch.from_numpy(x))]
-    host = quantize_input(x, bundle.input_scale, bundle.bits["input"])
-    icodes = ref.layer_codes(fcodes[0])
-    per_stage = [int((f != i).sum()) for f, i in zip(fcodes[1:], icodes[1:])]
-    biases = [_float_bias(body, bundle, i) for i in range(len(bundle.layers))]
-    ties = not_ties = 0
-    worst = []
-    bad = np.zeros(len(x), dtype=bool)
-    for stage in range(len(bundle.layers)):
-        diff = fcodes[stage + 1] != icodes[stage + 1]
-        first = diff.any(axis=1) & ~bad       # samples whose first disagreement is at this stage
-        for n in np.flatnonzero(first):
-            for c in np.flatnonzero(diff[n]):
-                tie, dist, bound = classify_mismatch(bundle, stage, icodes[stage][n], int(c),
-                                                     int(fcodes[stage + 1][n, c]), int(icodes[stage + 1][n, c]),
-                                                     biases[stage])
-                ties += tie
-                not_ties += not tie
-                if not tie and len(worst) < 5:
-                    worst.append({"stage": stage, "sample": int(n), "channel": int(c), "distance": dist,
-                                  "bound": bound})
-        bad |= first
-    total_codes = int(sum(f.size for f in fcodes[1:]))
-    all_mismatch = int(sum(per_stage))
-    return {
-        "vectors": int(len(x)),
-        "codes": int(fcodes[-1].size),
-        "mismatches": per_stage[-1],
-        "all_stage_codes": total_codes,
-        "all_stage_mismatches": all_mismatch,
-        "rate": all_mismatch / total_codes,
-        "per_stage_mismatches": per_stage,
-        "first_disagreements_at_float_ties": ties,
-        "first_disagreements_not_at_ties": not_ties,
-        "host_quantization_mismatches": int((host != fcodes[0]).sum()),
-        "not_tie_examples": worst,
-        "pass": not_ties == 0 and all_mismatch / total_codes <= TIE_RATE_BOUND
-        and int((host != fcodes[0]).sum()) == 0,
-    }
-
-
-def qonnx_vs_float(bundle: Bundle, n: int = 300, seed: int = 1) -> dict[str, Any]:
-    """qonnx ``execute_onnx`` of the bundle's QONNX model vs the Brevitas forward (batch-1 graph)."""
-    import torch
-    from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.core.onnx_exec import execute_onnx
-
-    from qpolicy_hw.bundle import ONNX_FILE
-    from qpolicy_hw.float_model import rebuild_actor
-
-    body, _ = rebuild_actor(bundle)
-    model = ModelWrapper(str(bundle.path / ONNX_FILE))
-    in_name, out_name = model.graph.input[0].name, model.graph.output[0].name
-    x = verification_inputs(bundle, max(1, n // 4), seed)[:n]
-    with torch.no_grad():
-        expected = body(torch.from_numpy(x)).numpy()
-    got = np.vstack([execute_onnx(model, {in_name: row[None]})[out_name] for row in x])
-    diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
-    mism = int((got != expected).sum())
-    return {"vectors": int(len(x)), "values": int(expected.size), "mismatches": mism,
-            "max_abs_diff": float(diff.max()) if diff.size else 0.0, "pass": mism == 0}
 
 
 def hardware_test_codes(bundle: Bundle, n_random: int, seed: int) -> np.ndarray:
@@ -198,7 +84,7 @@ def rtl_vs_int(bundle: Bundle, n_random: int = 10_000, seed: int = 2) -> dict[st
     from qpolicy_hw.rtl import build_core
 
     if shutil.which("verilator") is None:
-        return {"skipped": "verilator is not installed (apt-get install -y verilator)", "pass": True}
+        return {"skipped": "verilator is not installed (apt-get install -y verilator)"}
     q = hardware_test_codes(bundle, n_random, seed)
     with tempfile.TemporaryDirectory() as tmp:
         info = build_core(bundle, tmp, default_plan(bundle_layers(bundle)))
@@ -218,7 +104,7 @@ def axi_driver_vs_int(bundle: Bundle, n_random: int = 10_000, seed: int = 3) -> 
     from qpolicy_hw.runtime.pynq_backend import PynqPolicy
 
     if shutil.which("verilator") is None:
-        return {"skipped": "verilator is not installed (apt-get install -y verilator)", "pass": True}
+        return {"skipped": "verilator is not installed (apt-get install -y verilator)"}
     q = hardware_test_codes(bundle, n_random, seed)
     with tempfile.TemporaryDirectory() as tmp:
         info = build_axi(bundle, tmp, plan=default_plan(bundle_layers(bundle)))
@@ -244,7 +130,7 @@ def hls4ml_vs_int(bundle: Bundle, n_random: int = 10_000, seed: int = 4) -> dict
     try:
         check_exact(bundle)
     except QpolicyError as exc:
-        return {"skipped": str(exc), "pass": True}
+        return {"skipped": str(exc)}
     q = hardware_test_codes(bundle, n_random, seed)
     with tempfile.TemporaryDirectory() as tmp:
         got = hls_codes(bundle, build_hls(bundle, tmp), q)
@@ -252,27 +138,57 @@ def hls4ml_vs_int(bundle: Bundle, n_random: int = 10_000, seed: int = 4) -> dict
     return {"vectors": int(len(q)), "codes": int(got.size), "mismatches": mism, "pass": mism == 0}
 
 
+def _float_rung(name: str):
+    """A rung of the training side's float reference, loaded when it runs (see the module docstring)."""
+    def rung(bundle: Bundle) -> dict[str, Any]:
+        from qpolicy_hw.errors import BackendUnavailable
+        from qpolicy_hw.runtime import float_reference
+
+        try:
+            return getattr(float_reference(), name)(bundle)
+        except BackendUnavailable as exc:
+            return {"skipped": str(exc)}
+    rung.__name__ = name
+    return rung
+
+
 RUNGS = {  # the ladder, in order: each rung checks one implementation against its reference
     "golden_vs_int": check_golden,
-    "float_vs_int": float_vs_int,
-    "qonnx_vs_float": qonnx_vs_float,
+    "float_vs_int": _float_rung("float_vs_int"),
+    "qonnx_vs_float": _float_rung("qonnx_vs_float"),
     "hls4ml_vs_int": hls4ml_vs_int,
     "rtl_vs_int": rtl_vs_int,
     "axi_driver_vs_int": axi_driver_vs_int,
 }
 
 
-def verify(path, rungs: list[str] | None = None) -> dict[str, Any]:
-    """Run the rungs available for this bundle; ``checks[name]['pass']`` tells each verdict."""
+def verify(path, rungs: list[str] | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run the rungs of the ladder on a bundle.
+
+    Each check gets ``status``: ``pass``, ``fail`` or ``skip`` (with ``reason``: a missing tool, a rung that
+    does not apply). The bundle passes when every rung that ran passed and at least one ran; ``verdict``
+    says how many ran. ``progress`` is told when each rung starts (the hardware rungs take minutes)."""
+    progress = progress or (lambda _msg: None)
     bundle = load_bundle(path)
-    checks: dict[str, Any] = {}
     if not bundle.is_integer:
-        return {"bundle": str(bundle.path), "kind": "float", "checks": {}, "pass": True,
-                "note": "float bundle: no integer function to verify"}
-    for name in rungs or list(RUNGS):
+        return {"bundle": str(bundle.path), "kind": "float", "checks": {}, "ran": 0, "skipped": 0, "pass": True,
+                "verdict": "nothing to verify: a float bundle has no integer function"}
+    checks: dict[str, Any] = {}
+    names = rungs or list(RUNGS)
+    for k, name in enumerate(names, 1):
+        progress(f"rung {k}/{len(names)}: {name}")
         result = RUNGS[name](bundle)
-        if "pass" not in result:
-            result["pass"] = result["mismatches"] == 0
+        if "skipped" in result:
+            result = {"status": "skip", "reason": result.pop("skipped"), **result}
+        else:
+            passed = result.pop("pass", result.get("mismatches") == 0)
+            result = {"status": "pass" if passed else "fail", **result}
         checks[name] = result
-    return {"bundle": str(bundle.path), "kind": "integer", "checks": checks,
-            "pass": all(c["pass"] for c in checks.values())}
+    ran = [c for c in checks.values() if c["status"] != "skip"]
+    failed = [n for n, c in checks.items() if c["status"] == "fail"]
+    passed = bool(ran) and not failed
+    verdict = (f"{'PASS' if passed else 'FAIL'}: {len(ran)} of {len(checks)} rungs ran"
+               + (f", {len(checks) - len(ran)} skipped" if len(ran) < len(checks) else "")
+               + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return {"bundle": str(bundle.path), "kind": "integer", "checks": checks, "ran": len(ran),
+            "skipped": len(checks) - len(ran), "pass": passed, "verdict": verdict}

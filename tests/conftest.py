@@ -36,7 +36,7 @@ def calibrated_body(spec, seed: int = 0, obs_dim: int = OBS_DIM, act_dim: int = 
 
 def make_bundle(tmp_path, spec, seed: int = 0, name: str = "bundle"):
     """Export a calibrated tiny actor to ``tmp_path/name`` and return the path."""
-    from qpolicy_hw.export import export_actor
+    from qpolicy_train.export import export_actor
     from qpolicy_train.quant_actor import SquashedAction
 
     body = calibrated_body(spec, seed)

@@ -128,7 +128,7 @@ def test_switching_needs_a_finished_warmup_and_float_scales():
 
 
 def test_export_traces_brevitas_not_the_fused_forward(tmp_path):
-    from qpolicy_hw.export import qonnx_bytes
+    from qpolicy_train.export import qonnx_bytes
 
     body = calibrated_body(SPECS[0])
     before = qonnx_bytes(body, 11)
@@ -140,7 +140,7 @@ def test_export_traces_brevitas_not_the_fused_forward(tmp_path):
 
 @pytest.mark.parametrize("algo", ["sac", "ddpg"])
 def test_training_with_and_without_fused_forward_is_identical(tmp_path, algo):
-    from qpolicy_hw.export import export_checkpoint
+    from qpolicy_train.export import export_checkpoint
     from qpolicy_train.sac import train
 
     from test_determinism import tiny_args

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from qpolicy_hw.bundle import load_bundle
-from qpolicy_hw.integer_reference import IntegerPolicy, requantize, shift_requantize
-from qpolicy_hw.verify import TIE_RATE_BOUND, float_vs_int
+from qpolicy_hw.runtime.int_backend import IntegerPolicy, requantize, shift_requantize
+from qpolicy_train.float_reference import TIE_RATE_BOUND, float_vs_int
 from qpolicy_train.quant_actor import QuantSpec
 
 BITS = [2, 3, 4, 6, 8]

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -28,11 +27,61 @@ def test_int_runtime_imports_neither_torch_nor_rclpy(bundle_factory):
     assert out.stdout.strip() == ""
 
 
-def test_train_and_hw_packages_never_import_rclpy():
-    imports_rclpy = re.compile(r"^\s*(import rclpy|from rclpy)", re.MULTILINE)
-    offenders = [str(p) for pkg in ("qpolicy_train", "qpolicy_hw") for p in (ROOT / pkg).rglob("*.py")
-                 if imports_rclpy.search(p.read_text())]
+def _imports(path: Path) -> set[str]:
+    """Top-level names of every module a file imports (at any depth of the file, lazy imports included)."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+# What each layer may not import: the flow is qpolicy_train -> qpolicy_hw <- qpolicy_ros, qpolicy_cli on top.
+FORBIDDEN = {
+    "qpolicy_hw": {"qpolicy_train", "qpolicy_ros", "qpolicy_cli", "torch", "brevitas", "rclpy", "gymnasium"},
+    "qpolicy_train": {"qpolicy_ros", "qpolicy_cli", "rclpy"},
+    "qpolicy_ros": {"qpolicy_train", "qpolicy_cli", "torch", "brevitas"},
+}
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_imports_only_flow_one_way(package):
+    offenders = sorted(f"{p.relative_to(ROOT)} imports {', '.join(sorted(_imports(p) & FORBIDDEN[package]))}"
+                       for p in (ROOT / package).rglob("*.py") if _imports(p) & FORBIDDEN[package])
     assert offenders == []
+
+
+def test_rclpy_lives_in_the_ros_package_alone():
+    offenders = [str(p.relative_to(ROOT)) for pkg in ("qpolicy_train", "qpolicy_hw", "qpolicy_cli", "bench")
+                 for p in (ROOT / pkg).rglob("*.py") if "rclpy" in _imports(p)]
+    assert offenders == []
+
+
+def test_verify_without_verilator_skips_the_rtl_rungs_and_says_so(bundle_factory, tmp_path):
+    """On a machine without Verilator the RTL rungs are 'skip' with the reason, never a PASS."""
+    import os
+
+    path = bundle_factory()
+    bin_dir = tmp_path / "bin"          # a PATH with Python and nothing else
+    bin_dir.mkdir()
+    (bin_dir / "python").symlink_to(sys.executable)
+    env = {**os.environ, "PATH": str(bin_dir)}
+    cmd = [sys.executable, "-m", "qpolicy_cli.main", "verify", str(path), "--rung", "golden_vs_int",
+           "--rung", "rtl_vs_int", "--rung", "axi_driver_vs_int"]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert "skip rtl_vs_int: verilator is not installed (apt-get install -y verilator)" in lines
+    assert any(line.startswith("skip axi_driver_vs_int:") for line in lines)
+    assert lines[-1].startswith("PASS: 1 of 3 rungs ran, 2 skipped")
+    only_rtl = subprocess.run(cmd[:5] + ["--rung", "rtl_vs_int", "--json"], capture_output=True, text=True, cwd=ROOT, timeout=120, env=env)
+    result = json.loads(only_rtl.stdout)
+    assert only_rtl.returncode == 1 and result["ran"] == 0 and not result["pass"]
+    assert result["checks"]["rtl_vs_int"]["status"] == "skip"
 
 
 def test_verify_json_has_the_documented_shape(bundle_factory):
@@ -44,6 +93,8 @@ def test_verify_json_has_the_documented_shape(bundle_factory):
     assert result["bundle"] == str(path)
     for rung in ("float_vs_int", "qonnx_vs_float", "golden_vs_int"):
         assert isinstance(result["checks"][rung]["mismatches"], int)
+        assert result["checks"][rung]["status"] == "pass"
+    assert result["ran"] + result["skipped"] == len(result["checks"]) and result["verdict"].startswith("PASS")
     assert result["checks"]["float_vs_int"]["codes"] >= 10_000
     assert result["checks"]["golden_vs_int"]["mismatches"] == 0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from qpolicy_hw.bundle import load_bundle
-from qpolicy_hw.verify import qonnx_vs_float
+from qpolicy_train.float_reference import qonnx_vs_float
 from qpolicy_train.quant_actor import QuantSpec
 
 

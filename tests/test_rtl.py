@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from qpolicy_hw.bundle import load_bundle
-from qpolicy_hw.integer_reference import IntegerPolicy
+from qpolicy_hw.runtime.int_backend import IntegerPolicy
 from qpolicy_hw.rtl import build_rtl, simulate, trace_core
 from qpolicy_train.quant_actor import QuantSpec
 
@@ -100,8 +100,10 @@ def test_hw_refuses_what_it_cannot_build(bundle_factory, tmp_path, monkeypatch):
         hw_project.build_hw(path, "xc9", tmp_path / "a")
     tiny = Target("tiny", "xc7a15tfgg484-1", 100.0, 50, 50, 0, 0, "a part too small")
     monkeypatch.setitem(hw_project.TARGETS, "xc7a15t", tiny)
-    with pytest.raises(QpolicyError, match="the core needs .* LUT .* xc7a15t has 50 LUT"):
-        hw_project.build_hw(path, "xc7a15t", tmp_path / "b")
+    with pytest.raises(QpolicyError, match="no folding fits: even the smallest core is estimated at"):
+        hw_project.build_hw(path, "xc7a15t", tmp_path / "b")        # --fold auto: refused before any build
+    with pytest.raises(QpolicyError, match=r"the core \(u,u,u\) does not fit xc7a15t: LUT \+ INV \d+ > 50"):
+        hw_project.build_hw(path, "xc7a15t", tmp_path / "c", fold="none")   # after the Yosys count
 
 
 @needs_verilator

@@ -13,7 +13,7 @@ import numpy as np
 from qpolicy_hw.axi import PolicyCoreDriver
 from qpolicy_hw.bundle import Bundle
 from qpolicy_hw.errors import BackendUnavailable
-from qpolicy_hw.integer_reference import IntegerPolicy
+from qpolicy_hw.runtime.int_backend import IntegerPolicy
 
 OVERLAY_ENV = "QPOLICY_OVERLAY"
 """Path of the overlay's .bit (with its .hwh beside it); default: BUNDLE/overlay/qpolicy.bit."""

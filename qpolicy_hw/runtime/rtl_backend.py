@@ -17,7 +17,7 @@ import numpy as np
 
 from qpolicy_hw.bundle import Bundle
 from qpolicy_hw.errors import BackendUnavailable, QpolicyError
-from qpolicy_hw.integer_reference import IntegerPolicy
+from qpolicy_hw.runtime.int_backend import IntegerPolicy
 
 CACHE = Path(os.environ.get("QPOLICY_CACHE", Path.home() / ".cache" / "qpolicy")) / "rtl"
 

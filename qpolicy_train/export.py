@@ -177,7 +177,7 @@ def code_version() -> str:
 
 def golden_vectors(bundle: Bundle, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Random input codes plus the extremes, and the reference output codes for them."""
-    from qpolicy_hw.integer_reference import IntegerPolicy
+    from qpolicy_hw.runtime.int_backend import IntegerPolicy
 
     lo, hi = signed_range(bundle.bits["input"])
     rng = np.random.default_rng(seed)
