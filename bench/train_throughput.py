@@ -89,7 +89,7 @@ def run_pair(pair: tuple[str, str], cores: list[int], argv: list[str]) -> list[d
 
     if len(cores) < 2:
         return [result(launch(name, None)) for name in pair]
-    procs = [launch(name, core) for name, core in zip(pair, cores)]
+    procs = [launch(name, core) for name, core in zip(pair, cores, strict=False)]
     return [result(proc) for proc in procs]
 
 
@@ -120,12 +120,12 @@ def main() -> None:
         q, sb3_q = run_pair(("qpolicy_quantized", "sb3_fp32"), order, argv)
         f, sb3_f = run_pair(("qpolicy_fp32", "sb3_fp32"), order, argv)
         loops = q.get("fused_quant_loops")
-        for key, r in zip(rows, (q, sb3_q, f, sb3_f)):
+        for key, r in zip(rows, (q, sb3_q, f, sb3_f), strict=False):
             rows[key].append(r["sps"])
         print(f"round {i + 1} (cores {order}): quantized {q['sps']:.1f} | SB3 {sb3_q['sps']:.1f}   "
               f"fp32 {f['sps']:.1f} | SB3 {sb3_f['sps']:.1f} env steps/s", flush=True)
-    ratios = [q / s for q, s in zip(rows["quantized"], rows["sb3_beside_quantized"])]
-    fp32_ratios = [f / s for f, s in zip(rows["fp32"], rows["sb3_beside_fp32"])]
+    ratios = [q / s for q, s in zip(rows["quantized"], rows["sb3_beside_quantized"], strict=False)]
+    fp32_ratios = [f / s for f, s in zip(rows["fp32"], rows["sb3_beside_fp32"], strict=False)]
     median = {k: statistics.median(v) for k, v in rows.items()}
     print(f"{name:40s} {median['quantized']:8.1f} env steps/s (median of {a.rounds})")
     print(f"{'qpolicy_sac_fp32':40s} {median['fp32']:8.1f} env steps/s")

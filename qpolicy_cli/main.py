@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 import os
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
+from pathlib import Path
 
 EXIT_USAGE = 2
 EXIT_FAILED_CHECK = 1
@@ -58,7 +58,7 @@ def cmd_export(argv: list[str]) -> int:
             with open(a.evaluation) as f:
                 evaluation = json.load(f)
         except (OSError, json.JSONDecodeError) as exc:
-            raise SystemExit(f"qpolicy: error: cannot read evaluation {a.evaluation}: {exc}")
+            raise SystemExit(f"qpolicy: error: cannot read evaluation {a.evaluation}: {exc}") from None
     out = export_checkpoint(a.checkpoint, a.out, evaluation)
     print(f"wrote bundle {out}")
     return 0
@@ -214,8 +214,8 @@ def cmd_ship(argv: list[str]) -> int:
     import shutil
 
     from qpolicy_hw.bundle import record_evaluation
-    from qpolicy_train.export import export_checkpoint
     from qpolicy_train.evaluation import evaluate_bundle
+    from qpolicy_train.export import export_checkpoint
 
     out = Path(a.out)
     if out.exists():

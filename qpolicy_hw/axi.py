@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from qpolicy_hw.errors import BackendUnavailable, QpolicyError
-from qpolicy_hw.register_map import (ADDR_BITS, CORE_ID, CTRL_DONE, CTRL_START, axi_verilog, c_header,
-                                     layout)
+from qpolicy_hw.register_map import ADDR_BITS, CORE_ID, CTRL_DONE, CTRL_START, axi_verilog, c_header, layout
 
 POLL_LIMIT = 100_000
 

@@ -67,7 +67,7 @@ def parse_fold(text: str, shapes: list[tuple[int, int]]) -> list[Fold] | None:
         raise FoldError(f"--fold {text!r} names {len(parts)} layers; the core has {len(shapes)} "
                         f"(shapes out x in: {', '.join(f'{o}x{i}' for o, i in shapes)})")
     plan = []
-    for k, (part, (mh, mw)) in enumerate(zip(parts, shapes)):
+    for k, (part, (mh, mw)) in enumerate(zip(parts, shapes, strict=False)):
         if part == "u":
             plan.append(Fold())
             continue
@@ -508,7 +508,7 @@ class Cost:
     bram36: float
     cycles: int
 
-    def __add__(self, other: "Cost") -> "Cost":
+    def __add__(self, other: Cost) -> Cost:
         return Cost(self.lut + other.lut, self.ff + other.ff, self.bram36 + other.bram36, self.cycles + other.cycles)
 
     def to_dict(self) -> dict:
@@ -565,7 +565,7 @@ def estimate_unrolled(layer: IntLayer) -> Cost:
 def estimate(layers: list[IntLayer], plan: list[Fold]) -> Cost:
     """The model's figure for a whole core built with ``plan`` (folded or mixed)."""
     total = Cost(0.0, layers[0].shape[1] * layers[0].in_bits + 4, 0.0, 1)
-    for layer, fold in zip(layers, plan):
+    for layer, fold in zip(layers, plan, strict=False):
         total = total + (estimate_unrolled(layer) if fold.unrolled else estimate_folded(layer, fold))
     return total
 

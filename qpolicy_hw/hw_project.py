@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from qpolicy_hw.bundle import load_bundle
-from qpolicy_hw.errors import QpolicyError
 from qpolicy_hw.core_function import bundle_layers
+from qpolicy_hw.errors import QpolicyError
 from qpolicy_hw.fold import Budget, Fold, estimate, estimate_da4ml, parse_fold, plan_fold
 from qpolicy_hw.rtl import DEFAULT_LATENCY_CUTOFF, TOP, build_core, solver_blocks, synthesize
 from qpolicy_hw.targets import FIT_MARGIN, TARGETS

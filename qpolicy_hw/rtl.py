@@ -245,7 +245,7 @@ def build_rtl(bundle: Bundle, out_dir: str | Path, latency_cutoff: float = DEFAU
     return info
 
 
-def build_core(bundle: Bundle, out_dir: str | Path, plan: "list[Fold] | None" = None,
+def build_core(bundle: Bundle, out_dir: str | Path, plan: list[Fold] | None = None,
                latency_cutoff: float = DEFAULT_LATENCY_CUTOFF) -> dict:
     """The bundle's core in ``out_dir``: da4ml's unrolled core when every layer is unrolled (``plan`` None or
     all ``u``), else the folded or mixed core of ``plan`` (``fold.py``)."""

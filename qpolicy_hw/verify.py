@@ -18,12 +18,14 @@ The hardware rungs run on the golden vectors plus 10,000 random input codes and 
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from qpolicy_hw.bundle import Bundle, load_bundle
 from qpolicy_hw.runtime.int_backend import IntegerPolicy
+
 
 def verification_inputs(bundle: Bundle, n_random: int, seed: int) -> np.ndarray:
     """Normalized observations: Gaussian, uniform over the clip range, and tie-grid points.

@@ -12,15 +12,14 @@ import time
 
 import gymnasium as gym
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
-from diagnostic_msgs.msg import DiagnosticArray
 
 from qpolicy_hw.errors import ObservationError, QpolicyError
 from qpolicy_ros.loop_core import LatencyStats, check_command, parse_key, step_key
 from qpolicy_ros.params import declare_topics, loop_qos, spin_node
-
 
 REPUBLISH_AFTER_S = 0.5
 

@@ -5,7 +5,8 @@ Noise follows the paper: i.i.d. Gaussian with standard deviation ``sigma`` added
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

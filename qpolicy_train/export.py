@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from qpolicy_hw.bundle import (Bundle, channel_acc_range, code_range, signed_range, validate, write_bundle)
+from qpolicy_hw.bundle import Bundle, channel_acc_range, code_range, signed_range, validate, write_bundle
 from qpolicy_hw.errors import BundleError, QpolicyError
 from qpolicy_train.quant_actor import QuantActorBody, QuantSpec, SquashedAction
 
@@ -51,7 +51,7 @@ def derive_thresholds(s_acc: Fraction, bias: list[Fraction], bias_int: np.ndarra
     """
     levels = range(out_lo + 1, out_hi + 1)
     out = np.empty((len(bias), len(levels)), dtype=object)
-    for c, (b, bi) in enumerate(zip(bias, bias_int)):
+    for c, (b, bi) in enumerate(zip(bias, bias_int, strict=False)):
         for k, m in enumerate(levels):
             t = int(bi) + ((Fraction(2 * m - 1, 2) * out_scale - b) / s_acc)
             fl = math.floor(t)
@@ -96,7 +96,7 @@ def integer_layers(body: QuantActorBody, obs_dim: int) -> tuple[list[dict], dict
     out_scales = tr["act_scales"] + [tr["output_scale"]]
     metas, arrays = [], {}
     in_bits, in_signed = spec.input_bits, True
-    for i, (entry, s_out) in enumerate(zip(tr["linears"], out_scales)):
+    for i, (entry, s_out) in enumerate(zip(tr["linears"], out_scales, strict=False)):
         last = i == len(tr["linears"]) - 1
         out_bits, out_signed = (spec.output_bits, True) if last else (spec.core_bits, False)
         w = entry["w_int"]

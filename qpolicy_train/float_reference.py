@@ -103,7 +103,7 @@ def float_vs_int(bundle: Bundle, n_random: int = 2500, seed: int = 0) -> dict[st
     fcodes = [c.numpy() for c in body.forward_codes(torch.from_numpy(x))]
     host = quantize_input(x, bundle.input_scale, bundle.bits["input"])
     icodes = ref.layer_codes(fcodes[0])
-    per_stage = [int((f != i).sum()) for f, i in zip(fcodes[1:], icodes[1:])]
+    per_stage = [int((f != i).sum()) for f, i in zip(fcodes[1:], icodes[1:], strict=False)]
     biases = [_float_bias(body, bundle, i) for i in range(len(bundle.layers))]
     ties = not_ties = 0
     worst = []

@@ -383,8 +383,8 @@ class FusedActorForward:
                 y = self._activation(f"relu{i}", q, F.relu(y))
             else:
                 m, threshold, lo, hi, min_val = q
-                w = self._cached(f"weight{i}", m.weight, False, lambda: _fake_quant(
-                    m.weight, _weight_scale(m.weight, threshold, min_val), lo, hi, True))
+                w = self._cached(f"weight{i}", m.weight, False, lambda m=m, t=threshold, lo=lo, hi=hi, mv=min_val:
+                                 _fake_quant(m.weight, _weight_scale(m.weight, t, mv), lo, hi, True))
                 y = F.linear(y, w, m.bias)
         return self._activation("output", self._output, y)
 
@@ -399,4 +399,4 @@ class FusedActorForward:
             results.append((out.detach(), grads))
         (o1, g1), (o2, g2) = results
         return torch.equal(o1, o2) and all((a is None and b is None) or (a is not None and b is not None and
-                                                                           torch.equal(a, b)) for a, b in zip(g1, g2))
+                                                                           torch.equal(a, b)) for a, b in zip(g1, g2, strict=False))

@@ -39,7 +39,7 @@ def plot_bit_sweep(results_csv: str | Path, out_png: str | Path, width: int = 25
     rows = read_results(results_csv)
     tasks = sorted({r["env_id"] for r in rows})
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+    for ax, task in zip(axes[0], tasks, strict=False):
         task_rows = [r for r in rows if r["env_id"] == task]
         fp = [r["mean_return"] for r in task_rows if not r["quantized"]]
         if fp:

@@ -61,7 +61,7 @@ class QuantSpec:
     quantized: bool = True
     """False gives the FP32 baseline actor with the same shape"""
 
-    def validate(self) -> "QuantSpec":
+    def validate(self) -> QuantSpec:
         for name in ("input_bits", "core_bits", "output_bits"):
             bits = getattr(self, name)
             if not isinstance(bits, int) or not 2 <= bits <= MAX_BITS:

@@ -30,8 +30,15 @@ from torch import nn
 from qpolicy_hw.errors import QpolicyError
 from qpolicy_hw.host_float import NORM_EPSILON, normalize_observation
 from qpolicy_train import fakequant_kernel
-from qpolicy_train.quant_actor import (QuantSpec, SquashedAction, load_quantized_state, make_actor_body,
-                                       warmup_counters, warmup_done, warmup_in_progress)
+from qpolicy_train.quant_actor import (
+    QuantSpec,
+    SquashedAction,
+    load_quantized_state,
+    make_actor_body,
+    warmup_counters,
+    warmup_done,
+    warmup_in_progress,
+)
 
 TASKS = ("Hopper", "Walker2d", "HalfCheetah", "Ant", "Humanoid")
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
@@ -125,7 +132,7 @@ class Args:
         return QuantSpec(self.input_bits, self.core_bits, self.output_bits, self.width, self.depth,
                          self.scale_mode, self.quantized)
 
-    def validate(self) -> "Args":
+    def validate(self) -> Args:
         """Refuse a run that cannot work, before anything is trained or written."""
         task = self.env_id.split("-")[0]
         if task not in TASKS or not (self.env_id.endswith("-v4") or self.env_id.endswith("-v5")):
@@ -181,7 +188,7 @@ class TwinQ(nn.Module):
         dims = [in_dim, width, width, 1]
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
-        for fan_in, fan_out in zip(dims[:-1], dims[1:]):
+        for fan_in, fan_out in zip(dims[:-1], dims[1:], strict=False):
             w = torch.empty(n, fan_in, fan_out)
             b = torch.empty(n, 1, fan_out)
             bound = 1.0 / np.sqrt(fan_in)  # torch.nn.Linear's default init
@@ -195,7 +202,7 @@ class TwinQ(nn.Module):
         """Returns Q-values of shape (n, batch)."""
         x = torch.cat([obs, act], 1).unsqueeze(0).expand(len(self.weights[0]), -1, -1)
         last = len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=False)):
             x = torch.baddbmm(b, x, w)
             if i < last:
                 x = F.relu(x)
@@ -542,7 +549,7 @@ def train(args: Args) -> dict:
                     with torch.no_grad():
                         pairs = [(qf, qf_target)] + ([(actor, actor_target)] if actor_target is not None else [])
                         for net, tgt in pairs:
-                            for p, tp in zip(net.parameters(), tgt.parameters()):
+                            for p, tp in zip(net.parameters(), tgt.parameters(), strict=False):
                                 tp.lerp_(p, args.tau)
 
             # 3. bookkeeping

@@ -11,9 +11,9 @@ least the FP32 mean minus the FP32 standard deviation (both over seeds).
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -112,7 +112,7 @@ def select(rows: list[dict]) -> dict:
     fp32_mean, fp32_std, _ = max(fp32, key=lambda v: v[2])
     chosen = {"core_bits": 8, "width": 256, "input_bits": 8, "output_bits": 8}
     stages = []
-    for stage, field, order in ((1, "core_bits", BITS), (2, "width", WIDTHS), (3, "input_bits", BITS)):
+    for stage, field, _order in ((1, "core_bits", BITS), (2, "width", WIDTHS), (3, "input_bits", BITS)):
         cands = stage_candidates(stage, chosen)
         present = [c for c in cands if c in table]
         missing = [c for c in cands if c not in table]

@@ -26,8 +26,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Train, export and evaluate one configuration; returns its results row. Runs in a worker."""
     import torch
 
-    from qpolicy_train.export import export_checkpoint
     from qpolicy_train.evaluation import evaluate_bundle
+    from qpolicy_train.export import export_checkpoint
     from qpolicy_train.sac import Args, train
 
     torch.set_num_threads(1)

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from qpolicy_hw.bundle import ARRAYS_FILE, npz_bytes, sha256_bytes, npy_bytes, load_bundle
+from qpolicy_hw.bundle import ARRAYS_FILE, load_bundle, npy_bytes, npz_bytes, sha256_bytes
 from qpolicy_hw.errors import BundleError, ObservationError
 from qpolicy_hw.runtime.int_backend import IntegerPolicy
 from qpolicy_train.quant_actor import QuantSpec

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from qpolicy_hw.bundle import load_bundle
-from qpolicy_train.export import export_checkpoint
 from qpolicy_hw.runtime.int_backend import IntegerPolicy
+from qpolicy_train.export import export_checkpoint
 from qpolicy_train.sac import Args, train
 
 

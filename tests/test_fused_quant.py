@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import calibrated_body
 
 from qpolicy_train import fakequant_kernel
 from qpolicy_train.fused_quant import FusedActorForward
 from qpolicy_train.quant_actor import QuantSpec
-
-from conftest import calibrated_body
 
 SPECS = [QuantSpec(6, 2, 8, 16, 2, "float"), QuantSpec(8, 8, 8, 64, 2, "float"), QuantSpec(4, 3, 4, 32, 3, "float")]
 
@@ -140,10 +139,10 @@ def test_export_traces_brevitas_not_the_fused_forward(tmp_path):
 
 @pytest.mark.parametrize("algo", ["sac", "ddpg"])
 def test_training_with_and_without_fused_forward_is_identical(tmp_path, algo):
+    from test_determinism import tiny_args
+
     from qpolicy_train.export import export_checkpoint
     from qpolicy_train.sac import train
-
-    from test_determinism import tiny_args
 
     results = {}
     for fused in (True, False):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from qpolicy_hw.bundle import load_bundle
-from qpolicy_hw.runtime.int_backend import IntegerPolicy
 from qpolicy_hw.rtl import build_rtl, simulate, trace_core
+from qpolicy_hw.runtime.int_backend import IntegerPolicy
 from qpolicy_train.quant_actor import QuantSpec
 
 needs_verilator = pytest.mark.skipif(shutil.which("verilator") is None, reason="verilator is not installed")

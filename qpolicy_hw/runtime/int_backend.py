@@ -90,7 +90,7 @@ class IntegerPolicy(ObservationHost):
         """Codes after every stage: [q_in, hidden..., q_out] (int64, batch-first)."""
         q = self.check_codes(q_in)
         out = [q]
-        for layer, w, b, t in zip(self.layers, self._w, self._b, self._t):
+        for layer, w, b, t in zip(self.layers, self._w, self._b, self._t, strict=False):
             acc = q @ w.T + b
             q = requantize(acc, t, layer.out_range[0])
             out.append(q)
