@@ -264,7 +264,8 @@ def cmd_hw(argv: list[str]) -> int:
 
 def cmd_demo(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="qpolicy demo", description=(
-        "The Hopper closed loop over ROS 2: policy_server and mujoco_bridge as two processes, "
+        "The closed loop over ROS 2 (Hopper by default; any bundle's task with --policy): policy_server and "
+        "mujoco_bridge as two processes, "
         "DDS on localhost with a private domain id (the same nodes and parameters as "
         "`ros2 launch qpolicy hopper_fpga.launch.py`)."))
     p.add_argument("--policy", help="bundle directory (default: policies/hopper/selected)")
@@ -275,12 +276,16 @@ def cmd_demo(argv: list[str]) -> int:
     p.add_argument("--out", default="demo_out", help="directory for report.json, report.png and node logs")
     p.add_argument("--json", action="store_true", help="print the summary as JSON (last line)")
     p.add_argument("--record", metavar="BAG", help="also record the loop to a rosbag2 (MCAP) bag at BAG")
+    p.add_argument("--env-id", default="", help="environment (default: the bundle's task)")
+    p.add_argument("--rate-hz", type=float, default=0.0, help="realtime control rate (default: the task's, 1/env.dt)")
     a = p.parse_args(argv)
     if a.episodes <= 0:
         p.error("--episodes must be positive")
+    if a.rate_hz < 0:
+        p.error("--rate-hz must be positive (or 0 for the task's rate)")
     from qpolicy_ros.demo import demo
 
-    return demo(a.policy, a.backend, a.mode, a.episodes, a.seed, a.out, a.json, a.record)
+    return demo(a.policy, a.backend, a.mode, a.episodes, a.seed, a.out, a.json, a.record, a.env_id, a.rate_hz)
 
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {

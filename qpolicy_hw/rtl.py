@@ -4,7 +4,8 @@ wrapped with reset and valid, and simulated with Verilator against the ``int`` r
 The traced function is exactly the contract: signed input codes, ``acc = W q + B`` (da4ml turns the
 constant matrix products into adder trees, no multipliers), then each output code as
 ``lo + #{k : acc >= T[c, k]}`` (thresholds beyond the channel's reachable accumulator range are
-folded into the constant) or, where the exporter proved it identical, the shift form.
+folded into the constant). The RTL always uses the thresholds, also where a power-of-two bundle records
+the equivalent shift form (``Layer.shift``): the comparisons against constants cost no more.
 """
 from __future__ import annotations
 

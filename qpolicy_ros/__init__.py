@@ -1,1 +1,1 @@
-"""The thin rclpy nodes (policy_server, mujoco_bridge) land with the ROS 2 issue."""
+"""The ROS 2 side: thin rclpy nodes (policy_server, mujoco_bridge, bag_recorder) over plain-Python logic."""

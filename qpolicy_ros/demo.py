@@ -1,4 +1,4 @@
-"""``qpolicy demo``: the Hopper closed loop without a ROS 2 install.
+"""``qpolicy demo``: the closed loop of any shipped task without a ROS 2 install (Hopper by default).
 
 Starts ``policy_server`` and ``mujoco_bridge`` as two separate processes with the same parameter file
 as the launch file (config/hopper_fpga.yaml), DDS confined to this machine on a private domain id,
@@ -39,9 +39,16 @@ def node_command(module: str, node_name: str, params: dict[str, Any], out_dir: P
 
 
 def run_loop(policy: str | Path, backend: str = "auto", mode: str = "lockstep", episodes: int = 3, seed: int = 0,
-             rate_hz: float = 125.0, out_dir: str | Path = "demo_out", timeout_s: float = 900.0,
-             domain_id: int | None = None, extra_bridge: dict | None = None, record: str | None = None) -> dict:
-    """Run both nodes to completion; returns the bridge's report plus the server's log lines."""
+             rate_hz: float = 0.0, out_dir: str | Path = "demo_out", timeout_s: float = 900.0,
+             domain_id: int | None = None, extra_bridge: dict | None = None, record: str | None = None,
+             env_id: str = "") -> dict:
+    """Run both nodes to completion; returns the bridge's report plus the server's log lines.
+
+    ``env_id`` and ``rate_hz`` default to the bundle's task and its control rate (``task.resolve_task``,
+    checked here before any node starts)."""
+    from qpolicy_ros.task import resolve_task
+
+    env_id, rate_hz = resolve_task(policy, env_id, rate_hz)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     report_path = out / "bridge_report.json"
@@ -58,7 +65,8 @@ def run_loop(policy: str | Path, backend: str = "auto", mode: str = "lockstep", 
                                                  {"bag_path": str(Path(record).resolve())}, out),
                                     env=env, cwd=ROOT, stdout=open(out / "bag_recorder.log", "w"),
                                     stderr=subprocess.STDOUT)
-    bridge_params = {"mode": mode, "episodes": episodes, "seed": seed, "rate_hz": float(rate_hz),
+    bridge_params = {"policy": str(Path(policy).resolve()), "env_id": env_id, "mode": mode, "episodes": episodes,
+                     "seed": seed, "rate_hz": float(rate_hz),
                      "report_path": str(report_path.resolve())}
     if record:
         bridge_params["min_observation_subscribers"] = 2
@@ -118,23 +126,28 @@ def plot_report(report: dict, path: Path) -> Path:
 
 
 def demo(policy: str | None = None, backend: str = "auto", mode: str = "lockstep", episodes: int = 3,
-         seed: int = 0, out_dir: str = "demo_out", as_json: bool = False, record: str | None = None) -> int:
+         seed: int = 0, out_dir: str = "demo_out", as_json: bool = False, record: str | None = None,
+         env_id: str = "", rate_hz: float = 0.0) -> int:
     from qpolicy_hw.bundle import load_bundle
+    from qpolicy_ros.task import resolve_task
 
     policy_path = Path(policy) if policy else DEFAULT_POLICY
     bundle = load_bundle(policy_path)  # a bad or missing bundle fails here, in one line, before any node starts
+    env_id, rate_hz = resolve_task(policy_path, env_id, rate_hz)   # so does a bundle that does not fit the task
     t0 = time.perf_counter()
-    report = run_loop(policy_path, backend, mode, episodes, seed, 125.0, out_dir, record=record)
+    report = run_loop(policy_path, backend, mode, episodes, seed, rate_hz, out_dir, record=record, env_id=env_id)
     summary = {"returns": report["returns"], "mean_return": report["mean_return"],
                "latency_us": {k: report["latency_us"][k] for k in ("p50", "p99")},
                "late_commands": report["late_commands"], "missing_commands": report["missing_commands"],
-               "backend": report["backend"], "mode": mode, "policy": str(policy_path), "env_id": bundle.env_id,
+               "backend": report["backend"], "mode": mode, "policy": str(policy_path), "env_id": env_id,
+               "rate_hz": rate_hz,
                "steps": report["steps"], "wall_s": time.perf_counter() - t0, "bag": record}
     out = Path(out_dir)
     (out / "report.json").write_text(json.dumps(summary, indent=2))
     plot = plot_report(report, out / "report.png")
     if not as_json:
-        print(f"{bundle.env_id} closed loop over ROS 2 ({mode}, backend {summary['backend']}), {episodes} episodes")
+        print(f"{env_id} closed loop over ROS 2 ({mode} at {rate_hz:g} Hz, backend {summary['backend']}), "
+              f"{episodes} episodes of {bundle.path}")
         print("returns: " + ", ".join(f"{r:.1f}" for r in summary["returns"]) + f"  (mean {summary['mean_return']:.1f})")
         lat = summary["latency_us"]
         print(f"obs->action latency: p50 {lat['p50']:.0f} us, p99 {lat['p99']:.0f} us; "

@@ -20,6 +20,7 @@ from std_msgs.msg import Float64MultiArray, String
 from qpolicy_hw.errors import ObservationError, QpolicyError
 from qpolicy_ros.loop_core import LatencyStats, check_command, parse_key, step_key
 from qpolicy_ros.params import declare_topics, loop_qos, spin_node
+from qpolicy_ros.task import resolve_task
 
 REPUBLISH_AFTER_S = 0.5
 
@@ -30,9 +31,15 @@ class MujocoBridge(Node):
         self.topics = declare_topics(self)
         qos = loop_qos(self)
         p = self.declare_parameter
-        self.env_id = p("env_id", "Hopper-v5").value
+        # the task and its control rate come from the policy bundle unless set (see task.py)
+        policy, env_id, rate_hz = p("policy", "").value, p("env_id", "").value, float(p("rate_hz", 0.0).value)
+        if policy:
+            self.env_id, self.rate_hz = resolve_task(policy, env_id, rate_hz)
+        elif env_id and rate_hz > 0:
+            self.env_id, self.rate_hz = env_id, rate_hz
+        else:
+            raise QpolicyError("set policy (a bundle: its task and control rate are used) or both env_id and rate_hz")
         self.mode = p("mode", "lockstep").value
-        self.rate_hz = float(p("rate_hz", 125.0).value)
         self.episodes = int(p("episodes", 3).value)
         self.seed = int(p("seed", 0).value)
         self.command_timeout_s = float(p("command_timeout_s", 0.1).value)

@@ -15,6 +15,7 @@ from qpolicy_hw.errors import QpolicyError
 from qpolicy_hw.runtime import make_policy
 from qpolicy_ros.loop_core import Counters, LatencyStats, serve
 from qpolicy_ros.params import declare_topics, loop_qos, spin_node
+from qpolicy_ros.task import find_policy
 
 
 class PolicyServer(Node):
@@ -22,7 +23,7 @@ class PolicyServer(Node):
         super().__init__("policy_server")
         self.topics = declare_topics(self)
         qos = loop_qos(self)
-        self.bundle_path = self.declare_parameter("policy", "policies/hopper/selected").value
+        self.bundle_path = str(find_policy(self.declare_parameter("policy", "policies/hopper/selected").value))
         self.stale_after_s = float(self.declare_parameter("stale_after_s", 0.5).value)
         period = float(self.declare_parameter("diagnostics_period_s", 1.0).value)
         backend = self.declare_parameter("backend", "auto").value

@@ -402,10 +402,8 @@ def train(args: Args) -> dict:
         start_step, episode, history = state["global_step"], state["episode"], state["history"]
         # Checkpoints are taken at episode ends with the env's generator as it was *before* that
         # reset, so this reset reproduces the uninterrupted run's (the normalizer already saw it).
-        # (checkpoints of an earlier format kept the state after the reset: the next episode then
-        # starts from a fresh reset, which is still a valid continuation, though not bit-identical)
-        # (a checkpoint written before any episode ended has no before-reset state: the generator as it was
-        # at the save then starts a fresh episode)
+        # A checkpoint without that state (written before any episode ended)
+        # starts a fresh episode from the generator as saved: a valid continuation, not a bit-identical one.
         env_state = state.get("env_rng_before_reset") or state.get("env_rng")
         if env_state is not None:
             env.unwrapped.np_random.bit_generator.state = env_state
@@ -584,7 +582,7 @@ def train(args: Args) -> dict:
             where = f"the last checkpoint in {ckpt_path}" if ckpt_path.exists() else "step 0 (no checkpoint yet)"
             raise TrainError(f"interrupted at step {global_step}, inside the activation-scale warm-up: running the "
                              f"same command again resumes from {where}") from None
-        save_checkpoint(global_step)   # mid-episode: the resumed run starts a fresh episode (a valid continuation)
+        save_checkpoint(global_step)   # mid-episode: the resumed run restarts that episode (valid, not bit-identical)
         csv_file.close()
         raise TrainError(f"interrupted at step {global_step}: checkpoint saved to {ckpt_path}; run the same command "
                          "again to resume") from None

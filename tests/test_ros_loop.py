@@ -171,7 +171,9 @@ def test_killed_server_means_safe_action_and_a_restart_resumes(bundle_factory, t
 
 
 def test_launch_file_names_real_executables_and_parameters():
-    tree = ast.parse((ROOT / "launch" / "hopper_fpga.launch.py").read_text())
+    for name in ("hopper_fpga.launch.py", "policy_fpga.launch.py"):
+        assert "generate_launch_description" in (ROOT / "launch" / name).read_text()
+    tree = ast.parse((ROOT / "qpolicy_ros" / "loop_launch.py").read_text())
     imports = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
                for alias in node.names if node.module in ("launch", "launch_ros.actions")}
     assert {"LaunchDescription", "Node"} <= imports
@@ -183,9 +185,9 @@ def test_launch_file_names_real_executables_and_parameters():
         assert f"{exe} = qpolicy_ros.{exe}:main" in setup
     declared = next(node.value for node in ast.walk(tree) if isinstance(node, ast.Assign)
                     and getattr(node.targets[0], "id", "") == "ARGUMENTS")
-    assert {k.value for k in declared.keys} >= {"backend", "policy", "mode", "rate_hz", "episodes"}
+    assert {k.value for k in declared.keys} >= {"backend", "policy", "env_id", "mode", "rate_hz", "episodes"}
     from qpolicy_ros.param_file import node_parameters
-    assert node_parameters("mujoco_bridge")["rate_hz"] == 125.0
+    assert node_parameters("mujoco_bridge")["rate_hz"] == 0.0      # the task's rate, from the bundle
     assert node_parameters("policy_server")["command_topic"] == "/qpolicy/command"
 
 

@@ -37,8 +37,8 @@ def requantize(acc: np.ndarray, thresholds: np.ndarray, lo: int) -> np.ndarray:
 def shift_requantize(acc: np.ndarray, shift: int, lo: int, hi: int) -> np.ndarray:
     """The shift-and-saturate form for power-of-two scales: ``clip(round_half_even(acc / 2^shift))``.
 
-    Used only where the exporter proved it equal to the thresholds; kept here so that tests can
-    check that equality and the RTL generator can rely on it.
+    The exporter records ``Layer.shift`` only where it proved this equal to the thresholds; the tests
+    check that equality. The runtimes and the RTL use the thresholds throughout.
     """
     acc = np.asarray(acc, dtype=np.int64)
     if shift <= 0:

@@ -1,0 +1,53 @@
+"""Which task a closed loop runs, decided in one place, before any node starts.
+
+The environment id and the control rate come from the policy bundle (the rate is ``1 / env.dt``, the
+step the policy was trained at: 125 Hz for Hopper and Walker2d, 20 Hz for HalfCheetah and Ant, about
+66.7 Hz for Humanoid) unless the user overrides them, and a bundle whose observation or action sizes do
+not fit the environment is refused in one line.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from qpolicy_hw.errors import QpolicyError
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def find_policy(policy: str | Path) -> Path:
+    """A bundle path as given, else (for a relative one such as the parameter file's default) under this
+    package's directory, so the default policy resolves from any working directory."""
+    path = Path(policy)
+    if not path.is_absolute() and not path.exists() and (PACKAGE_ROOT / path).exists():
+        return PACKAGE_ROOT / path
+    return path
+
+
+def control_rate_hz(env) -> float:
+    """The rate a Gymnasium MuJoCo task is stepped at: one action per ``env.unwrapped.dt``."""
+    return 1.0 / float(env.unwrapped.dt)
+
+
+def resolve_task(policy: str | Path, env_id: str = "", rate_hz: float = 0.0) -> tuple[str, float]:
+    """``(env_id, rate_hz)`` for a run of ``policy``: the bundle's task and its control rate where the
+    arguments are empty/zero. Raises :class:`QpolicyError` when the bundle cannot drive that environment."""
+    import gymnasium as gym
+
+    from qpolicy_hw.bundle import load_bundle
+
+    bundle = load_bundle(find_policy(policy))
+    env_id = env_id or bundle.env_id
+    try:
+        env = gym.make(env_id)
+    except gym.error.Error as exc:
+        raise QpolicyError(f"cannot make {env_id!r}: {exc}") from None
+    try:
+        obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+        if (obs_dim, act_dim) != (bundle.obs_dim, bundle.act_dim):
+            raise QpolicyError(f"{bundle.path} is a {bundle.env_id} policy ({bundle.obs_dim} observations, "
+                               f"{bundle.act_dim} actions); {env_id} has {obs_dim} and {act_dim}: use a "
+                               f"{env_id} bundle or drop the environment override")
+        rate = float(rate_hz) if rate_hz and rate_hz > 0 else control_rate_hz(env)
+    finally:
+        env.close()
+    return env_id, rate

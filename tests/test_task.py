@@ -1,0 +1,49 @@
+"""The task of a closed loop comes from the bundle: environment id, control rate (1 / env.dt), and a
+refusal in one line when a bundle does not fit the environment. No DDS here."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from qpolicy_hw.errors import QpolicyError
+from qpolicy_ros.task import find_policy, resolve_task
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("bundle, env_id, rate", [
+    ("policies/hopper/selected", "Hopper-v5", 125.0),
+    ("policies/hwref/Walker2d", "Walker2d-v5", 125.0),
+    ("policies/hwref/HalfCheetah", "HalfCheetah-v5", 20.0),
+    ("policies/hwref/Ant", "Ant-v5", 20.0),
+    ("policies/hwref/Humanoid", "Humanoid-v5", 1 / 0.015),
+])
+def test_the_bundle_sets_the_task_and_its_control_rate(bundle, env_id, rate):
+    got_env, got_rate = resolve_task(ROOT / bundle)
+    assert got_env == env_id and got_rate == pytest.approx(rate)
+    assert resolve_task(ROOT / bundle, rate_hz=50.0)[1] == 50.0       # the user's override wins
+
+
+def test_a_bundle_for_another_task_is_refused_in_one_line():
+    with pytest.raises(QpolicyError, match="is a Walker2d-v5 policy .* Hopper-v5 has 11 and 3") as info:
+        resolve_task(ROOT / "policies/hwref/Walker2d", env_id="Hopper-v5")
+    assert "\n" not in str(info.value)
+
+
+def test_the_default_policy_resolves_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert find_policy("policies/hopper/selected") == ROOT / "policies/hopper/selected"
+
+
+def test_demo_refuses_a_mismatched_bundle_before_any_node_starts(tmp_path):
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "qpolicy_cli.main", "demo", "--policy",
+                          str(ROOT / "policies/hwref/Walker2d"), "--env-id", "Hopper-v5", "--out", str(tmp_path)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert out.returncode == 2 and time.perf_counter() - t0 < 30
+    assert "is a Walker2d-v5 policy" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "policy_server.log").exists()
