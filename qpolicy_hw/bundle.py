@@ -38,6 +38,14 @@ def signed_range(bits: int) -> tuple[int, int]:
     return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
 
 
+def signed_width(lo: int, hi: int) -> int:
+    """The fewest two's-complement bits that hold every integer in [lo, hi]."""
+    bits = 1
+    while not (signed_range(bits)[0] <= lo and hi <= signed_range(bits)[1]):
+        bits += 1
+    return bits
+
+
 def unsigned_range(bits: int) -> tuple[int, int]:
     return 0, (1 << bits) - 1
 

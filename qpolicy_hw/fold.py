@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qpolicy_hw.bundle import code_range, signed_range, signed_width
 from qpolicy_hw.core_function import IntLayer
 from qpolicy_hw.errors import QpolicyError
 
@@ -83,14 +84,6 @@ def parse_fold(text: str, shapes: list[tuple[int, int]]) -> list[Fold] | None:
 
 
 # --- one folded layer -------------------------------------------------------------------------
-def _signed_width(lo: int, hi: int) -> int:
-    """Bits of a two's-complement number holding every integer in [lo, hi]."""
-    bits = 1
-    while not (-(1 << (bits - 1)) <= lo and hi <= (1 << (bits - 1)) - 1):
-        bits += 1
-    return bits
-
-
 def _clog2(n: int) -> int:
     return max(1, math.ceil(math.log2(n))) if n > 1 else 1
 
@@ -130,7 +123,7 @@ class FoldedShape:
 def folded_shape(layer: IntLayer, fold: Fold) -> FoldedShape:
     mh, mw = layer.shape
     lo, hi = layer.product_range()
-    acc_bits = _signed_width(min(int(lo.min()), 0), max(int(hi.max()), 0) + 1)
+    acc_bits = signed_width(min(int(lo.min()), 0), max(int(hi.max()), 0) + 1)
     return FoldedShape(mh, mw, fold.pe, fold.simd, -(-mh // fold.pe), -(-mw // fold.simd), layer.in_bits,
                        layer.weight_bits, layer.out_bits, acc_bits)
 
@@ -179,10 +172,10 @@ def _wants_block(depth: int, width: int) -> bool:
 
 def product_bits(s: FoldedShape, in_signed: bool) -> int:
     """Two's-complement bits of one weight x code product (never more than the accumulator)."""
-    w_lo, w_hi = -(1 << (s.weight_bits - 1)), (1 << (s.weight_bits - 1)) - 1
-    x_lo, x_hi = (-(1 << (s.in_bits - 1)), (1 << (s.in_bits - 1)) - 1) if in_signed else (0, (1 << s.in_bits) - 1)
+    w_lo, w_hi = signed_range(s.weight_bits)
+    x_lo, x_hi = code_range(s.in_bits, in_signed)
     ends = [a * b for a in (w_lo, w_hi) for b in (x_lo, x_hi)]
-    return min(s.acc_bits, _signed_width(min(ends), max(ends)))
+    return min(s.acc_bits, signed_width(min(ends), max(ends)))
 
 
 def _product_function(name: str, s: FoldedShape, in_signed: bool) -> str:
@@ -375,7 +368,7 @@ def unrolled_layer_verilog(layer: IntLayer, name: str) -> tuple[str, int]:
     layers of a mixed core; a whole unrolled core uses da4ml's adder graphs instead."""
     mh, mw = layer.shape
     lo, hi = layer.product_range()
-    ab = _signed_width(min(int(lo.min()), 0), max(int(hi.max()), 0) + 1)
+    ab = signed_width(min(int(lo.min()), 0), max(int(hi.max()), 0) + 1)
     xb, ob = layer.in_bits, layer.out_bits
     t = folded_thresholds(layer)
     olo = layer.out_range[0]
@@ -554,7 +547,7 @@ def estimate_unrolled(layer: IntLayer) -> Cost:
     """The constant-weight layer of a mixed core: one adder bit per term bit, one comparator per live
     threshold."""
     lo, hi = layer.product_range()
-    ab = _signed_width(min(int(lo.min()), 0), max(int(hi.max()), 0) + 1)
+    ab = signed_width(min(int(lo.min()), 0), max(int(hi.max()), 0) + 1)
     terms = int(sum(bin(abs(int(v))).count("1") for v in layer.weights.ravel()))
     t = folded_thresholds(layer)
     live = int(((t > lo[:, None]) & (t <= hi[:, None])).sum())

@@ -21,7 +21,9 @@ def normalize_observation(obs: np.ndarray, mean: np.ndarray, var: np.ndarray,
 def quantize_input(normalized: np.ndarray, scale: np.float32, bits: int) -> np.ndarray:
     """Signed ``bits``-bit input codes: ``clip(round_half_even(n / s))`` in float32, as Brevitas does."""
     y = np.asarray(normalized, dtype=np.float32) / np.float32(scale)
-    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    from qpolicy_hw.bundle import signed_range
+
+    lo, hi = signed_range(bits)
     return np.clip(np.rint(y), lo, hi).astype(np.int64)
 
 

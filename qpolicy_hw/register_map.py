@@ -68,14 +68,15 @@ def axi_verilog(n_in: int, n_out: int, in_bits: int, out_bits: int, latency: int
     """An AXI4-Lite slave around the valid/ready core, with the registers above."""
     iw, ow = n_in * in_bits, n_out * out_bits
     regs = {r.name: r.offset for r in REGISTERS}
+    start_bit, done_bit = CTRL_START.bit_length() - 1, CTRL_DONE.bit_length() - 1
     in_writes = "\n".join(
-        f"                12'h{IN_BASE + WORD * i:03X}: in_regs[{in_bits * i + in_bits - 1}:{in_bits * i}] <= wdata[{in_bits - 1}:0];"
+        f"                {ADDR_BITS}'h{IN_BASE + WORD * i:03X}: in_regs[{in_bits * i + in_bits - 1}:{in_bits * i}] <= wdata[{in_bits - 1}:0];"
         for i in range(n_in))
     out_reads = "\n".join(
-        f"            12'h{OUT_BASE + WORD * j:03X}: rdata_next = {{{{{32 - out_bits}{{out_regs[{out_bits * j + out_bits - 1}]}}}}, "
+        f"            {ADDR_BITS}'h{OUT_BASE + WORD * j:03X}: rdata_next = {{{{{32 - out_bits}{{out_regs[{out_bits * j + out_bits - 1}]}}}}, "
         f"out_regs[{out_bits * j + out_bits - 1}:{out_bits * j}]}};" for j in range(n_out))
     in_reads = "\n".join(
-        f"            12'h{IN_BASE + WORD * i:03X}: rdata_next = {{{{{32 - in_bits}{{in_regs[{in_bits * i + in_bits - 1}]}}}}, "
+        f"            {ADDR_BITS}'h{IN_BASE + WORD * i:03X}: rdata_next = {{{{{32 - in_bits}{{in_regs[{in_bits * i + in_bits - 1}]}}}}, "
         f"in_regs[{in_bits * i + in_bits - 1}:{in_bits * i}]}};" for i in range(n_in))
     return f"""`timescale 1 ns / 1 ps
 // qpolicy_axi: AXI4-Lite slave around {core}. Generated from qpolicy_hw/register_map.py; do not edit.
@@ -111,7 +112,7 @@ module qpolicy_axi (
             if (s_axi_awvalid && s_axi_wvalid && !s_axi_bvalid && !s_axi_awready) begin
                 s_axi_awready <= 1'b1; s_axi_wready <= 1'b1; s_axi_bvalid <= 1'b1; s_axi_bresp <= 2'b00;
                 case (s_axi_awaddr)
-                12'h{regs["CTRL"]:03X}: if (wdata[0]) begin start_pulse <= 1'b1; done <= 1'b0; busy <= 1'b1; cycles <= 32'd0; end
+                {ADDR_BITS}'h{regs["CTRL"]:03X}: if (wdata[{start_bit}]) begin start_pulse <= 1'b1; done <= 1'b0; busy <= 1'b1; cycles <= 32'd0; end
 {in_writes}
                 default: ;
                 endcase
@@ -129,12 +130,12 @@ module qpolicy_axi (
     reg [31:0] rdata_next;
     always @(*) begin
         case (s_axi_araddr)
-            12'h{regs["CTRL"]:03X}: rdata_next = {{30'd0, done, 1'b0}};
-            12'h{regs["ID"]:03X}: rdata_next = 32'h{CORE_ID:08X};
-            12'h{regs["LATENCY"]:03X}: rdata_next = 32'd{latency};
-            12'h{regs["CYCLES"]:03X}: rdata_next = cycles;
-            12'h{regs["N_IN"]:03X}: rdata_next = 32'd{n_in};
-            12'h{regs["N_OUT"]:03X}: rdata_next = 32'd{n_out};
+            {ADDR_BITS}'h{regs["CTRL"]:03X}: rdata_next = {{{{31{{1'b0}}}}, done}} << {done_bit};
+            {ADDR_BITS}'h{regs["ID"]:03X}: rdata_next = 32'h{CORE_ID:08X};
+            {ADDR_BITS}'h{regs["LATENCY"]:03X}: rdata_next = 32'd{latency};
+            {ADDR_BITS}'h{regs["CYCLES"]:03X}: rdata_next = cycles;
+            {ADDR_BITS}'h{regs["N_IN"]:03X}: rdata_next = 32'd{n_in};
+            {ADDR_BITS}'h{regs["N_OUT"]:03X}: rdata_next = 32'd{n_out};
 {in_reads}
 {out_reads}
             default: rdata_next = 32'd0;

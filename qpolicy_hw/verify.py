@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from qpolicy_hw.bundle import Bundle, load_bundle
+from qpolicy_hw.bundle import Bundle, load_bundle, signed_range
 from qpolicy_hw.runtime.int_backend import IntegerPolicy
 
 
@@ -37,7 +37,7 @@ def verification_inputs(bundle: Bundle, n_random: int, seed: int) -> np.ndarray:
     d, clip = bundle.obs_dim, float(bundle.normalization["clip"])
     s_in = np.float32(bundle.meta["quant"]["input_scale"]) if bundle.is_integer else np.float32(0.05)
     bits = bundle.bits["input"] if bundle.is_integer else 8
-    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    lo, hi = signed_range(bits)
     gauss = rng.standard_normal((n_random, d))
     uniform = rng.uniform(-clip, clip, (n_random, d))
     k = rng.integers(lo - 1, hi + 1, (n_random, d)).astype(np.float32)
@@ -59,7 +59,7 @@ def check_golden(bundle: Bundle) -> dict[str, Any]:
 def hardware_test_codes(bundle: Bundle, n_random: int, seed: int) -> np.ndarray:
     """The bundle's golden vectors (all-min, all-max, alternating extremes and random codes) plus
     ``n_random`` more random input codes: what every hardware rung is checked on."""
-    from qpolicy_hw.bundle import GOLDEN_IN, signed_range
+    from qpolicy_hw.bundle import GOLDEN_IN
 
     lo, hi = signed_range(bundle.bits["input"])
     golden = np.load(bundle.path / GOLDEN_IN, allow_pickle=False).astype(np.int64)

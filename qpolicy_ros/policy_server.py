@@ -40,15 +40,12 @@ class PolicyServer(Node):
         self.get_logger().info(f"serving {self.bundle_path} with backend {self.policy.backend}")
 
     def _make(self, backend: str):
-        """``auto`` prefers the FPGA overlay and falls back to the bit-exact ``int`` runtime, loudly."""
-        if backend == "auto":
-            try:
-                return make_policy(self.bundle_path, "pynq")
-            except QpolicyError as exc:
-                self.fallbacks += 1
-                self.get_logger().warning(f"no FPGA backend ({exc}); serving the bit-exact int fallback")
-                return make_policy(self.bundle_path, "int")
-        return make_policy(self.bundle_path, backend)
+        """The policy for ``backend``; ``auto`` (see ``runtime.BACKENDS``) falls back to ``int`` loudly."""
+        policy = make_policy(self.bundle_path, backend)
+        if getattr(policy, "fallback_reason", None):
+            self.fallbacks += 1
+            self.get_logger().warning(f"no FPGA backend ({policy.fallback_reason}); serving the bit-exact int fallback")
+        return policy
 
     def on_parameters(self, params) -> SetParametersResult:
         for p in params:

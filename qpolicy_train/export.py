@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from qpolicy_hw.bundle import Bundle, channel_acc_range, code_range, signed_range, validate, write_bundle
+from qpolicy_hw.bundle import Bundle, channel_acc_range, code_range, signed_range, signed_width, validate, write_bundle
 from qpolicy_hw.errors import BundleError, QpolicyError
 from qpolicy_train.quant_actor import QuantActorBody, QuantSpec, SquashedAction
 
@@ -32,13 +32,6 @@ GOLDEN_RANDOM = 1024
 
 def _frac(x) -> Fraction:
     return Fraction(float(np.float32(x)))
-
-
-def _signed_bits_for(lo: int, hi: int) -> int:
-    bits = 1
-    while not (-(1 << (bits - 1)) <= lo and hi <= (1 << (bits - 1)) - 1):
-        bits += 1
-    return bits
 
 
 def derive_thresholds(s_acc: Fraction, bias: list[Fraction], bias_int: np.ndarray, out_scale: Fraction,
@@ -116,7 +109,7 @@ def integer_layers(body: QuantActorBody, obs_dim: int) -> tuple[list[dict], dict
         t = np.clip(t, acc_min[:, None].astype(object), (acc_max + 1)[:, None].astype(object)).astype(np.int64)
         lo_all = int(min(acc_min.min(), t.min(), bias_int.min()))
         hi_all = int(max(acc_max.max(), t.max(), bias_int.max()))
-        acc_bits = _signed_bits_for(lo_all, hi_all)
+        acc_bits = signed_width(lo_all, hi_all)
         if acc_bits > 62:
             raise BundleError(f"layer {i}: accumulator needs {acc_bits} bits; the scales are degenerate")
         idt = np.int32 if acc_bits <= 32 else np.int64

@@ -14,6 +14,7 @@ from qpolicy_hw.bundle import Bundle, load_bundle
 from qpolicy_hw.errors import BackendUnavailable, QpolicyError
 
 BACKENDS = ("auto", "int", "float", "rtl", "pynq")
+"""``auto``: ``pynq`` where an overlay answers, else ``int`` (``float`` for a float bundle)."""
 FLOAT_REFERENCE = "qpolicy_train.float_reference"
 """Where the float reference lives: with training (it needs torch, Brevitas and the actor's definition).
 It is imported by name only when the ``float`` backend or a float rung is asked for, so nothing here
@@ -35,7 +36,21 @@ def make_policy(bundle: Bundle | str | Path, backend: str = "int"):
     if backend not in BACKENDS:
         raise QpolicyError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend == "auto":
-        backend = "int" if bundle.is_integer else "float"
+        # the FPGA where an overlay answers, else the bit-exact int fallback (float for a float bundle);
+        # the policy's fallback_reason says why it is not on the FPGA
+        if not bundle.is_integer:
+            backend = "float"
+        else:
+            from qpolicy_hw.runtime.pynq_backend import PynqPolicy
+
+            try:
+                return PynqPolicy(bundle)
+            except QpolicyError as exc:
+                from qpolicy_hw.runtime.int_backend import IntegerPolicy
+
+                policy = IntegerPolicy(bundle)
+                policy.fallback_reason = str(exc)
+                return policy
     if backend == "int":
         from qpolicy_hw.runtime.int_backend import IntegerPolicy
         return IntegerPolicy(bundle)

@@ -54,6 +54,8 @@ class IntegerPolicy(ObservationHost):
     """The ``int`` runtime: serves a bundle's integer function; also the reference executor."""
 
     backend = "int"
+    fallback_reason: str | None = None
+    """Set when ``make_policy(..., "auto")`` chose this fallback: why the FPGA is not serving."""
 
     def __init__(self, bundle: Bundle):
         if not bundle.is_integer:
