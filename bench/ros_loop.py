@@ -1,7 +1,7 @@
 """Realtime closed loop over ROS 2: late commands and obs->action latency by backend, next to the
 rclpy ping-pong floor measured in the same run.
 
-The floor is the same bridge (realtime, 125 Hz) answered by a trivial echo node that returns a
+The floor is the same bridge (realtime, at the task's control rate) answered by a trivial echo node that returns a
 fixed action for every observation: the cost of two rclpy processes exchanging these messages,
 with no policy at all. Every process runs with DDS on localhost and a private domain id.
 
@@ -49,16 +49,16 @@ finally:
 """
 
 
-def floor(steps: int, out: Path, domain: int) -> dict:
+def floor(steps: int, out: Path, domain: int, policy: str, rate_hz: float) -> dict:
     env = ros_env(domain)
     echo = subprocess.Popen([sys.executable, "-c", ECHO], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.STDOUT)
     report_path = out / "floor.json"
     try:
         subprocess.run(node_command("qpolicy_ros.mujoco_bridge", "mujoco_bridge",
-                                    {"mode": "realtime", "episodes": 100000, "max_steps": steps,
+                                    {"policy": policy, "mode": "realtime", "episodes": 100000, "max_steps": steps,
                                      "report_path": str(report_path)}, out),
-                       env=env, cwd=ROOT, timeout=steps / 125 * 3 + 120, stdout=subprocess.DEVNULL,
+                       env=env, cwd=ROOT, timeout=steps / rate_hz * 3 + 120, stdout=subprocess.DEVNULL,
                        stderr=subprocess.STDOUT, check=True)
     finally:
         echo.send_signal(signal.SIGINT)
@@ -72,16 +72,19 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10_000)
     p.add_argument("--backends", nargs="+", default=["int", "float"])
     a = p.parse_args()
+    from qpolicy_ros.task import resolve_task
+
+    _, rate_hz = resolve_task(a.policy)   # the task's control rate, 1 / env.dt
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        rows["rclpy ping-pong floor"] = floor(a.steps, out, domain=77)
+        rows["rclpy ping-pong floor"] = floor(a.steps, out, 77, a.policy, rate_hz)
         for backend in a.backends:
             rows[f"policy_server ({backend})"] = run_loop(
                 a.policy, backend, "realtime", episodes=100000, seed=0, out_dir=out / backend, domain_id=78,
-                timeout_s=a.steps / 125 * 3 + 120, extra_bridge={"max_steps": a.steps})
+                timeout_s=a.steps / rate_hz * 3 + 120, extra_bridge={"max_steps": a.steps})
     base = rows["rclpy ping-pong floor"]["latency_us"]["p50"]
-    print(f"{'loop (realtime, 125 Hz)':28s} {'steps':>6} {'late':>6} {'late %':>7} {'missing':>7} "
+    print(f"{f'loop (realtime, {rate_hz:g} Hz)':28s} {'steps':>6} {'late':>6} {'late %':>7} {'missing':>7} "
           f"{'p50 us':>8} {'p99 us':>8} {'p50/floor':>9}")
     summary = {}
     for name, r in rows.items():

@@ -138,13 +138,16 @@ def cmd_select(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="qpolicy select", description=(
         "The paper's staged selection: core bits (I/O at 8) -> width -> input bits. Trains what the "
         "results table lacks (resumable), or only decides with --from-table."))
+    from qpolicy_train.sac import Args
+
+    defaults = Args()   # the training defaults are defined once, in Args
     p.add_argument("--from-table", help="decide from an existing results CSV; train nothing")
-    p.add_argument("--env-id", default="Hopper-v5")
-    p.add_argument("--algo", default="sac", choices=["sac", "ddpg"])
+    p.add_argument("--env-id", default=defaults.env_id)
+    p.add_argument("--algo", default=defaults.algo, choices=["sac", "ddpg"])
     p.add_argument("--seeds", type=int, nargs="+", default=list(range(1000, 1010)))
-    p.add_argument("--steps", type=int, default=1_000_000, help="training steps per run")
-    p.add_argument("--scale-mode", default="float", choices=["float", "po2"])
-    p.add_argument("--eval-episodes", type=int, default=10)
+    p.add_argument("--steps", type=int, default=defaults.total_timesteps, help="training steps per run")
+    p.add_argument("--scale-mode", default=defaults.scale_mode, choices=["float", "po2"])
+    p.add_argument("--eval-episodes", type=int, default=defaults.eval_episodes)
     p.add_argument("--jobs", type=int, default=None, help="parallel local processes (default: CPU count)")
     p.add_argument("--engine", default="local", choices=["local", "ray"])
     p.add_argument("--out", default="sweeps/selection")

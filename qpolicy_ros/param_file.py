@@ -26,6 +26,12 @@ def installed_params_file() -> Path:
         return PARAMS_FILE
 
 
+def shared_parameters(params_file: str | Path | None = None) -> dict[str, Any]:
+    """The file's ``/**`` section: what every node reads (topic names, QoS, the policy)."""
+    data = yaml.safe_load(Path(params_file or installed_params_file()).read_text()) or {}
+    return dict((data.get("/**") or {}).get("ros__parameters", {}))
+
+
 def node_parameters(node_name: str, overrides: dict[str, Any] | None = None,
                     params_file: str | Path | None = None) -> dict[str, Any]:
     data = yaml.safe_load(Path(params_file or installed_params_file()).read_text()) or {}

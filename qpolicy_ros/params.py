@@ -4,13 +4,10 @@ from __future__ import annotations
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-TOPIC_PARAMS = {
-    "observation_topic": "/qpolicy/observation",
-    "command_topic": "/qpolicy/command",
-    "joint_states_topic": "/joint_states",
-    "episode_topic": "/qpolicy/episode",
-    "diagnostics_topic": "/diagnostics",
-}
+from qpolicy_ros.param_file import shared_parameters
+
+TOPIC_PARAMS = {name: value for name, value in shared_parameters().items() if name.endswith("_topic")}
+"""Every topic's parameter name and default, read from the parameter file (the one place they are defined)."""
 
 
 def declare_topics(node: Node) -> dict[str, str]:
@@ -18,8 +15,9 @@ def declare_topics(node: Node) -> dict[str, str]:
 
 
 def loop_qos(node: Node) -> QoSProfile:
-    depth = node.declare_parameter("qos_depth", 10).value
-    reliable = node.declare_parameter("qos_reliable", True).value
+    shared = shared_parameters()
+    depth = node.declare_parameter("qos_depth", shared["qos_depth"]).value
+    reliable = node.declare_parameter("qos_reliable", shared["qos_reliable"]).value
     return QoSProfile(depth=depth,
                       reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT)
 
