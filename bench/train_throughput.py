@@ -30,7 +30,8 @@ import torch
 
 def qpolicy_sps(env_id: str, steps: int, learning_starts: int, skip: int, quantized: bool,
                 actor: dict) -> tuple[float, dict]:
-    from qpolicy_train.sac import Args, train
+    from qpolicy_train.args import Args
+    from qpolicy_train.training import train
 
     with tempfile.TemporaryDirectory() as tmp:
         common = dict(env_id=env_id, total_timesteps=learning_starts, learning_starts=learning_starts,

@@ -25,8 +25,9 @@ def cmd_train(argv: list[str]) -> int:
     """qpolicy train [--preset NAME] [ARGS...]: run or resume one SAC/DDPG run."""
     import tyro
 
+    from qpolicy_train.args import Args
     from qpolicy_train.presets import load_preset
-    from qpolicy_train.sac import Args, train
+    from qpolicy_train.training import train
 
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--preset", default=None)
@@ -138,7 +139,7 @@ def cmd_select(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="qpolicy select", description=(
         "The paper's staged selection: core bits (I/O at 8) -> width -> input bits. Trains what the "
         "results table lacks (resumable), or only decides with --from-table."))
-    from qpolicy_train.sac import Args
+    from qpolicy_train.args import Args
 
     defaults = Args()   # the training defaults are defined once, in Args
     p.add_argument("--from-table", help="decide from an existing results CSV; train nothing")

@@ -244,8 +244,9 @@ def load_training_actor(checkpoint: str | Path) -> dict[str, Any]:
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, evaluation: dict | None = None) -> Path:
     """``qpolicy export``: a training checkpoint to a bundle."""
+    from qpolicy_train.args import Args, make_env
+    from qpolicy_train.networks import Actor
     from qpolicy_train.quant_actor import load_quantized_state, set_warmup_counters, warmup_done
-    from qpolicy_train.sac import Actor, Args, make_env
 
     ck = load_training_actor(checkpoint)
     args = Args(**ck["args"])

@@ -1,4 +1,4 @@
-"""Training presets: YAML files of :class:`~qpolicy_train.sac.Args` fields under ``config/train``."""
+"""Training presets: YAML files of :class:`~qpolicy_train.args.Args` fields under ``config/train``."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from qpolicy_train.sac import Args, TrainError
+from qpolicy_train.args import Args, TrainError
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "config" / "train"
 

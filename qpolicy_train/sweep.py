@@ -26,9 +26,10 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Train, export and evaluate one configuration; returns its results row. Runs in a worker."""
     import torch
 
+    from qpolicy_train.args import Args
     from qpolicy_train.evaluation import evaluate_bundle
     from qpolicy_train.export import export_checkpoint
-    from qpolicy_train.sac import Args, train
+    from qpolicy_train.training import train
 
     torch.set_num_threads(1)
     args = Args(**job["args"])
@@ -99,7 +100,7 @@ def _execute_on_ray(jobs: list[dict], n_jobs: int, results: Path, bar) -> None:
 def run_selection(base_args: dict, seeds: list[int], out_dir: str | Path, n_jobs: int = 2, engine: str = "local",
                   eval_episodes: int = 10, progress: bool = True) -> dict:
     """The three stages, training what each needs that the table does not have yet."""
-    from qpolicy_train.sac import Args
+    from qpolicy_train.args import Args
 
     out = Path(out_dir).resolve()  # workers (Ray's included) may run in another directory
     out.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,9 @@ import pytest
 
 from qpolicy_hw.bundle import load_bundle
 from qpolicy_hw.runtime.int_backend import IntegerPolicy
+from qpolicy_train.args import Args
 from qpolicy_train.export import export_checkpoint
-from qpolicy_train.sac import Args, train
+from qpolicy_train.training import train
 
 
 def tiny_args(out_dir, algo="sac", seed=3) -> Args:

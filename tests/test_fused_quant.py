@@ -142,7 +142,7 @@ def test_training_with_and_without_fused_forward_is_identical(tmp_path, algo):
     from test_determinism import tiny_args
 
     from qpolicy_train.export import export_checkpoint
-    from qpolicy_train.sac import train
+    from qpolicy_train.training import train
 
     results = {}
     for fused in (True, False):

@@ -41,7 +41,7 @@ def test_ray_engine_runs_the_same_jobs(tmp_path):
     pytest.importorskip("ray", reason="Ray is the optional extra: pip install -r requirements/ray.txt")
     from dataclasses import asdict
 
-    from qpolicy_train.sac import Args
+    from qpolicy_train.args import Args
 
     jobs = [{"args": asdict(Args(**TINY, seed=s, width=16, core_bits=2, input_bits=6, out_dir=str(tmp_path / f"r{s}"),
                                  progress=False, export_bundle=False)), "eval_episodes": 1, "eval_seed": 10_000}

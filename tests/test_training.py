@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from qpolicy_train.sac import Args, TrainError, train
+from qpolicy_train.args import Args, TrainError
+from qpolicy_train.training import train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,7 +29,7 @@ def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path):
 
     # The same run in another process, killed (SIGKILL) right after its first checkpoint lands...
     run_dir = tmp_path / "interrupted"
-    code = ("import sys; from qpolicy_train.sac import Args, train; "
+    code = ("import sys; from qpolicy_train.args import Args; from qpolicy_train.training import train; "
             f"train(Args(**{asdict(args_for(run_dir))!r}))")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -83,7 +84,7 @@ def test_replay_buffer_survives_a_longer_or_shorter_budget():
     larger budget must not leave empty rows in the sampled range (it once sampled zeros there)."""
     import numpy as np
 
-    from qpolicy_train.sac import ReplayBuffer
+    from qpolicy_train.replay import ReplayBuffer
 
     def filled(capacity, n):
         rb = ReplayBuffer(capacity, 2, 1)
@@ -133,7 +134,7 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
     run_dir = tmp_path / "run"
     args = args_for(run_dir)
     args.total_timesteps, args.learning_starts = 10**6, 10**5   # stays in the random phase: no warm-up
-    code = ("import sys; from qpolicy_train.sac import Args, train, TrainError\n"
+    code = ("import sys; from qpolicy_train.args import Args, TrainError\nfrom qpolicy_train.training import train\n"
             f"try:\n    train(Args(**{asdict(args)!r}))\nexcept TrainError as e:\n    print(e); sys.exit(3)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             text=True)
