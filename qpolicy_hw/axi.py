@@ -6,8 +6,6 @@ really go through the simulated AXI-Lite slave.
 """
 from __future__ import annotations
 
-import hashlib
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -100,25 +98,9 @@ class VerilatedMMIO:
     """``pynq.MMIO``-shaped access to the Verilated AXI-Lite slave (a persistent simulator process)."""
 
     def __init__(self, rtl_dir: str | Path):
-        from qpolicy_hw.rtl import verilog_sources
+        from qpolicy_hw.rtl import verilate
 
-        rtl_dir = Path(rtl_dir)
-        if shutil.which("verilator") is None:
-            raise BackendUnavailable("verilator is not installed: apt-get install -y verilator")
-        sim_dir = rtl_dir / "verilator_axi"
-        sim_dir.mkdir(exist_ok=True)
-        (sim_dir / "tb.cpp").write_text(AXI_TB)
-        sources = verilog_sources(rtl_dir)
-        digest = hashlib.sha256(AXI_TB.encode() + b"".join(p.read_bytes() for p in sources)).hexdigest()
-        binary, stamp = sim_dir / "obj" / "sim", sim_dir / "build.sha256"
-        if not (binary.exists() and stamp.exists() and stamp.read_text() == digest):
-            cmd = ["verilator", "--cc", "--exe", "--build", "-O2", "-Wno-fatal", "-Wno-lint", "-Wno-style",
-                   "--top-module", "qpolicy_axi", "-Mdir", str(sim_dir / "obj"), "-o", "sim",
-                   str(sim_dir / "tb.cpp"), *map(str, sources)]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise QpolicyError("verilator failed: " + (proc.stderr or proc.stdout).strip()[-300:])
-            stamp.write_text(digest)
+        binary = verilate(rtl_dir, "qpolicy_axi", AXI_TB, "verilator_axi")
         self._proc = subprocess.Popen([str(binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                       bufsize=1)
         self.transactions = 0

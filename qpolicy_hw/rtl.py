@@ -279,17 +279,26 @@ def compile_simulator(rtl_dir: str | Path) -> Path:
     tb = (f"#define N_IN {info['n_in']}\n#define IN_BITS {info['in_bits']}\n#define N_OUT {info['n_out']}\n"
           f"#define OUT_BITS {info['out_bits']}\n#define IN_WORDS {words_in}\n#define OUT_WORDS {words_out}\n"
           + ("" if info.get("streaming", True) else "#define BLOCKING 1\n") + TESTBENCH)
-    sim_dir = rtl_dir / "verilator"
+    return verilate(rtl_dir, TOP, tb, "verilator")
+
+
+def verilate(rtl_dir: str | Path, top: str, testbench: str, sim_name: str) -> Path:
+    """Build ``top`` of the project in ``rtl_dir`` with a C++ ``testbench`` into ``rtl_dir/sim_name``; the
+    binary is reused while the testbench and the Verilog are unchanged (a hash of both)."""
+    rtl_dir = Path(rtl_dir)
+    if shutil.which("verilator") is None:
+        raise BackendUnavailable("verilator is not installed: apt-get install -y verilator")
+    sim_dir = rtl_dir / sim_name
     sim_dir.mkdir(exist_ok=True)
-    (sim_dir / "tb.cpp").write_text(tb)
-    digest = hashlib.sha256(tb.encode() + b"".join(p.read_bytes() for p in verilog_sources(rtl_dir))).hexdigest()
-    binary = sim_dir / "obj" / "sim"
-    stamp = sim_dir / "build.sha256"
+    (sim_dir / "tb.cpp").write_text(testbench)
+    sources = verilog_sources(rtl_dir)
+    digest = hashlib.sha256(testbench.encode() + b"".join(p.read_bytes() for p in sources)).hexdigest()
+    binary, stamp = sim_dir / "obj" / "sim", sim_dir / "build.sha256"
     if binary.exists() and stamp.exists() and stamp.read_text() == digest:
         return binary
     cmd = ["verilator", "--cc", "--exe", "--build", "-O2", "-Wno-fatal", "-Wno-lint", "-Wno-style",
-           "--top-module", TOP, "-Mdir", str(sim_dir / "obj"), "-o", "sim", str(sim_dir / "tb.cpp"),
-           *map(str, verilog_sources(rtl_dir))]
+           "--top-module", top, "-Mdir", str(sim_dir / "obj"), "-o", "sim", str(sim_dir / "tb.cpp"),
+           *map(str, sources)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise QpolicyError("verilator failed: " + (proc.stderr or proc.stdout).strip().splitlines()[-1][:300])

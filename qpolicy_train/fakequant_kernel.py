@@ -79,7 +79,9 @@ _load_error: str | None = None
 
 
 def _cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "qpolicy" / "kernels"
+    from qpolicy_hw.cache import cache_dir
+
+    return cache_dir("kernels")
 
 
 def _cpu_flags() -> str:

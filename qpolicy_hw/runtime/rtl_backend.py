@@ -9,17 +9,16 @@ build is cached by the bundle's content hash, so a second start does not re-gene
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
-from pathlib import Path
 
 import numpy as np
 
 from qpolicy_hw.bundle import Bundle
+from qpolicy_hw.cache import cache_dir
 from qpolicy_hw.errors import BackendUnavailable, QpolicyError
 from qpolicy_hw.runtime.int_backend import IntegerPolicy
 
-CACHE = Path(os.environ.get("QPOLICY_CACHE", Path.home() / ".cache" / "qpolicy")) / "rtl"
+CACHE = cache_dir("rtl")
 
 
 def _bundle_digest(bundle: Bundle) -> str:
