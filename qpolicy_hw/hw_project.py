@@ -13,6 +13,7 @@ from pathlib import Path
 from qpolicy_hw.bundle import load_bundle
 from qpolicy_hw.core_function import bundle_layers
 from qpolicy_hw.errors import QpolicyError
+from qpolicy_hw.files import writable_dir
 from qpolicy_hw.fold import Budget, Fold, estimate, estimate_da4ml, parse_fold, plan_fold
 from qpolicy_hw.rtl import DEFAULT_LATENCY_CUTOFF, TOP, build_core, solver_blocks, synthesize
 from qpolicy_hw.targets import FIT_MARGIN, TARGETS
@@ -117,12 +118,7 @@ def build_hw(bundle_path: str | Path, target: str, out_dir: str | Path, n_random
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise QpolicyError(f"{out} is not empty; choose a new --out directory")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / ".write_test").touch()
-        (out / ".write_test").unlink()
-    except OSError as exc:
-        raise QpolicyError(f"cannot write to {out}: {exc.strerror or exc}") from None
+    writable_dir(out)
     layers = bundle_layers(bundle)
     plan = parse_fold(fold, [layer.shape for layer in layers])   # a bad SPEC fails here, before any long step
     budget = Budget(FIT_MARGIN * tgt.luts, FIT_MARGIN * tgt.ffs, tgt.bram36, tgt.dsps)

@@ -7,10 +7,9 @@ Setting up, resuming, logging and checkpoints are the shared machinery of ``run.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from qpolicy_train.args import Args
-from qpolicy_train.run import TrainingRun
+from qpolicy_train.run import TrainingRun, fit_critics
 
 
 def train_ddpg(args: Args) -> dict:
@@ -38,11 +37,7 @@ def train_ddpg(args: Args) -> dict:
             with torch.no_grad():
                 q_next = qf_target(o2, actor_target.deterministic(o2))[0]
                 target = r + (1 - d) * args.gamma * q_next
-            q = qf(o, a)
-            q_loss = F.mse_loss(q, target.expand_as(q), reduction="none").mean(1).sum()
-            q_opt.zero_grad(set_to_none=True)
-            q_loss.backward()
-            q_opt.step()
+            fit_critics(qf, q_opt, o, a, target)
 
             if policy_step:
                 qf.requires_grad_(False)   # only the actor's gradient is used (same gradient, less work)

@@ -33,7 +33,9 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from qpolicy_hw.files import writable_dir
 from qpolicy_train import fakequant_kernel
 from qpolicy_train.args import Args, TrainError, make_env
 from qpolicy_train.networks import Actor, TwinQ
@@ -65,6 +67,16 @@ def evaluate(actor: Actor, normalizer: ObservationNormalizer, env_id: str, episo
     return returns
 
 
+def fit_critics(qf: TwinQ, q_opt: torch.optim.Optimizer, o: torch.Tensor, a: torch.Tensor,
+                target: torch.Tensor) -> None:
+    """One gradient step of every critic towards the TD target (mean squared error, summed over critics)."""
+    q = qf(o, a)
+    q_loss = F.mse_loss(q, target.expand_as(q), reduction="none").mean(1).sum()
+    q_opt.zero_grad(set_to_none=True)
+    q_loss.backward()
+    q_opt.step()
+
+
 def _run_identity(args: dict) -> dict:
     """The arguments that define a run; the others (length, logging) may change on resume."""
     free = {"total_timesteps", "progress", "export_bundle", "eval_every", "checkpoint_every", "out_dir",
@@ -92,14 +104,7 @@ class TrainingRun:
     def __init__(self, args: Args):
         args.validate()
         self.args = args
-        out = Path(args.out_dir)
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / ".write_test").touch()
-            (out / ".write_test").unlink()
-        except OSError as exc:
-            raise TrainError(f"cannot write to output directory {out}: {exc.strerror or exc}") from None
-        self.out = out
+        self.out = out = writable_dir(args.out_dir, TrainError)
         self.ckpt_path = out / "checkpoint.pt"
         self._state = _load_checkpoint(self.ckpt_path, args)
 

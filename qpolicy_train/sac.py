@@ -9,10 +9,9 @@ what follows is the algorithm.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from qpolicy_train.args import Args
-from qpolicy_train.run import TrainingRun
+from qpolicy_train.run import TrainingRun, fit_critics
 
 
 def train_sac(args: Args) -> dict:
@@ -42,11 +41,7 @@ def train_sac(args: Args) -> dict:
                 a2, logp2 = actor.sample(o2)
                 q_next = qf_target(o2, a2).min(0).values - alpha * logp2.squeeze(1)
                 target = r + (1 - d) * args.gamma * q_next
-            q = qf(o, a)
-            q_loss = F.mse_loss(q, target.expand_as(q), reduction="none").mean(1).sum()
-            q_opt.zero_grad(set_to_none=True)
-            q_loss.backward()
-            q_opt.step()
+            fit_critics(qf, q_opt, o, a, target)
 
             if policy_step:
                 # The actor loss differentiates through the critics, but only the actor's gradient is
