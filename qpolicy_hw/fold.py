@@ -4,8 +4,9 @@ da4ml only writes fully unrolled circuits (its README leaves time-multiplexing t
 folding needs Vitis HLS to become RTL, so the folded unit is generated here, as plain Verilog-2001 that
 Verilator 5.006, Yosys 0.23 and Vivado all read.
 
-A core is a chain of layers; each runs either unrolled (da4ml's constant adder graphs, a few pipeline
-stages) or folded on a unit with ``PE`` output lanes and ``SIMD`` input lanes (FINN's MVAU shape):
+A core is a chain of layers; each runs either unrolled (constant weights as adders: da4ml's adder graphs
+when the whole core is unrolled, else this module's constant-weight layer, see :func:`segments_of`) or
+folded on a unit with ``PE`` output lanes and ``SIMD`` input lanes (FINN's MVAU shape):
 
 * weights sit in a ROM of ``ceil(MH/PE) * ceil(MW/SIMD)`` words of ``PE * SIMD`` weights (block RAM or
   LUT-ROM, by size); a layer that ``PE``/``SIMD`` do not divide is padded with zero weights;
@@ -42,7 +43,7 @@ class FoldError(QpolicyError):
 
 @dataclass(frozen=True)
 class Fold:
-    """How one layer runs: ``pe``/``simd`` lanes, or unrolled (da4ml) when ``pe`` is None."""
+    """How one layer runs: ``pe``/``simd`` lanes, or unrolled when ``pe`` is None."""
 
     pe: int | None = None
     simd: int | None = None
@@ -341,7 +342,7 @@ def folded_layer_verilog(layer: IntLayer, fold: Fold, name: str) -> tuple[str, F
 # --- the core: a sequence of segments -----------------------------------------------------------
 @dataclass(frozen=True)
 class Segment:
-    """A run of layers built one way: a folded layer, or consecutive unrolled layers in one da4ml trace."""
+    """One step of the core's sequence: the module computing its layers, its widths and its cycles."""
 
     layers: tuple[int, ...]
     fold: Fold
