@@ -222,16 +222,27 @@ def cmd_ship(argv: list[str]) -> int:
     from qpolicy_train.export import export_checkpoint
 
     out = Path(a.out)
-    if out.exists():
-        shutil.rmtree(out)
-    export_checkpoint(a.run, out)
-    backend = "int" if json.loads((out / "bundle.json").read_text())["kind"] == "integer" else "float"
-    evaluation = evaluate_bundle(str(out), a.episodes, backend, 0.0, a.seed)
-    record_evaluation(out, {k: v for k, v in evaluation.items() if k != "returns"})
-    (out / "evaluation.json").write_text(json.dumps(evaluation, indent=2) + "\n")
-    log = Path(a.run) / "progress.csv" if Path(a.run).is_dir() else Path(a.run).parent / "progress.csv"
-    if log.exists():
-        shutil.copy(log, out / "training_log.csv")
+    # built beside the target and moved in only when complete: a failure (no such run, an unfinished
+    # warm-up, an unwritable folder) leaves an existing bundle as it was
+    staging = out.with_name(out.name + ".shipping")
+    if staging.exists():
+        shutil.rmtree(staging)
+    try:
+        export_checkpoint(a.run, staging)
+        backend = "int" if json.loads((staging / "bundle.json").read_text())["kind"] == "integer" else "float"
+        evaluation = evaluate_bundle(str(staging), a.episodes, backend, 0.0, a.seed)
+        evaluation["bundle"] = str(out)
+        record_evaluation(staging, {k: v for k, v in evaluation.items() if k != "returns"})
+        (staging / "evaluation.json").write_text(json.dumps(evaluation, indent=2) + "\n")
+        log = Path(a.run) / "progress.csv" if Path(a.run).is_dir() else Path(a.run).parent / "progress.csv"
+        if log.exists():
+            shutil.copy(log, staging / "training_log.csv")
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
     print(f"shipped {out}: {evaluation['mean_return']:.1f} +- {evaluation['std_return']:.1f} over "
           f"{a.episodes} episodes ({backend} backend)")
     return 0

@@ -156,3 +156,13 @@ def test_colcon_builds_the_package_and_its_console_script_runs(tmp_path):
     where = subprocess.run([sys.executable, "-c", "import qpolicy_cli; print(qpolicy_cli.__file__)"],
                            capture_output=True, text=True, env={"PYTHONPATH": str(site)}, cwd=tmp_path, timeout=60)
     assert where.stdout.strip().startswith(str(site))  # the installed copy, not the checkout
+
+
+def test_ship_of_a_missing_run_keeps_the_existing_bundle(bundle_factory):
+    path = bundle_factory()
+    before = sorted(p.name for p in path.iterdir())
+    out = subprocess.run([sys.executable, "-m", "qpolicy_cli.main", "ship", "/nonexistent/run", "--out", str(path)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in path.iterdir()) == before
+    assert not path.with_name(path.name + ".shipping").exists()
