@@ -96,31 +96,12 @@ def _build(bundle, target: str, out: Path, plan, latency_cutoff: float) -> dict:
     return build_core(bundle, out, plan, latency_cutoff)
 
 
-def build_hw(bundle_path: str | Path, target: str, out_dir: str | Path, n_random: int = 10_000,
-             latency_cutoff: float = DEFAULT_LATENCY_CUTOFF, stage: Callable[[str], None] | None = None,
-             fold: str = "auto") -> dict:
-    """Generate, synthesize and verify the core of ``bundle_path`` for ``target`` in ``out_dir``.
-
-    ``fold``: ``auto`` (the lowest-latency folding whose Yosys count fits the part with
-    :data:`~qpolicy_hw.targets.FIT_MARGIN`), ``none`` (da4ml's unrolled core) or a per-layer SPEC
-    (``16x6,u,u``; see :func:`~qpolicy_hw.fold.parse_fold`). ``stage`` is told when each long step starts
-    (the da4ml solver, Yosys and the Verilator build take minutes on wide cores); the library prints nothing."""
-    stage = stage or (lambda _msg: None)
-    if target not in TARGETS:
-        raise QpolicyError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
-    for tool in ("verilator", "yosys"):
-        if shutil.which(tool) is None:
-            raise QpolicyError(f"{tool} is not installed: apt-get install -y verilator iverilog yosys")
+def _fit(bundle, layers, target: str, out: Path, plan, latency_cutoff: float,
+         stage: Callable[[str], None]) -> tuple[dict, dict, list[dict]]:
+    """Build the core of ``plan`` and count it with Yosys; for ``auto`` (``plan`` None) choose the plan:
+    da4ml's unrolled core where the model puts it inside the margin, else the model's folding, folded
+    further while Yosys finds it outside. Returns the core's description, its Yosys counts, every attempt."""
     tgt = TARGETS[target]
-    bundle = load_bundle(bundle_path)
-    if not bundle.is_integer:
-        raise QpolicyError(f"{bundle_path}: a float bundle has no integer core to put in hardware")
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise QpolicyError(f"{out} is not empty; choose a new --out directory")
-    writable_dir(out)
-    layers = bundle_layers(bundle)
-    plan = parse_fold(fold, [layer.shape for layer in layers])   # a bad SPEC fails here, before any long step
     budget = Budget(FIT_MARGIN * tgt.luts, FIT_MARGIN * tgt.ffs, tgt.bram36, tgt.dsps)
     attempts: list[dict] = []
     candidates: list = []
@@ -165,6 +146,35 @@ def build_hw(bundle_path: str | Path, target: str, out_dir: str | Path, n_random
             ratio = min(budget.lut / max(res["LUT_upper_bound"], 1), budget.ff / max(res["FF"], 1))
             budget = Budget(budget.lut * min(ratio, 0.95), budget.ff * min(ratio, 0.95), budget.bram36, budget.dsp)
         stage(f"{spec} misses the margin ({tgt.misses(res, FIT_MARGIN)}); folding further")
+    return info, res, attempts
+
+
+def build_hw(bundle_path: str | Path, target: str, out_dir: str | Path, n_random: int = 10_000,
+             latency_cutoff: float = DEFAULT_LATENCY_CUTOFF, stage: Callable[[str], None] | None = None,
+             fold: str = "auto") -> dict:
+    """Generate, synthesize and verify the core of ``bundle_path`` for ``target`` in ``out_dir``.
+
+    ``fold``: ``auto`` (the lowest-latency folding whose Yosys count fits the part with
+    :data:`~qpolicy_hw.targets.FIT_MARGIN`), ``none`` (da4ml's unrolled core) or a per-layer SPEC
+    (``16x6,u,u``; see :func:`~qpolicy_hw.fold.parse_fold`). ``stage`` is told when each long step starts
+    (the da4ml solver, Yosys and the Verilator build take minutes on wide cores); the library prints nothing."""
+    stage = stage or (lambda _msg: None)
+    if target not in TARGETS:
+        raise QpolicyError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    for tool in ("verilator", "yosys"):
+        if shutil.which(tool) is None:
+            raise QpolicyError(f"{tool} is not installed: apt-get install -y verilator iverilog yosys")
+    tgt = TARGETS[target]
+    bundle = load_bundle(bundle_path)
+    if not bundle.is_integer:
+        raise QpolicyError(f"{bundle_path}: a float bundle has no integer core to put in hardware")
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise QpolicyError(f"{out} is not empty; choose a new --out directory")
+    writable_dir(out)
+    layers = bundle_layers(bundle)
+    plan = parse_fold(fold, [layer.shape for layer in layers])   # a bad SPEC fails here, before any long step
+    info, res, attempts = _fit(bundle, layers, target, out, plan, latency_cutoff, stage)
     q = hardware_test_codes(bundle, n_random, seed=0)
     stage(f"Verilator: building the simulator and streaming {len(q)} input vectors")
     ref, mismatches, latency = built_core_vs_int(bundle, out, q)
