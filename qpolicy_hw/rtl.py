@@ -285,7 +285,7 @@ def compile_simulator(rtl_dir: str | Path) -> Path:
 def verilate(rtl_dir: str | Path, top: str, testbench: str, sim_name: str) -> Path:
     """Build ``top`` of the project in ``rtl_dir`` with a C++ ``testbench`` into ``rtl_dir/sim_name``; the
     binary is reused while the testbench and the Verilog are unchanged (a hash of both)."""
-    rtl_dir = Path(rtl_dir)
+    rtl_dir = Path(rtl_dir).resolve()   # make runs inside the object folder: relative paths would break
     if shutil.which("verilator") is None:
         raise BackendUnavailable("verilator is not installed: apt-get install -y verilator")
     sim_dir = rtl_dir / sim_name

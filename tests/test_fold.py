@@ -139,3 +139,15 @@ def test_qpolicy_hw_refuses_a_bad_fold_before_any_long_step(bundle_factory, tmp_
     err = capsys.readouterr().err.strip()
     assert code != 0 and time.perf_counter() - t0 < 10
     assert "names 1 layers; the core has 3" in err and len(err.splitlines()) == 1
+
+
+@needs_yosys
+def test_qpolicy_hw_with_a_relative_out_directory(bundle_factory, tmp_path, monkeypatch):
+    """The README's `--out hw/hopper` form: Verilator's make runs in its object folder, so every path
+    handed to it must be absolute."""
+    from qpolicy_hw.hw_project import build_hw
+
+    path = bundle_factory(QuantSpec(6, 2, 8, 16, 2, "float"))
+    monkeypatch.chdir(tmp_path)
+    report = build_hw(path, "xc7a15t", "hw/relative", n_random=100, fold="11x11,u,u")
+    assert report["exact"]["rtl_vs_int"]["mismatches"] == 0
