@@ -121,10 +121,16 @@ class FoldedShape:
         return self.nf << self.out_bits, self.acc_bits
 
 
+def accumulator_bits(layer: IntLayer) -> int:
+    """Bits of an accumulator that holds every reachable ``W q`` and every clamped threshold (up to
+    ``max + 1``, the never-reached value) of the layer."""
+    lo, hi = layer.product_range()
+    return signed_width(min(int(lo.min()), 0), max(int(hi.max()), 0) + 1)
+
+
 def folded_shape(layer: IntLayer, fold: Fold) -> FoldedShape:
     mh, mw = layer.shape
-    lo, hi = layer.product_range()
-    acc_bits = signed_width(min(int(lo.min()), 0), max(int(hi.max()), 0) + 1)
+    acc_bits = accumulator_bits(layer)
     return FoldedShape(mh, mw, fold.pe, fold.simd, -(-mh // fold.pe), -(-mw // fold.simd), layer.in_bits,
                        layer.weight_bits, layer.out_bits, acc_bits)
 
@@ -369,7 +375,7 @@ def unrolled_layer_verilog(layer: IntLayer, name: str) -> tuple[str, int]:
     layers of a mixed core; a whole unrolled core uses da4ml's adder graphs instead."""
     mh, mw = layer.shape
     lo, hi = layer.product_range()
-    ab = signed_width(min(int(lo.min()), 0), max(int(hi.max()), 0) + 1)
+    ab = accumulator_bits(layer)
     xb, ob = layer.in_bits, layer.out_bits
     t = folded_thresholds(layer)
     olo = layer.out_range[0]
@@ -548,7 +554,7 @@ def estimate_unrolled(layer: IntLayer) -> Cost:
     """The constant-weight layer of a mixed core: one adder bit per term bit, one comparator per live
     threshold."""
     lo, hi = layer.product_range()
-    ab = signed_width(min(int(lo.min()), 0), max(int(hi.max()), 0) + 1)
+    ab = accumulator_bits(layer)
     terms = int(sum(bin(abs(int(v))).count("1") for v in layer.weights.ravel()))
     t = folded_thresholds(layer)
     live = int(((t > lo[:, None]) & (t <= hi[:, None])).sum())
