@@ -37,8 +37,8 @@ def qpolicy_sps(env_id: str, steps: int, learning_starts: int, skip: int, quanti
         common = dict(env_id=env_id, total_timesteps=learning_starts, learning_starts=learning_starts,
                       eval_every=10**9, eval_episodes=1, checkpoint_every=10**9, progress=False,
                       export_bundle=False, quantized=quantized, out_dir=tmp, **actor)
-        train(Args(**{**common, "total_timesteps": learning_starts + skip}))  # random phase + warm-up, not timed
-        summary = train(Args(**{**common, "total_timesteps": learning_starts + skip + steps}))  # resumes, learns
+        train(Args.from_dict({**common, "total_timesteps": learning_starts + skip}))  # random phase + warm-up, not timed
+        summary = train(Args.from_dict({**common, "total_timesteps": learning_starts + skip + steps}))  # resumes, learns
         return summary["train_loop_steps"] / summary["train_loop_seconds"], summary
 
 

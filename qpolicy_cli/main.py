@@ -15,6 +15,7 @@ from pathlib import Path
 
 EXIT_USAGE = 2
 EXIT_FAILED_CHECK = 1
+EXIT_INTERNAL = 70   # EX_SOFTWARE: a bug, not bad input
 
 
 def _print_json(obj) -> None:
@@ -33,7 +34,8 @@ def cmd_train(argv: list[str]) -> int:
     pre.add_argument("--preset", default=None)
     known, rest = pre.parse_known_args(argv)
     default = load_preset(known.preset) if known.preset else Args()
-    args = tyro.cli(Args, default=default, args=rest, prog="qpolicy train",
+    # the quantized actor's fields keep flat flags (--width, --core-bits, ...)
+    args = tyro.cli(tyro.conf.OmitArgPrefixes[Args], default=default, args=rest, prog="qpolicy train",
                      description="Train a quantized SAC/DDPG actor. --preset NAME loads config/train/NAME.yaml first.")
     summary = train(args)
     if args.export_bundle:
@@ -147,7 +149,7 @@ def cmd_select(argv: list[str]) -> int:
     p.add_argument("--algo", default=defaults.algo, choices=["sac", "ddpg"])
     p.add_argument("--seeds", type=int, nargs="+", default=list(range(1000, 1010)))
     p.add_argument("--steps", type=int, default=defaults.total_timesteps, help="training steps per run")
-    p.add_argument("--scale-mode", default=defaults.scale_mode, choices=["float", "po2"])
+    p.add_argument("--scale-mode", default=defaults.quant.scale_mode, choices=["float", "po2"])
     p.add_argument("--eval-episodes", type=int, default=defaults.eval_episodes)
     p.add_argument("--jobs", type=int, default=None, help="parallel local processes (default: CPU count)")
     p.add_argument("--engine", default="local", choices=["local", "ray"])
@@ -325,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
+    # --debug anywhere (or QPOLICY_DEBUG=1): unexpected errors show their traceback instead of one line
+    debug = "--debug" in argv or os.environ.get("QPOLICY_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: qpolicy {" + ",".join(COMMANDS) + "} [ARGS...]\n\n"
               "  train    train a quantized SAC/DDPG actor (resumes from OUT_DIR/checkpoint.pt)\n"
@@ -336,7 +341,8 @@ def _main(argv: list[str]) -> int:
               "  plot     reward-vs-bit-width and noise-robustness figures\n"
               "  hw       hardware project of a bundle (RTL core, simulation, Yosys count, Vivado TCL)\n"
               "  ship     package a training run as a shipped policy (bundle, training log, evaluation)\n"
-              "  demo     run the Hopper closed loop (main job)\n")
+              "  demo     run the Hopper closed loop (main job)\n\n"
+              "  --debug  (any command) show the traceback of an unexpected error\n")
         return 0 if argv else EXIT_USAGE
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
@@ -352,6 +358,19 @@ def _main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print(f"qpolicy {name}: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:   # an unwritable or unreadable path, a full disk
+        if debug:
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"qpolicy {name}: error: {exc.strerror or type(exc).__name__}{where}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:
+        if debug:
+            raise
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        print(f"qpolicy {name}: internal error: {type(exc).__name__}: {first} "
+              "(rerun with --debug for the traceback, and please report it)", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ The rclpy nodes only move messages; everything decided here is tested without a 
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -69,14 +70,11 @@ class LatencyStats:
     """A bounded window of latencies (seconds) with percentiles in microseconds."""
 
     def __init__(self, window: int = 100_000):
-        self.window = window
-        self.values: list[float] = []
+        self.values: deque[float] = deque(maxlen=window)
 
     def add(self, seconds: float) -> None:
         if math.isfinite(seconds):
             self.values.append(seconds)
-            if len(self.values) > self.window:
-                del self.values[: len(self.values) - self.window]
 
     def percentiles_us(self) -> dict[str, float | None]:
         if not self.values:

@@ -5,13 +5,15 @@ One :class:`Args` dataclass for both algorithms: every field carries a one-line 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
 
 import gymnasium as gym
 
 from qpolicy_hw.errors import QpolicyError
 from qpolicy_train.quant_actor import QuantSpec
+
+_QUANT_FIELDS = tuple(f.name for f in fields(QuantSpec))
 
 TASKS = ("Hopper", "Walker2d", "HalfCheetah", "Ant", "Humanoid")
 
@@ -19,7 +21,7 @@ class TrainError(QpolicyError):
     """A run that cannot start or resume; the message says why and what to do."""
 
 
-@dataclass
+@dataclass(slots=True)   # slots: a misspelt or flattened field (args.width) is an error, not a silent no-op
 class Args:
     """Arguments of one SAC/DDPG run. Every field is documented; ``qpolicy train --help`` shows them."""
 
@@ -31,21 +33,9 @@ class Args:
     """seed of torch, numpy, the replay sampling and the environment (paper seeds: 1000-1009)"""
     total_timesteps: int = 1_000_000
     """environment steps of the run (the paper: 1M)"""
-    # --- quantized actor -------------------------------------------------------------------
-    input_bits: int = 8
-    """signed bits of the quantized, normalized observation"""
-    core_bits: int = 8
-    """bits of the actor weights and hidden activations"""
-    output_bits: int = 8
-    """signed bits of the pre-tanh action code"""
-    width: int = 256
-    """actor hidden width"""
-    depth: int = 2
-    """actor hidden layers"""
-    scale_mode: Literal["float", "po2"] = "float"
-    """'float' scales (paper) or power-of-two scales with an integer bias (exact hls4ml)"""
-    quantized: bool = True
-    """train an FP32 actor instead (the baseline) when False"""
+    quant: QuantSpec = field(default_factory=QuantSpec)
+    """the quantized actor: bit widths per part, width, depth, scale mode (flat flags on the command line:
+    --input-bits, --core-bits, --output-bits, --width, --depth, --scale-mode, --quantized)"""
     # --- SAC / DDPG (CleanRL defaults) --------------------------------------------------------
     buffer_size: int = 1_000_000
     """replay buffer capacity"""
@@ -96,9 +86,35 @@ class Args:
     export_bundle: bool = True
     """export the final actor to OUT_DIR/bundle when the run ends"""
 
-    def spec(self) -> QuantSpec:
-        return QuantSpec(self.input_bits, self.core_bits, self.output_bits, self.width, self.depth,
-                         self.scale_mode, self.quantized)
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Args:
+        """Args from flat keys (presets, checkpoints, provenance, sweeps) or a nested ``quant`` mapping.
+
+        Unknown keys are refused in one line, naming them.
+        """
+        if not isinstance(values, dict):
+            raise TrainError(f"training arguments must be a mapping, not {type(values).__name__}")
+        values = dict(values)
+        quant = values.pop("quant", None) or {}
+        if not isinstance(quant, (dict, QuantSpec)):
+            raise TrainError(f"quant must be a mapping, not {type(quant).__name__}")
+        quant = quant.to_dict() if isinstance(quant, QuantSpec) else dict(quant)
+        quant.update({k: values.pop(k) for k in _QUANT_FIELDS if k in values})
+        own = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - own) + sorted(set(quant) - set(_QUANT_FIELDS))
+        if unknown:
+            raise TrainError(f"unknown training argument(s) {', '.join(unknown)}")
+        return cls(**values, quant=QuantSpec(**quant))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat keys, in field order: the form checkpoints, presets and bundle provenance store."""
+        flat: dict[str, Any] = {}
+        for f in fields(self):
+            if f.name == "quant":
+                flat.update(self.quant.to_dict())
+            else:
+                flat[f.name] = getattr(self, f.name)
+        return flat
 
     def validate(self) -> Args:
         """Refuse a run that cannot work, before anything is trained or written."""
@@ -106,7 +122,7 @@ class Args:
         if task not in TASKS or not (self.env_id.endswith("-v4") or self.env_id.endswith("-v5")):
             raise TrainError(f"unknown task {self.env_id!r}: use one of "
                              + ", ".join(f"{t}-v5" for t in TASKS) + " (or -v4)")
-        self.spec().validate()
+        self.quant.validate()
         for name in ("total_timesteps", "batch_size", "buffer_size", "eval_episodes", "critic_width"):
             if getattr(self, name) <= 0:
                 raise TrainError(f"{name}={getattr(self, name)} must be positive")

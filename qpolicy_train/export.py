@@ -230,16 +230,18 @@ def load_training_actor(checkpoint: str | Path) -> dict[str, Any]:
         path = path / "actor.pt" if (path / "actor.pt").exists() else path / "checkpoint.pt"
     if not path.exists():
         raise QpolicyError(f"no checkpoint at {checkpoint} (expected actor.pt or checkpoint.pt of a training run)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        args = state["args"]
-        actor_state = state["actor"]
-        normalizer = state["normalizer"]
-    except Exception as exc:  # truncated file, foreign pickle, missing keys
-        raise QpolicyError(f"corrupt or foreign checkpoint {path}: {type(exc).__name__}") from None
+    from qpolicy_train.checkpoint import load_checkpoint
+
+    state = load_checkpoint(path)   # refuses anything but tensors, numbers and numeric arrays
+    missing = [k for k in ("args", "actor", "normalizer") if k not in state]
+    if missing:
+        raise QpolicyError(f"{path}: not a qpolicy training checkpoint (no {', '.join(missing)})")
+    args, actor_state, normalizer = state["args"], state["actor"], state["normalizer"]
+    if not isinstance(args, dict) or not isinstance(actor_state, dict) or not isinstance(normalizer, dict):
+        raise QpolicyError(f"{path}: args, actor and normalizer must be mappings")
     return {"path": path, "args": args, "actor": actor_state, "normalizer": normalizer,
             "warmup_counters": state.get("warmup_counters"),
-            "history": state.get("history", []), "global_step": state.get("global_step", args["total_timesteps"])}
+            "history": state.get("history", []), "global_step": state.get("global_step", args.get("total_timesteps", 0))}
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, evaluation: dict | None = None) -> Path:
@@ -249,10 +251,13 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, evaluation: d
     from qpolicy_train.quant_actor import load_quantized_state, set_warmup_counters, warmup_done
 
     ck = load_training_actor(checkpoint)
-    args = Args(**ck["args"])
+    try:
+        args = Args.from_dict(ck["args"])
+    except (TypeError, ValueError) as exc:  # TrainError and ConfigError are ValueErrors
+        raise QpolicyError(f"{ck['path']}: foreign training arguments ({exc})") from None
     env = make_env(args.env_id, args.seed)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    actor = Actor(obs_dim, act_dim, env.action_space.low, env.action_space.high, args.spec(),
+    actor = Actor(obs_dim, act_dim, env.action_space.low, env.action_space.high, args.quant,
                   stochastic=args.algo == "sac", log_std_width=args.log_std_width)
     env.close()
     try:
@@ -261,16 +266,16 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, evaluation: d
         raise QpolicyError(f"{ck['path']}: actor weights do not match its arguments ({str(exc)[:120]})") from None
     if ck["warmup_counters"] is not None:  # load_state_dict marked the warm-up done; put back the truth
         set_warmup_counters(actor, ck["warmup_counters"])
-    if args.quantized and not warmup_done(actor.body):
+    if args.quant.quantized and not warmup_done(actor.body):
             raise QpolicyError(f"{ck['path']}: the actor has not finished its 300-step activation-scale warm-up; "
                                "train past learning_starts + 300 updates before exporting")
     history = ck["history"]
     local = {"out_dir", "progress"}  # where and how it ran, not what was trained
     provenance = {
-        "training_args": {k: v for k, v in ck["args"].items() if k not in local}, "seed": args.seed, "steps": int(ck["global_step"]),
+        "training_args": {k: v for k, v in args.to_dict().items() if k not in local}, "seed": args.seed, "steps": int(ck["global_step"]),
         "algo": args.algo, "code_version": code_version(),
         # the last periodic evaluation, without its wall-clock speed (which would break reproducibility)
         "training_eval": {k: history[-1][k] for k in ("step", "eval_mean", "eval_std")} if history else None,
         "evaluation": evaluation,
     }
-    return export_actor(actor.body, actor.squash, args.spec(), args.env_id, ck["normalizer"], provenance, out_dir)
+    return export_actor(actor.body, actor.squash, args.quant, args.env_id, ck["normalizer"], provenance, out_dir)

@@ -1,7 +1,6 @@
 """Training presets: YAML files of :class:`~qpolicy_train.args.Args` fields under ``config/train``."""
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import yaml
@@ -20,9 +19,10 @@ def load_preset(path_or_name: str, **overrides) -> Args:
         names = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
         raise TrainError(f"no preset {path_or_name!r}; available: {names}")
     values = yaml.safe_load(path.read_text()) or {}
-    known = {f.name for f in dataclasses.fields(Args)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise TrainError(f"{path}: unknown argument(s) {', '.join(unknown)}")
+    if not isinstance(values, dict):
+        raise TrainError(f"{path}: a preset is a mapping of training arguments")
     values.update({k: v for k, v in overrides.items() if v is not None})
-    return Args(**values)
+    try:
+        return Args.from_dict(values)
+    except TrainError as exc:
+        raise TrainError(f"{path}: {exc}") from None

@@ -27,7 +27,6 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ import torch.nn.functional as F
 from qpolicy_hw.files import writable_dir
 from qpolicy_train import fakequant_kernel
 from qpolicy_train.args import Args, TrainError, make_env
+from qpolicy_train.checkpoint import CheckpointError, load_checkpoint
 from qpolicy_train.networks import Actor, TwinQ
 from qpolicy_train.quant_actor import load_quantized_state, warmup_counters, warmup_done, warmup_in_progress
 from qpolicy_train.replay import ObservationNormalizer, ReplayBuffer
@@ -88,13 +88,12 @@ def _load_checkpoint(ckpt_path: Path, args: Args) -> dict | None:
     if not ckpt_path.exists():
         return None
     try:
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if _run_identity(state.get("args", {})) != _run_identity(asdict(args)):
-            raise TrainError(f"{ckpt_path} belongs to a run with other arguments; use another --out-dir")
-    except TrainError:
-        raise
-    except Exception as exc:  # a truncated or foreign file
-        raise TrainError(f"corrupt checkpoint {ckpt_path}: {type(exc).__name__}; delete it to start over") from None
+        state = load_checkpoint(ckpt_path)
+    except CheckpointError as exc:
+        raise TrainError(f"{exc}; move it away to start over") from None
+    saved = state.get("args")
+    if not isinstance(saved, dict) or _run_identity(saved) != _run_identity(args.to_dict()):
+        raise TrainError(f"{ckpt_path} belongs to a run with other arguments; use another --out-dir")
     return state
 
 
@@ -119,7 +118,7 @@ class TrainingRun:
         self.act_dim = env.action_space.shape[0]
         self.low, self.high = env.action_space.low, env.action_space.high
         sac = args.algo == "sac"
-        self.actor = Actor(self.obs_dim, self.act_dim, self.low, self.high, args.spec(), stochastic=sac,
+        self.actor = Actor(self.obs_dim, self.act_dim, self.low, self.high, args.quant, stochastic=sac,
                            log_std_width=args.log_std_width)
         self.qf = TwinQ(self.obs_dim + self.act_dim, args.critic_width, n=2 if sac else 1)
         self.qf_target = copy.deepcopy(self.qf)
@@ -161,7 +160,7 @@ class TrainingRun:
         self.last_return = float("nan")
         self.fused_since: int | None = None
         self._fuse_pending = ([n for n in (self.actor, self.actor_target) if n is not None]
-                              if args.fused_quant and args.quantized and args.scale_mode == "float" else [])
+                              if args.fused_quant and args.quant.quantized and args.quant.scale_mode == "float" else [])
 
         csv_path = out / "progress.csv"
         rows = (list(csv.reader(open(csv_path, newline=""))) if self.start_step and csv_path.exists() else [])
@@ -204,7 +203,7 @@ class TrainingRun:
 
     def save_checkpoint(self, step: int) -> None:
         payload = {
-            "args": asdict(self.args), "actor": self.actor.state_dict(), "qf": self.qf.state_dict(),
+            "args": self.args.to_dict(), "actor": self.actor.state_dict(), "qf": self.qf.state_dict(),
             "qf_target": self.qf_target.state_dict(),
             "actor_target": self.actor_target.state_dict() if self.actor_target is not None else None,
             **{name: (obj.detach().clone() if isinstance(obj, torch.Tensor) else obj.state_dict())
@@ -344,14 +343,14 @@ class TrainingRun:
         self.env.close()
         history = self.history
         summary = {"env_id": args.env_id, "algo": args.algo, "seed": args.seed, "total_timesteps": args.total_timesteps,
-                   "spec": args.spec().to_dict(), "history": history,
+                   "spec": args.quant.to_dict(), "history": history,
                    "final_eval_mean": history[-1]["eval_mean"] if history else None,
                    "train_loop_steps": args.total_timesteps - self._steps_at_t0, "train_loop_seconds": train_loop_seconds,
                    "fused_since_step": self.fused_since,
                    "fused_quant_loops": None if self.fused_since is None else (
                        "c" if fakequant_kernel.kernels() else f"torch ops ({fakequant_kernel.unavailable_reason()})")}
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
-        torch.save({"args": asdict(args), "actor": self.actor.state_dict(), "warmup_counters": warmup_counters(self.actor),
+        torch.save({"args": args.to_dict(), "actor": self.actor.state_dict(), "warmup_counters": warmup_counters(self.actor),
                     "normalizer": self.normalizer.state(),
                     "obs_dim": self.obs_dim, "act_dim": self.act_dim, "low": self.low, "high": self.high,
                     "history": history},

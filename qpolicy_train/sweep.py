@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import os
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +32,14 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     from qpolicy_train.training import train
 
     torch.set_num_threads(1)
-    args = Args(**job["args"])
+    args = Args.from_dict(job["args"])
     train(args)
     bundle = export_checkpoint(Path(args.out_dir) / "actor.pt", Path(args.out_dir) / "bundle")
-    ev = evaluate_bundle(str(bundle), episodes=job["eval_episodes"], backend="int" if args.quantized else "float",
+    ev = evaluate_bundle(str(bundle), episodes=job["eval_episodes"], backend="int" if args.quant.quantized else "float",
                          seed=job["eval_seed"])
-    return {"env_id": args.env_id, "algo": args.algo, "quantized": args.quantized, "width": args.width,
-            "input_bits": args.input_bits, "core_bits": args.core_bits, "output_bits": args.output_bits,
+    return {"env_id": args.env_id, "algo": args.algo, "quantized": args.quant.quantized, "width": args.quant.width,
+            "input_bits": args.quant.input_bits, "core_bits": args.quant.core_bits,
+            "output_bits": args.quant.output_bits,
             "seed": args.seed, "steps": args.total_timesteps, "mean_return": ev["mean_return"],
             "std_return": ev["std_return"], "episodes": ev["episodes"], "run_dir": args.out_dir}
 
@@ -105,7 +106,7 @@ def run_selection(base_args: dict, seeds: list[int], out_dir: str | Path, n_jobs
     out = Path(out_dir).resolve()  # workers (Ray's included) may run in another directory
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.csv"
-    template = Args(**{**base_args, "progress": False, "export_bundle": False}).validate()
+    template = Args.from_dict({**base_args, "progress": False, "export_bundle": False}).validate()
     chosen = {"core_bits": 8, "width": 256, "input_bits": 8}
     decision: dict = {}
     for stage in (1, 2, 3):
@@ -117,9 +118,10 @@ def run_selection(base_args: dict, seeds: list[int], out_dir: str | Path, n_jobs
                 run_dir = str(out / "runs" / run_dir_name(c, seed))
                 if run_dir in done:
                     continue
-                args = replace(template, seed=seed, width=c.width, input_bits=c.input_bits, core_bits=c.core_bits,
-                               output_bits=c.output_bits, quantized=c.quantized, out_dir=run_dir)
-                jobs.append({"args": asdict(args), "eval_episodes": eval_episodes, "eval_seed": 10_000})
+                quant = replace(template.quant, width=c.width, input_bits=c.input_bits, core_bits=c.core_bits,
+                                output_bits=c.output_bits, quantized=c.quantized)
+                args = replace(template, seed=seed, quant=quant, out_dir=run_dir)
+                jobs.append({"args": args.to_dict(), "eval_episodes": eval_episodes, "eval_seed": 10_000})
         _execute(jobs, n_jobs, engine, results, progress)
         decision = select(read_results(results))
         chosen = {k: decision["selected"][k] for k in ("core_bits", "width", "input_bits")}

@@ -15,10 +15,10 @@ from qpolicy_train.training import train
 
 def tiny_args(out_dir, algo="sac", seed=3) -> Args:
     # DDPG updates its actor every other step, so it needs more steps to finish the 300-step warm-up
-    return Args(env_id="Hopper-v5", algo=algo, seed=seed, total_timesteps=700 if algo == "sac" else 900, learning_starts=100,
+    return Args.from_dict(dict(env_id="Hopper-v5", algo=algo, seed=seed, total_timesteps=700 if algo == "sac" else 900, learning_starts=100,
                 batch_size=64, input_bits=6, core_bits=2, output_bits=8, width=16, critic_width=64,
                 eval_every=350, eval_episodes=2, checkpoint_every=200, out_dir=str(out_dir), progress=False,
-                export_bundle=False)
+                export_bundle=False))
 
 
 def _files(root):

@@ -130,7 +130,26 @@ def test_fuzzed_observations_get_the_safe_action_and_never_crash(bundle_factory,
     assert "Traceback" not in (tmp_path / "server.log").read_text()
 
 
+FOREIGN_VALUE = 0.123456789
+FOREIGN_PUBLISHER = f"""
+import itertools, time, rclpy
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+rclpy.init()
+node = rclpy.create_node('foreign_commander')
+pub = node.create_publisher(Float64MultiArray, '/qpolicy/command', QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+labels = itertools.cycle(['', 'teleop', 'step:0:3', 'step:99:0'])
+while rclpy.ok():
+    msg = Float64MultiArray(data=[{FOREIGN_VALUE}] * 3)
+    msg.layout.dim = [MultiArrayDimension(label=next(labels), size=3, stride=3)]
+    pub.publish(msg)
+    time.sleep(0.003)
+"""
+
+
 def test_killed_server_means_safe_action_and_a_restart_resumes(bundle_factory, tmp_path):
+    """Realtime at 125 Hz: the server dies and comes back, and another node publishes commands all along;
+    the bridge holds, then applies the safe action, resumes, and never applies a command it did not ask for."""
     bundle = bundle_factory()
     domain = _domain()
     env = ros_env(domain)
@@ -148,10 +167,13 @@ def test_killed_server_means_safe_action_and_a_restart_resumes(bundle_factory, t
                                             "report_path": str(report_path), "max_steps": 1500}, tmp_path),
                               env=env, cwd=ROOT, stdout=open(tmp_path / "bridge.log", "w"),
                               stderr=subprocess.STDOUT)
+    foreign = None
     try:
         deadline = time.time() + 60     # discovery: wait for the bridge to find the server, no fixed sleep
         while "policy server found" not in (tmp_path / "bridge.log").read_text() and time.time() < deadline:
             time.sleep(0.05)
+        foreign = subprocess.Popen([sys.executable, "-c", FOREIGN_PUBLISHER], env=env, cwd=ROOT,
+                                   stdout=open(tmp_path / "foreign.log", "w"), stderr=subprocess.STDOUT)
         time.sleep(2.0)   # the loop runs for ~250 steps (scenario timing, not a discovery wait)...
         server.kill()     # ...the server dies mid-episode...
         server.wait()
@@ -159,13 +181,17 @@ def test_killed_server_means_safe_action_and_a_restart_resumes(bundle_factory, t
         server = start_server(2)  # ...and a new server takes over
         bridge.wait(timeout=120)
     finally:
-        _stop(server, bridge)
+        _stop(server, bridge, *([foreign] if foreign else []))
     import json
     report = json.loads(report_path.read_text())
     safe = report["safe_action_steps"]
     assert report["steps"] == 1500
     assert report["missing_commands"] >= 100            # about 2 s at 125 Hz without a server
-    assert len(safe) == report["missing_commands"]
+    assert report["safe_action_count"] == len(safe) >= 100   # held for command_timeout_s, then the safe action
+    assert report["safe_action_count"] + report["held_steps"] == report["missing_commands"]
+    # ~300 foreign commands/s for most of the run ('step:0:3' is "late" once step 3 has passed): dropped...
+    assert report["foreign_commands"] + report["late_commands"] > 1000
+    assert all(FOREIGN_VALUE not in a for a in report["actions"])   # ...never applied
     assert max(safe) < report["steps"] - 100            # commands flowed again after the restart
     assert min(safe) > 50                               # and before the kill
 

@@ -39,12 +39,11 @@ def test_selection_sweep_runs_every_stage_and_resumes(tmp_path):
 
 def test_ray_engine_runs_the_same_jobs(tmp_path):
     pytest.importorskip("ray", reason="Ray is the optional extra: pip install -r requirements/ray.txt")
-    from dataclasses import asdict
-
     from qpolicy_train.args import Args
 
-    jobs = [{"args": asdict(Args(**TINY, seed=s, width=16, core_bits=2, input_bits=6, out_dir=str(tmp_path / f"r{s}"),
-                                 progress=False, export_bundle=False)), "eval_episodes": 1, "eval_seed": 10_000}
+    jobs = [{"args": Args.from_dict(dict(**TINY, seed=s, width=16, core_bits=2, input_bits=6, out_dir=str(tmp_path / f"r{s}"),
+                                           progress=False, export_bundle=False)).to_dict(),
+             "eval_episodes": 1, "eval_seed": 10_000}
             for s in (1, 2)]
     _execute(jobs, 2, "ray", tmp_path / "results.csv", progress=False)
     rows = sorted(read_results(tmp_path / "results.csv"), key=lambda r: r["seed"])

@@ -6,22 +6,23 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
 from qpolicy_train.args import Args, TrainError
+from qpolicy_train.checkpoint import load_checkpoint
 from qpolicy_train.training import train
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def args_for(out_dir) -> Args:
-    return Args(env_id="Hopper-v5", seed=7, total_timesteps=1400, learning_starts=100, batch_size=64,
+    return Args.from_dict(dict(env_id="Hopper-v5", seed=7, total_timesteps=1400, learning_starts=100, batch_size=64,
                 input_bits=6, core_bits=2, output_bits=8, width=16, critic_width=64, eval_every=700,
-                eval_episodes=2, checkpoint_every=150, out_dir=str(out_dir), progress=False, export_bundle=False)
+                eval_episodes=2, checkpoint_every=150, out_dir=str(out_dir), progress=False, export_bundle=False))
 
 
 def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path):
@@ -30,7 +31,7 @@ def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path):
     # The same run in another process, killed (SIGKILL) right after its first checkpoint lands...
     run_dir = tmp_path / "interrupted"
     code = ("import sys; from qpolicy_train.args import Args; from qpolicy_train.training import train; "
-            f"train(Args(**{asdict(args_for(run_dir))!r}))")
+            f"train(Args.from_dict({args_for(run_dir).to_dict()!r}))")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     ckpt = run_dir / "checkpoint.pt"
@@ -40,14 +41,14 @@ def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert ckpt.exists()
-    interrupted_at = torch.load(ckpt, weights_only=False)["global_step"]
+    interrupted_at = load_checkpoint(ckpt)["global_step"]
     assert interrupted_at < 1400
 
     # ...and resumed here: the same evaluations and the same final actor, bit for bit.
     resumed = train(args_for(run_dir))
     assert [h["eval_mean"] for h in resumed["history"]] == [h["eval_mean"] for h in reference["history"]]
-    a = torch.load(tmp_path / "straight" / "actor.pt", weights_only=False)["actor"]
-    b = torch.load(run_dir / "actor.pt", weights_only=False)["actor"]
+    a = load_checkpoint(tmp_path / "straight" / "actor.pt")["actor"]
+    b = load_checkpoint(run_dir / "actor.pt")["actor"]
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -61,11 +62,8 @@ def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path):
     ({"total_timesteps": 0}, "total_timesteps=0"),
 ])
 def test_bad_arguments_fail_before_anything_is_written(tmp_path, change, message):
-    args = args_for(tmp_path / "run")
-    for k, v in change.items():
-        setattr(args, k, v)
     with pytest.raises(Exception, match=message):
-        train(args)
+        train(Args.from_dict({**args_for(tmp_path / "run").to_dict(), **change}))
     assert not (tmp_path / "run").exists()
 
 
@@ -74,7 +72,7 @@ def test_checkpoint_of_another_run_is_refused(tmp_path):
     args.total_timesteps = 300
     train(args)
     other = args_for(tmp_path / "run")
-    other.core_bits = 3
+    other.quant = replace(other.quant, core_bits=3)
     with pytest.raises(TrainError, match="belongs to a run with other arguments"):
         train(other)
 
@@ -135,9 +133,10 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
     args = args_for(run_dir)
     args.total_timesteps, args.learning_starts = 10**6, 10**5   # stays in the random phase: no warm-up
     code = ("import sys; from qpolicy_train.args import Args, TrainError\nfrom qpolicy_train.training import train\n"
-            f"try:\n    train(Args(**{asdict(args)!r}))\nexcept TrainError as e:\n    print(e); sys.exit(3)\n")
+            f"try:\n    train(Args.from_dict({args.to_dict()!r}))\nexcept TrainError as e:\n    print(e); sys.exit(3)\n")
+    # SIG_DFL first: a shell that runs the suite in the background starts it with SIGINT ignored
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True)
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     progress = run_dir / "progress.csv"
     deadline = time.time() + 120
     while (not progress.exists() or progress.stat().st_size < 2000) and time.time() < deadline:
@@ -146,5 +145,29 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 3
     assert "checkpoint saved to" in out and "run the same command again to resume" in out
-    state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+    state = load_checkpoint(run_dir / "checkpoint.pt")
     assert state["global_step"] > 0
+
+
+class _RunsCode:
+    """Unpickling this would run a shell command: what a crafted checkpoint does with a plain torch.load."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "code_ran"
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    torch.save({"args": args_for(run_dir).to_dict(), "payload": _RunsCode(marker)}, run_dir / "checkpoint.pt")
+    with pytest.raises(TrainError, match="refused .*posix.system"):
+        train(args_for(run_dir))                      # resume
+    out = subprocess.run([sys.executable, "-m", "qpolicy_cli.main", "export", str(run_dir / "checkpoint.pt"),
+                          "--out", str(tmp_path / "b")], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode != 0 and "refused" in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert not marker.exists() and not (tmp_path / "b").exists()
