@@ -87,9 +87,11 @@ def cmd_verify(argv: list[str]) -> int:
                 print(f"skip {name}: {check['reason']}")
                 continue
             detail = ", ".join(f"{k}={v}" for k, v in check.items()
-                               if k in ("vectors", "codes", "mismatches", "rate", "latency_cycles", "fold"))
+                               if k in ("observations", "vectors", "codes", "mismatches", "rate", "latency_cycles",
+                                        "fold"))
             print(f"{check['status']} {name}: {detail}")
         print(result["verdict"], result["bundle"])
+        print(f"bundle digest {result['digest']}")
     return 0 if result["pass"] else EXIT_FAILED_CHECK
 
 

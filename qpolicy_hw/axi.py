@@ -7,43 +7,71 @@ really go through the simulated AXI-Lite slave.
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
 
-from qpolicy_hw.errors import BackendUnavailable, QpolicyError
-from qpolicy_hw.register_map import ADDR_BITS, CORE_ID, CTRL_DONE, CTRL_START, axi_verilog, c_header, layout
+from qpolicy_hw.bundle import signed_range
+from qpolicy_hw.errors import BackendUnavailable, CoreFault, QpolicyError
+from qpolicy_hw.register_map import (
+    ADDR_BITS,
+    CORE_ID,
+    CTRL_DONE,
+    CTRL_START,
+    axi_verilog,
+    bundle_hash,
+    c_header,
+    layout,
+)
 
-POLL_LIMIT = 100_000
+DONE_TIMEOUT_S = 0.01
+"""How long one inference may take from START to DONE (the slowest core here needs ~6 us at 100 MHz; the
+Verilated slave answers a register read in ~20 us)."""
 
 
 class PolicyCoreDriver:
-    """Register-level driver of one qpolicy core (numpy only; runs on the board)."""
+    """Register-level driver of one qpolicy core (numpy only; runs on the board).
 
-    def __init__(self, mmio, n_in: int, n_out: int, in_bits: int, out_bits: int):
+    With ``digest``, a core built from another bundle (``BUNDLE_HASH`` differs) is refused: a stale
+    overlay never serves a new policy."""
+
+    def __init__(self, mmio, n_in: int, n_out: int, in_bits: int, out_bits: int, digest: str | None = None,
+                 done_timeout_s: float = DONE_TIMEOUT_S):
         self.mmio, self.n_in, self.n_out = mmio, n_in, n_out
         self.in_mask = (1 << in_bits) - 1
+        self.out_lo, self.out_hi = signed_range(out_bits)
+        self.done_timeout_s = done_timeout_s
         self.regs = layout(n_in, n_out)
         core_id = self.mmio.read(self.regs["ID"])
         if core_id != CORE_ID:
             raise BackendUnavailable(f"no qpolicy core at this address (ID reads 0x{core_id:08X})")
         if (self.mmio.read(self.regs["N_IN"]), self.mmio.read(self.regs["N_OUT"])) != (n_in, n_out):
             raise BackendUnavailable("the overlay's core has other input/output sizes than the bundle")
+        if digest is not None:
+            built_for = self.mmio.read(self.regs["BUNDLE_HASH"])
+            if built_for != bundle_hash(digest):
+                raise BackendUnavailable(f"the overlay's core was built for bundle {built_for:08x}..., this bundle is "
+                                         f"{digest[:8]}...: rebuild the overlay with qpolicy hw")
         self.latency = self.mmio.read(self.regs["LATENCY"])
         self.last_cycles: int | None = None
 
     def infer(self, q_in) -> np.ndarray:
+        """Output codes for one vector of input codes; :class:`CoreFault` when the core does not answer in
+        ``done_timeout_s`` or answers a code outside the output range."""
         for i, v in enumerate(np.asarray(q_in, dtype=np.int64)):
             self.mmio.write(self.regs[f"IN{i}"], int(v) & self.in_mask)
         self.mmio.write(self.regs["CTRL"], CTRL_START)
-        for _ in range(POLL_LIMIT):
-            if self.mmio.read(self.regs["CTRL"]) & CTRL_DONE:
-                break
-        else:
-            raise QpolicyError("the core did not signal DONE")
+        deadline = time.perf_counter() + self.done_timeout_s
+        while not self.mmio.read(self.regs["CTRL"]) & CTRL_DONE:
+            if time.perf_counter() > deadline:
+                raise CoreFault(f"the core did not signal DONE within {self.done_timeout_s * 1e3:g} ms")
         out = [self.mmio.read(self.regs[f"OUT{j}"]) for j in range(self.n_out)]
         self.last_cycles = self.mmio.read(self.regs["CYCLES"])
-        return np.array([v - (1 << 32) if v & 0x80000000 else v for v in out], dtype=np.int64)
+        codes = np.array([v - (1 << 32) if v & 0x80000000 else v for v in out], dtype=np.int64)
+        if codes.min() < self.out_lo or codes.max() > self.out_hi:
+            raise CoreFault(f"the core answered codes {codes.tolist()} outside [{self.out_lo}, {self.out_hi}]")
+        return codes
 
 
 AXI_TB = r"""// Verilator testbench: AXI4-Lite transactions from stdin ("w ADDR DATA" / "r ADDR"), results on stdout.
@@ -88,9 +116,10 @@ def build_axi(bundle, out_dir: str | Path, latency_cutoff: float | None = None, 
     out = Path(out_dir)
     info = build_core(bundle, out, plan, latency_cutoff or DEFAULT_LATENCY_CUTOFF)
     (out / "src" / "qpolicy_axi.v").write_text(
-        axi_verilog(info["n_in"], info["n_out"], info["in_bits"], info["out_bits"], info["latency"], TOP))
+        axi_verilog(info["n_in"], info["n_out"], info["in_bits"], info["out_bits"], info["latency"], TOP,
+                    bundle.digest))
     (out / "qpolicy_core_regs.h").write_text(
-        c_header(info["n_in"], info["n_out"], info["in_bits"], info["out_bits"], info["latency"]))
+        c_header(info["n_in"], info["n_out"], info["in_bits"], info["out_bits"], info["latency"], bundle.digest))
     return info
 
 

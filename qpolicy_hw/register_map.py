@@ -33,7 +33,13 @@ REGISTERS = (
     Register("CYCLES", 0x0C, "ro", "clock cycles from START to DONE of the last inference"),
     Register("N_IN", 0x10, "ro", "number of input codes"),
     Register("N_OUT", 0x14, "ro", "number of output codes"),
+    Register("BUNDLE_HASH", 0x18, "ro", "first 32 bits of the digest of the bundle the core was built from"),
 )
+
+
+def bundle_hash(digest: str) -> int:
+    """What ``BUNDLE_HASH`` reads for a bundle: the first 32 bits of its SHA-256 digest."""
+    return int(digest[:8], 16)
 
 
 def layout(n_in: int, n_out: int) -> dict[str, int]:
@@ -49,7 +55,7 @@ def layout(n_in: int, n_out: int) -> dict[str, int]:
 ADDR_BITS = 12  # 4 KiB AXI-Lite window
 
 
-def c_header(n_in: int, n_out: int, in_bits: int, out_bits: int, latency: int) -> str:
+def c_header(n_in: int, n_out: int, in_bits: int, out_bits: int, latency: int, digest: str) -> str:
     lines = ["/* qpolicy core register map. Generated from qpolicy_hw/register_map.py; do not edit. */",
              "#ifndef QPOLICY_CORE_REGS_H", "#define QPOLICY_CORE_REGS_H", ""]
     for r in REGISTERS:
@@ -59,12 +65,13 @@ def c_header(n_in: int, n_out: int, in_bits: int, out_bits: int, latency: int) -
               f"#define QPOLICY_CTRL_START 0x{CTRL_START:X}u", f"#define QPOLICY_CTRL_DONE 0x{CTRL_DONE:X}u",
               f"#define QPOLICY_ID_VALUE 0x{CORE_ID:08X}u", f"#define QPOLICY_N_IN {n_in}u",
               f"#define QPOLICY_N_OUT {n_out}u", f"#define QPOLICY_IN_BITS {in_bits}u",
-              f"#define QPOLICY_OUT_BITS {out_bits}u", f"#define QPOLICY_LATENCY {latency}u", "",
+              f"#define QPOLICY_OUT_BITS {out_bits}u", f"#define QPOLICY_LATENCY {latency}u",
+              f"#define QPOLICY_BUNDLE_HASH 0x{bundle_hash(digest):08X}u  /* bundle digest {digest[:16]}... */", "",
               "#endif", ""]
     return "\n".join(lines)
 
 
-def axi_verilog(n_in: int, n_out: int, in_bits: int, out_bits: int, latency: int, core: str) -> str:
+def axi_verilog(n_in: int, n_out: int, in_bits: int, out_bits: int, latency: int, core: str, digest: str) -> str:
     """An AXI4-Lite slave around the valid/ready core, with the registers above."""
     iw, ow = n_in * in_bits, n_out * out_bits
     regs = {r.name: r.offset for r in REGISTERS}
@@ -136,6 +143,7 @@ module qpolicy_axi (
             {ADDR_BITS}'h{regs["CYCLES"]:03X}: rdata_next = cycles;
             {ADDR_BITS}'h{regs["N_IN"]:03X}: rdata_next = 32'd{n_in};
             {ADDR_BITS}'h{regs["N_OUT"]:03X}: rdata_next = 32'd{n_out};
+            {ADDR_BITS}'h{regs["BUNDLE_HASH"]:03X}: rdata_next = 32'h{bundle_hash(digest):08X};
 {in_reads}
 {out_reads}
             default: rdata_next = 32'd0;

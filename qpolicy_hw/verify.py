@@ -2,7 +2,10 @@
 
 Rungs available here:
 
-``golden_vs_int``   the bundle's golden vectors through the ``int`` reference: 0 mismatches.
+``actions_vs_golden`` raw observations through the whole host path of the ``int`` runtime (check,
+                    normalize, quantize, core, action table) vs the bundle's golden actions: bit-identical.
+                    This is what a robot gets, so a changed normalization or action table fails here.
+``golden_vs_int``   the bundle's golden code vectors through the ``int`` reference: 0 mismatches.
 ``float_vs_int``    the Brevitas float forward (float32, as trained) vs the integer contract, stage by
                     stage. Mismatches are allowed only at float ties; each one is classified.
 ``qonnx_vs_float``  qonnx ``execute_onnx`` of model.onnx vs the Brevitas forward: bit-identical floats.
@@ -45,6 +48,20 @@ def verification_inputs(bundle: Bundle, n_random: int, seed: int) -> np.ndarray:
     grid = rng.integers(lo, hi + 1, (n_random, d)).astype(np.float32) * s_in
     x = np.vstack([gauss, uniform, half, grid]).astype(np.float32)
     return np.clip(x, -clip, clip)
+
+
+def actions_vs_golden(bundle: Bundle) -> dict[str, Any]:
+    from qpolicy_hw.bundle import GOLDEN_ACTIONS, GOLDEN_OBS
+
+    if GOLDEN_OBS not in bundle.meta["files"]:
+        return {"skipped": "the bundle has no raw golden observations (re-export it, or tools/upgrade_bundle.py)"}
+    obs = np.load(bundle.path / GOLDEN_OBS, allow_pickle=False)
+    want = np.load(bundle.path / GOLDEN_ACTIONS, allow_pickle=False)
+    policy = IntegerPolicy(bundle)
+    got = np.array([policy.act(o) for o in obs])
+    wrong = int((got != want).any(axis=1).sum())
+    return {"observations": int(len(obs)), "mismatches": wrong,
+            "max_abs_error": float(np.abs(got - want).max()) if got.size else 0.0}
 
 
 def check_golden(bundle: Bundle) -> dict[str, Any]:
@@ -155,6 +172,7 @@ def _float_rung(name: str):
 
 
 RUNGS = {  # the ladder, in order: each rung checks one implementation against its reference
+    "actions_vs_golden": actions_vs_golden,
     "golden_vs_int": check_golden,
     "float_vs_int": _float_rung("float_vs_int"),
     "qonnx_vs_float": _float_rung("qonnx_vs_float"),
@@ -173,7 +191,8 @@ def verify(path, rungs: list[str] | None = None, progress: Callable[[str], None]
     progress = progress or (lambda _msg: None)
     bundle = load_bundle(path)
     if not bundle.is_integer:
-        return {"bundle": str(bundle.path), "kind": "float", "checks": {}, "ran": 0, "skipped": 0, "pass": True,
+        return {"bundle": str(bundle.path), "digest": bundle.digest, "kind": "float", "checks": {}, "ran": 0,
+                "skipped": 0, "pass": True,
                 "verdict": "nothing to verify: a float bundle has no integer function"}
     checks: dict[str, Any] = {}
     names = rungs or list(RUNGS)
@@ -192,5 +211,5 @@ def verify(path, rungs: list[str] | None = None, progress: Callable[[str], None]
     verdict = (f"{'PASS' if passed else 'FAIL'}: {len(ran)} of {len(checks)} rungs ran"
                + (f", {len(checks) - len(ran)} skipped" if len(ran) < len(checks) else "")
                + (f"; failed: {', '.join(failed)}" if failed else ""))
-    return {"bundle": str(bundle.path), "kind": "integer", "checks": checks, "ran": len(ran),
+    return {"bundle": str(bundle.path), "digest": bundle.digest, "kind": "integer", "checks": checks, "ran": len(ran),
             "skipped": len(checks) - len(ran), "pass": passed, "verdict": verdict}

@@ -28,6 +28,8 @@ from qpolicy_train.quant_actor import QuantActorBody, QuantSpec, SquashedAction
 
 GOLDEN_RANDOM = 1024
 """Random input code vectors in golden/ (plus the all-min, all-max and alternating extremes)."""
+GOLDEN_RAW = 256
+"""Raw observations (and their actions) in golden/."""
 
 
 def _frac(x) -> Fraction:
@@ -182,6 +184,21 @@ def golden_vectors(bundle: Bundle, seed: int = 0) -> tuple[np.ndarray, np.ndarra
     return q_in, q_out
 
 
+def golden_observations(bundle: Bundle, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Raw observations around the normalization statistics (inside, at and beyond the clip) and the actions the
+    whole host path of the int reference gives for them: what a robot would get, so that a changed
+    normalization, scale or action table fails ``qpolicy verify`` even where the codes agree."""
+    from qpolicy_hw.runtime.int_backend import IntegerPolicy
+
+    norm = bundle.normalization
+    mean, std = np.asarray(norm["mean"]), np.sqrt(np.asarray(norm["var"]) + norm["epsilon"])
+    rng = np.random.default_rng(seed)
+    spread = np.repeat([0.5, 1.0, 3.0, norm["clip"] + 1.0], GOLDEN_RAW // 4)[:, None]
+    obs = mean + rng.standard_normal((GOLDEN_RAW, bundle.obs_dim)) * spread * std
+    policy = IntegerPolicy(bundle)
+    return obs, np.array([policy.act(o) for o in obs])
+
+
 def float_state_arrays(body: torch.nn.Module) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy() for k, v in body.state_dict().items() if isinstance(v, torch.Tensor)}
 
@@ -206,7 +223,7 @@ def export_actor(body: torch.nn.Module, squash: SquashedAction, spec: QuantSpec,
     }
     arrays: dict[str, np.ndarray] = {}
     onnx = None
-    golden = None
+    golden = golden_raw = None
     if spec.quantized:
         layers, arrays, scales = integer_layers(body, obs_dim)
         meta["quant"] = {"bits": {"input": spec.input_bits, "core": spec.core_bits, "output": spec.output_bits},
@@ -218,8 +235,9 @@ def export_actor(body: torch.nn.Module, squash: SquashedAction, spec: QuantSpec,
         probe = Bundle(path=None, meta=meta, arrays=arrays)
         validate(probe)
         golden = golden_vectors(probe)
+        golden_raw = golden_observations(probe)
         onnx = qonnx_bytes(body, obs_dim)
-    return write_bundle(out_dir, meta, arrays, float_state_arrays(body), onnx, golden)
+    return write_bundle(out_dir, meta, arrays, float_state_arrays(body), onnx, golden, golden_raw)
 
 
 # --- from training artifacts ------------------------------------------------------------------

@@ -16,7 +16,7 @@ needs_verilator = pytest.mark.skipif(shutil.which("verilator") is None, reason="
 
 def test_register_map_is_the_one_source_of_the_header():
     regs = layout(11, 3)
-    header = c_header(11, 3, 6, 8, 5)
+    header = c_header(11, 3, 6, 8, 5, "ab" * 32)
     for r in REGISTERS:
         assert f"QPOLICY_{r.name}_OFFSET 0x{r.offset:03X}u" in header
     assert regs["IN10"] == 0x100 + 40 and regs["OUT2"] == 0x208

@@ -44,7 +44,7 @@ class PynqPolicy(IntegerPolicy):
         super().__init__(bundle)
         mmio = mmio if mmio is not None else open_overlay_mmio(bundle)
         self.driver = PolicyCoreDriver(mmio, self.obs_dim, self.act_dim, bundle.bits["input"],
-                                       bundle.bits["output"])
+                                       bundle.bits["output"], digest=bundle.digest)
 
     def codes(self, q_in: np.ndarray) -> np.ndarray:
         q = self.check_codes(q_in)

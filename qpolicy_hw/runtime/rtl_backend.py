@@ -8,21 +8,16 @@ build is cached by the bundle's content hash, so a second start does not re-gene
 """
 from __future__ import annotations
 
-import hashlib
 import subprocess
 
 import numpy as np
 
 from qpolicy_hw.bundle import Bundle
 from qpolicy_hw.cache import cache_dir
-from qpolicy_hw.errors import BackendUnavailable, QpolicyError
+from qpolicy_hw.errors import BackendUnavailable, CoreFault
 from qpolicy_hw.runtime.int_backend import IntegerPolicy
 
 CACHE = cache_dir("rtl")
-
-
-def _bundle_digest(bundle: Bundle) -> str:
-    return hashlib.sha256((bundle.path / "bundle.json").read_bytes()).hexdigest()[:16]
 
 
 class RTLPolicy(IntegerPolicy):
@@ -36,7 +31,7 @@ class RTLPolicy(IntegerPolicy):
 
         plan = default_plan(bundle_layers(bundle))
         spec = ",".join(map(str, plan))
-        rtl_dir = CACHE / (_bundle_digest(bundle) + ("" if all(f.unrolled for f in plan) else "-" + spec.replace(",", "_")))
+        rtl_dir = CACHE / (bundle.digest[:16] + ("" if all(f.unrolled for f in plan) else "-" + spec.replace(",", "_")))
         try:
             if not (rtl_dir / "qpolicy_rtl.json").exists():
                 build_core(bundle, rtl_dir, plan)
@@ -55,7 +50,7 @@ class RTLPolicy(IntegerPolicy):
             self._proc.stdin.write(" ".join(map(str, row)) + "\n")
             line = self._proc.stdout.readline()
             if not line:
-                raise QpolicyError("the RTL simulator stopped")
+                raise CoreFault("the RTL simulator stopped")
             *codes, cycles = map(int, line.split())
             self.last_cycles = cycles
             out.append(codes)
