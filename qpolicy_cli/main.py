@@ -90,8 +90,8 @@ def cmd_verify(argv: list[str]) -> int:
                                if k in ("observations", "vectors", "codes", "mismatches", "rate", "latency_cycles",
                                         "fold"))
             print(f"{check['status']} {name}: {detail}")
-        print(result["verdict"], result["bundle"])
         print(f"bundle digest {result['digest']}")
+        print(result["verdict"], result["bundle"])
     return 0 if result["pass"] else EXIT_FAILED_CHECK
 
 

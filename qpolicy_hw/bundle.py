@@ -339,6 +339,9 @@ def _read_meta(meta_path: Path) -> dict[str, Any]:
 def load_bundle(path: str | Path, verify_hashes: bool = True) -> Bundle:
     """Load and validate a bundle; any inconsistency raises :class:`BundleError` naming it, in one line.
 
+    Besides the digest, the hashes and the fields, loading runs a self-test: the integer function must
+    reproduce the bundle's golden codes and, from raw observations, its golden actions (a few milliseconds),
+    so a semantic edit that was re-hashed is still refused unless its golden files were forged with it.
     ``verify_hashes=False`` skips the digest and the file hashes (for tools that rewrite a bundle)."""
     root = Path(path)
     if not root.exists():
@@ -385,9 +388,25 @@ def _load(root: Path, meta: dict[str, Any], verify_hashes: bool) -> Bundle:
     float_state = _read_npz(blobs[FLOAT_STATE_FILE], FLOAT_STATE_FILE, None) if FLOAT_STATE_FILE in blobs else None
     bundle = Bundle(path=root, meta=meta, arrays=arrays, float_state=float_state)
     validate(bundle)
-    _check_golden(bundle, {n: _npy(blobs[n], n) for n in (GOLDEN_IN, GOLDEN_OUT, GOLDEN_OBS, GOLDEN_ACTIONS)
-                           if n in blobs})
+    golden = {n: _npy(blobs[n], n) for n in (GOLDEN_IN, GOLDEN_OUT, GOLDEN_OBS, GOLDEN_ACTIONS) if n in blobs}
+    _check_golden(bundle, golden)
+    if bundle.is_integer:
+        _self_test(bundle, golden)
     return bundle
+
+
+def _self_test(bundle: Bundle, golden: dict[str, np.ndarray]) -> None:
+    from qpolicy_hw.runtime.int_backend import IntegerPolicy  # the runtime imports this module: import late
+
+    reference = IntegerPolicy(bundle)
+    if GOLDEN_IN in golden and not np.array_equal(reference.codes(golden[GOLDEN_IN]), golden[GOLDEN_OUT]):
+        raise BundleError(f"{GOLDEN_OUT}: the integer function does not reproduce its golden codes "
+                          "(a weight, bias or threshold changed)")
+    if GOLDEN_OBS in golden:
+        actions = np.array([reference.act(o) for o in golden[GOLDEN_OBS]])
+        if not np.array_equal(actions, golden[GOLDEN_ACTIONS]):
+            raise BundleError(f"{GOLDEN_ACTIONS}: the bundle does not reproduce its golden actions from raw "
+                              "observations (the normalization, a scale or the action table changed)")
 
 
 # --- validation: every field the function uses ----------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -49,13 +50,16 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {path}")
     try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
+        with torch.serialization.safe_globals(SAFE_GLOBALS), warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # torch warns about odd pickle protocols before it refuses them
             state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL (\S+)|but got (<[^>]+>)", str(exc))
-        what = next((g for g in found.groups() if g), "") if found else ""
-        raise CheckpointError(f"refused {path}: loading it would call {what or 'a non-plain global'}; only tensors, "
-                              "numbers, strings and numeric arrays are read from checkpoints") from None
+        if not found:
+            raise CheckpointError(f"corrupt or foreign checkpoint {path}: not a torch checkpoint") from None
+        what = next(g for g in found.groups() if g)
+        raise CheckpointError(f"refused {path}: loading it would call {what}; only tensors, numbers, strings and "
+                              "numeric arrays are read from checkpoints") from None
     except Exception as exc:  # truncated, not a torch file, a directory
         raise CheckpointError(f"corrupt or foreign checkpoint {path}: {type(exc).__name__}") from None
     if not isinstance(state, dict):

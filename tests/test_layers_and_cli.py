@@ -121,7 +121,7 @@ def test_corrupt_checkpoint_is_refused_before_training(tmp_path):
     out = subprocess.run([sys.executable, "-m", "qpolicy_cli.main", "train", "--out-dir", str(tmp_path)],
                          capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert "corrupt checkpoint" in out.stderr
+    assert "corrupt or foreign checkpoint" in out.stderr and len(out.stderr.strip().splitlines()) == 1
 
 
 def test_package_xml_and_setup_agree():

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from qpolicy_hw.bundle import Bundle, Layer
-from qpolicy_hw.errors import BundleError, ObservationError
+from qpolicy_hw.errors import BundleError, CoreFault, ObservationError
 from qpolicy_hw.host_float import ObservationHost, quantize_input
 
 _BROADCAST_LIMIT = 1 << 22  # elements of the (batch, out, thresholds) comparison before switching to searchsorted
@@ -69,7 +69,7 @@ class IntegerPolicy(ObservationHost):
         self._table = bundle.action_table.astype(np.float64)
         self._in_bits = bundle.bits["input"]
         self._in_scale = bundle.input_scale
-        self._out_lo = self.layers[-1].out_range[0]
+        self._out_lo, self._out_hi = self.layers[-1].out_range
         self._cols = np.arange(bundle.act_dim)
 
     # --- host float step ---------------------------------------------------------------------
@@ -104,8 +104,11 @@ class IntegerPolicy(ObservationHost):
 
     # --- host int-to-float step ------------------------------------------------------------
     def decode(self, q_out: np.ndarray) -> np.ndarray:
-        """Output codes -> action through the exact tanh table."""
+        """Output codes -> action through the exact tanh table; a code outside the output range (a faulty
+        core) raises :class:`CoreFault` instead of indexing the table from its other end."""
         q = np.asarray(q_out, dtype=np.int64)
+        if q.size and (q.min() < self._out_lo or q.max() > self._out_hi):
+            raise CoreFault(f"output codes {q.tolist()} outside [{self._out_lo}, {self._out_hi}]")
         return self._table[self._cols, q - self._out_lo]
 
     def act_normalized(self, normalized: np.ndarray) -> np.ndarray:
