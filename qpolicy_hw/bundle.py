@@ -511,8 +511,11 @@ def validate(bundle: Bundle) -> None:
     bits = _mapping(quant.get("bits"), "quant.bits")
     for key in ("input", "core", "output"):
         _integer(bits.get(key), f"quant.bits.{key}", 2, MAX_BITS)
-    _number(quant.get("input_scale"), "quant.input_scale", positive=True)
-    _number(quant.get("output_scale"), "quant.output_scale", positive=True)
+    for key in ("input_scale", "output_scale"):   # used in float32, as trained
+        value = _number(quant.get(key), f"quant.{key}", positive=True)
+        with np.errstate(over="ignore", under="ignore"):
+            if not (np.isfinite(np.float32(value)) and np.float32(value) > 0):
+                raise BundleError(f"quant.{key}={value}: not a positive float32")
     declared = meta.get("arrays", {})
     for name, info in declared.items():
         info = _mapping(info, f"arrays.{name}")
