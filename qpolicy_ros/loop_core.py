@@ -64,6 +64,9 @@ def serve(policy, values, stamp_age_s: float | None, stale_after_s: float,
     except ObservationError as exc:
         rejected.add(classify_rejection(exc))
         return policy.bundle.safe_action, str(exc)
+    except Exception as exc:  # a bug must not stop the server: this one observation gets the safe action
+        rejected.add("internal_error")
+        return policy.bundle.safe_action, f"internal error {type(exc).__name__}: {str(exc)[:160]}"
 
 
 class LatencyStats:

@@ -66,6 +66,7 @@ class MujocoBridge(Node):
         self.started = False
         self.t_start = time.monotonic()
         self.backend = None
+        self.server_max_level, self.server_diagnostics = 0, {}   # what the server reported, for the report
         self.create_timer(WATCHDOG_PERIOD_S, self.wait_for_server)
 
     # --- start-up: wait for the policy server instead of sleeping ----------------------------
@@ -118,6 +119,9 @@ class MujocoBridge(Node):
         for status in msg.status:
             if status.name == "qpolicy/policy_server":
                 self.backend = status.hardware_id
+                level = status.level if isinstance(status.level, int) else ord(status.level)
+                self.server_max_level = max(self.server_max_level, level)
+                self.server_diagnostics = {kv.key: kv.value for kv in status.values}
 
     def on_command(self, msg: Float64MultiArray) -> None:
         if not self.started or self.done:
@@ -140,7 +144,9 @@ class MujocoBridge(Node):
             self.publish(self.loop.realtime_tick(time.perf_counter()))
 
     def report(self) -> dict:
-        return {"env_id": self.env_id, "rate_hz": self.rate_hz, "backend": self.backend, **self.loop.report()}
+        return {"env_id": self.env_id, "rate_hz": self.rate_hz, "backend": self.backend,
+                "server_max_level": self.server_max_level, "server_diagnostics": self.server_diagnostics,
+                **self.loop.report()}
 
     def finish(self, exit_code: int = 0) -> None:
         if self.done:

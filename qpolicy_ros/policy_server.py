@@ -11,8 +11,10 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
+from qpolicy_hw.cache import cache_dir
 from qpolicy_hw.errors import QpolicyError
 from qpolicy_hw.runtime import make_policy
+from qpolicy_hw.runtime.guard import GuardedPolicy
 from qpolicy_ros.loop_core import Counters, LatencyStats, serve
 from qpolicy_ros.params import declare_topics, loop_qos, spin_node
 from qpolicy_ros.task import find_policy
@@ -27,6 +29,15 @@ class PolicyServer(Node):
         self.stale_after_s = float(self.declare_parameter("stale_after_s", 0.5).value)
         period = float(self.declare_parameter("diagnostics_period_s", 1.0).value)
         backend = self.declare_parameter("backend", "auto").value
+        p = self.declare_parameter
+        # faults and shadow verification (qpolicy_hw/runtime/guard.py)
+        self.guard_options = {"shadow_every": int(p("shadow_every", 1).value),
+                              "retry_after_s": float(p("fpga_retry_after_s", 5.0).value),
+                              "max_retries": int(p("fpga_max_retries", 3).value),
+                              "mismatch_log": p("mismatch_log", "").value or None}
+        self.fpga_timeout_s = float(p("fpga_timeout_s", 0.002).value)
+        if self.fpga_timeout_s <= 0 or self.guard_options["shadow_every"] < 0:
+            raise QpolicyError("fpga_timeout_s must be positive and shadow_every >= 0")
         self.rejected = Counters()
         self.fallbacks = 0
         self.latency = LatencyStats()
@@ -39,13 +50,25 @@ class PolicyServer(Node):
         self.add_on_set_parameters_callback(self.on_parameters)
         self.get_logger().info(f"serving {self.bundle_path} with backend {self.policy.backend}")
 
-    def _make(self, backend: str):
-        """The policy for ``backend``; ``auto`` (see ``runtime.BACKENDS``) falls back to ``int`` loudly."""
+    def _make(self, backend: str) -> GuardedPolicy:
+        """The policy for ``backend``, guarded by the int reference; ``auto`` (see ``runtime.BACKENDS``) falls
+        back to ``int`` loudly."""
         policy = make_policy(self.bundle_path, backend)
         if getattr(policy, "fallback_reason", None):
             self.fallbacks += 1
             self.get_logger().warning(f"no FPGA backend ({policy.fallback_reason}); serving the bit-exact int fallback")
-        return policy
+        if hasattr(policy, "driver"):   # the DONE wait must fit in a control period
+            policy.driver.done_timeout_s = self.fpga_timeout_s
+        options = dict(self.guard_options)
+        options["mismatch_log"] = options["mismatch_log"] or cache_dir("mismatches") / f"{policy.bundle.digest[:16]}.jsonl"
+        return GuardedPolicy(policy, notify=self._notify, **options)
+
+    def _notify(self, level: str, message: str) -> None:
+        if level == "error":   # one severity per call site: rclpy refuses to change it between calls
+            self.get_logger().error(message)
+        else:
+            self.get_logger().warning(message)
+        self.publish_diagnostics()
 
     def on_parameters(self, params) -> SetParametersResult:
         for p in params:
@@ -78,11 +101,18 @@ class PolicyServer(Node):
         bundle = self.policy.bundle
         lat = self.latency.percentiles_us()
         status = DiagnosticStatus(name="qpolicy/policy_server", hardware_id=self.policy.backend)
-        status.level = DiagnosticStatus.WARN if self.policy.backend != "pynq" else DiagnosticStatus.OK
-        status.message = f"backend {self.policy.backend}; {self.rejected.total} rejected inputs"
+        guard = self.policy
+        if guard.degraded:
+            status.level = DiagnosticStatus.ERROR
+            status.message = (f"{guard.primary.backend} failed {guard.faults}x, serving int; last: {guard.last_fault}")
+        else:
+            status.level = DiagnosticStatus.WARN if guard.backend != "pynq" or guard.faults else DiagnosticStatus.OK
+            status.message = f"backend {guard.backend}; {self.rejected.total} rejected inputs; {guard.faults} faults"
         values = {"backend": self.policy.backend, "policy": str(bundle.path), "served": self.served,
                   "rejected_total": self.rejected.total, "fallbacks": self.fallbacks,
                   "compute_latency_us_p50": lat["p50"], "compute_latency_us_p99": lat["p99"]}
+        values.update(guard.stats())
+        values["bundle_digest"] = bundle.digest
         if bundle.is_integer:
             values.update({f"bits_{k}": v for k, v in bundle.bits.items()})
         values.update({f"rejected_{k}": v for k, v in self.rejected.counts.items()})

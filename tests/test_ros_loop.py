@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import os
 import shutil
 import signal
@@ -128,6 +129,57 @@ def test_fuzzed_observations_get_the_safe_action_and_never_crash(bundle_factory,
     assert int(diag["rejected_non_finite"]) == result["sent"]["nan"] + result["sent"]["inf"]
     assert int(diag["rejected_wrong_length"]) == sum(result["sent"][k] for k in ("short", "long", "empty"))
     assert "Traceback" not in (tmp_path / "server.log").read_text()
+
+
+SERVER_WITH_FAULTY_FPGA = """
+import json, os, sys
+sys.path.insert(0, os.environ['QPOLICY_TEST_ROOT'])
+import qpolicy_hw.runtime.pynq_backend as pynq_backend
+from tests.fault_mmio import FaultyMMIO
+faults = json.loads(os.environ['QPOLICY_TEST_FAULTS'])
+pynq_backend.open_overlay_mmio = lambda bundle: FaultyMMIO(bundle, faults)   # the board's MMIO, with faults
+from qpolicy_ros.policy_server import main
+sys.exit(main(sys.argv))
+"""
+
+
+def test_fpga_faults_mid_run_are_answered_from_int_in_the_same_period(bundle_factory, tmp_path):
+    """A hung core, an out-of-range code, an OSError and a core wrong on one code (only the shadow check
+    sees that), each mid-run: every observation is answered, and every action equals the int rollout's."""
+    bundle = bundle_factory()
+    env = {**ros_env(_domain()), "QPOLICY_TEST_ROOT": str(ROOT),
+           "QPOLICY_TEST_FAULTS": json.dumps({"5": "hang", "15": "garbage", "25": "oserror", "35": "wrong"})}
+    server_params = {"policy": str(bundle), "backend": "pynq", "fpga_retry_after_s": 0.0, "fpga_max_retries": 3,
+                     "fpga_timeout_s": 0.002, "mismatch_log": str(tmp_path / "mismatches.jsonl")}
+    params_file = node_command("qpolicy_ros.policy_server", "policy_server", server_params, tmp_path)[-1]
+    server = subprocess.Popen([sys.executable, "-c", SERVER_WITH_FAULTY_FPGA, "--ros-args", "--params-file",
+                               params_file], env=env, cwd=ROOT, stdout=open(tmp_path / "server.log", "w"),
+                              stderr=subprocess.STDOUT)
+    report_path = tmp_path / "bridge.json"
+    bridge = subprocess.Popen(node_command("qpolicy_ros.mujoco_bridge", "mujoco_bridge",
+                                           {"policy": str(bundle), "mode": "lockstep", "episodes": 3, "seed": 11,
+                                            "report_path": str(report_path)}, tmp_path),
+                              env=env, cwd=ROOT, stdout=open(tmp_path / "bridge.log", "w"), stderr=subprocess.STDOUT)
+    try:
+        bridge.wait(timeout=300)
+        time.sleep(1.5)                      # one more diagnostics period from the server
+        assert server.poll() is None, "the policy server died"
+    finally:
+        _stop(server, bridge)
+    report = json.loads(report_path.read_text())
+    offline = []
+    returns = rollout(make_policy(bundle, "int"), "Hopper-v5", 3, seed=11,
+                      on_step=lambda obs, x, a: offline.append(a.tolist()))
+    assert report["steps"] > 40 and report["missing_commands"] == 0
+    assert report["actions"] == offline and report["returns"] == returns     # the faults changed no action
+    assert report["server_max_level"] == 2                                   # diagnostics went to ERROR
+    diag = report["server_diagnostics"]
+    assert diag["faults"] == "4" and diag["fpga_retries"] == "3" and diag["degraded"] == "True"
+    assert diag["shadow_mismatches"] == "1" and diag["backend"] == "int"
+    assert float(diag["compute_latency_us_p99"]) < 1e6 / 125      # the hung core's answer fit in a period
+    assert len((tmp_path / "mismatches.jsonl").read_text().splitlines()) == 1
+    log = (tmp_path / "server.log").read_text()
+    assert "Traceback" not in log and log.count("served by int") == 4
 
 
 FOREIGN_VALUE = 0.123456789
