@@ -53,6 +53,7 @@ def cmd_export(argv: list[str]) -> int:
     p.add_argument("--out", required=True, help="bundle directory to write")
     p.add_argument("--evaluation", help="evaluation JSON to record in the bundle's provenance")
     a = p.parse_args(argv)
+    from qpolicy_hw.errors import QpolicyError
     from qpolicy_train.export import export_checkpoint
 
     evaluation = None
@@ -60,8 +61,8 @@ def cmd_export(argv: list[str]) -> int:
         try:
             with open(a.evaluation) as f:
                 evaluation = json.load(f)
-        except (OSError, json.JSONDecodeError) as exc:
-            raise SystemExit(f"qpolicy: error: cannot read evaluation {a.evaluation}: {exc}") from None
+        except (OSError, ValueError) as exc:   # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise QpolicyError(f"cannot read evaluation {a.evaluation}: {exc}") from None
     out = export_checkpoint(a.checkpoint, a.out, evaluation)
     print(f"wrote bundle {out}")
     return 0
@@ -363,8 +364,14 @@ def _main(argv: list[str]) -> int:
     except OSError as exc:   # an unwritable or unreadable path, a full disk
         if debug:
             raise
-        where = f": {exc.filename}" if exc.filename else ""
-        print(f"qpolicy {name}: error: {exc.strerror or type(exc).__name__}{where}", file=sys.stderr)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"qpolicy {name}: error: {where}{exc.strerror or type(exc).__name__}", file=sys.stderr)
+        return EXIT_USAGE
+    except UnicodeDecodeError as exc:   # a CSV or JSON input that is not text
+        if debug:
+            raise
+        print(f"qpolicy {name}: error: an input file is not UTF-8 text ({exc.reason} at byte {exc.start})",
+              file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:
         if debug:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -224,6 +225,8 @@ int main(int argc, char** argv) {
 
 def build_rtl(bundle: Bundle, out_dir: str | Path, latency_cutoff: float = DEFAULT_LATENCY_CUTOFF) -> dict:
     """Write the Verilog project (da4ml core + valid wrapper) and return its description."""
+    if not (isinstance(latency_cutoff, (int, float)) and math.isfinite(latency_cutoff) and latency_cutoff > 0):
+        raise QpolicyError(f"latency cutoff {latency_cutoff!r}: the delay budget per pipeline stage must be positive")
     from da4ml.codegen import VerilogModel
 
     out = Path(out_dir)

@@ -23,7 +23,7 @@ from qpolicy_ros.loop_core import LatencyStats, check_command, parse_key, step_k
 
 MODES = ("lockstep", "realtime")
 SENT_KEYS_KEPT = 256          # send times remembered for the round-trip latency
-LATENCIES_KEPT = 20_000       # latency samples kept (a sliding window) for the percentiles and the report
+LATENCIES_KEPT = 10_000       # latency samples kept (a sliding window) for the percentiles and the report
 SAFE_STEPS_KEPT = 1000        # indices of safe-action steps listed in the report (all are counted)
 RETURNS_KEPT = 10_000         # episode returns listed in the report (the mean covers every episode)
 

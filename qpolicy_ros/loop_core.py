@@ -72,7 +72,7 @@ def serve(policy, values, stamp_age_s: float | None, stale_after_s: float,
 class LatencyStats:
     """A bounded window of latencies (seconds) with percentiles in microseconds."""
 
-    def __init__(self, window: int = 100_000):
+    def __init__(self, window: int = 10_000):
         self.values: deque[float] = deque(maxlen=window)
 
     def add(self, seconds: float) -> None:

@@ -107,13 +107,32 @@ def test_verify_json_has_the_documented_shape(bundle_factory):
     (["train", "--width", "0"], "width=0: hidden width must be a positive integer"),
     (["train", "--out-dir", "/proc/qpolicy"], "cannot write to output directory /proc/qpolicy"),
     (["frobnicate"], "unknown command 'frobnicate'"),
+    (["eval", "policies/hopper/selected", "--episodes", "1", "--out", "/proc/qpolicy/e.json"],
+     "/proc/qpolicy/e.json: No such file or directory"),
+    (["noise", "s=policies/hopper/selected", "--episodes", "1", "--sigmas", "0", "--out", "/proc/qpolicy/n.csv"],
+     "/proc/qpolicy/n.csv: No such file or directory"),
+    (["demo", "--out", "/proc/qpolicy/demo"], "/proc/qpolicy: No such file or directory"),
+    (["hw", "policies/hopper/selected", "--target", "xc7a15t", "--out", "{tmp}/hw", "--latency-cutoff", "-1"],
+     "latency cutoff -1.0: the delay budget per pipeline stage must be positive"),
+    (["plot", "--curves", "a={tmp}/binary.csv", "--out", "{tmp}/plot"], "codec can't decode"),
+    (["plot", "--curves", "a={tmp}/missing.csv", "--out", "{tmp}/plot"], "with an existing file"),
+    (["export", "{tmp}/ckpt.pt", "--out", "{tmp}/b"], "args, actor and normalizer must be mappings"),
+    (["export", "{tmp}/ckpt.pt", "--out", "{tmp}/b", "--evaluation", "{tmp}/binary.csv"], "cannot read evaluation"),
 ])
-def test_cli_errors_are_one_line(argv, message):
+def test_cli_errors_are_one_line(argv, message, tmp_path):
+    import torch
+
+    (tmp_path / "binary.csv").write_bytes(b"\xff\xfe\x00 not text")
+    torch.save({"args": [1, 2], "actor": {}, "normalizer": {}}, tmp_path / "ckpt.pt")   # args not a mapping
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     out = subprocess.run([sys.executable, "-m", "qpolicy_cli.main", *argv], capture_output=True, text=True,
                          cwd=ROOT, timeout=120)
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
     assert message in out.stderr, out.stderr
+    errors = [line for line in out.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1, out.stderr
+    assert not (tmp_path / "b").exists()
 
 
 def test_corrupt_checkpoint_is_refused_before_training(tmp_path):
