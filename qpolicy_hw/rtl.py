@@ -331,6 +331,17 @@ def parse_ltp(text: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def cells_from_stat_json(text: str) -> dict[str, int]:
+    """Cell counts by type from Yosys ``stat -json`` (the whole design)."""
+    return {k: int(v) for k, v in json.loads(text)["design"]["num_cells_by_type"].items()}
+
+
+def cells_from_stat_text(text: str) -> dict[str, int]:
+    """Cell counts by type from Yosys' text ``stat`` (for a Yosys without ``-json``): the indented
+    ``NAME  COUNT`` lines under "Number of cells"."""
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^\s+(\w+)\s+(\d+)\s*$", text, re.M)}
+
+
 def synthesize(rtl_dir: str | Path, family: str = "xc7") -> dict:
     """Yosys ``synth_xilinx -flatten`` of the wrapped core: LUT/FF/CARRY4/DSP/BRAM cell counts.
 
@@ -340,16 +351,21 @@ def synthesize(rtl_dir: str | Path, family: str = "xc7") -> dict:
     if shutil.which("yosys") is None:
         raise BackendUnavailable("yosys is not installed: apt-get install -y yosys")
     stat = rtl_dir / "yosys_stat.txt"
+    stat_json = rtl_dir / "yosys_stat.json"
     files = " ".join(str(p) for p in verilog_sources(rtl_dir))
     ltp = rtl_dir / "yosys_ltp.txt"
     # the timing proxy: with the registers (flip-flops, block RAM, DSP) removed after the count, the longest
     # path left runs from one register to the next; ltp gives its length in cells (LUT, CARRY4, MUXF7/8)
     script = (f"read_verilog {files}; synth_xilinx -family {family} -top {TOP} -flatten; tee -o {stat} stat; "
-              f"delete t:FD* t:RAMB* t:DSP48*; tee -q -o {ltp} ltp")
+              f"tee -q -o {stat_json} stat -json; delete t:FD* t:RAMB* t:DSP48*; tee -q -o {ltp} ltp")
     proc = subprocess.run(["yosys", "-q", "-p", script], capture_output=True, text=True)
+    if proc.returncode != 0 and "stat -json" in (proc.stderr or ""):   # a Yosys without stat -json
+        script = script.replace(f"tee -q -o {stat_json} stat -json; ", "")
+        proc = subprocess.run(["yosys", "-q", "-p", script], capture_output=True, text=True)
     if proc.returncode != 0 or not stat.exists():
         raise QpolicyError("yosys failed: " + (proc.stderr or proc.stdout).strip()[-300:])
-    cells = {m.group(1): int(m.group(2)) for m in re.finditer(r"^\s+(\w+)\s+(\d+)\s*$", stat.read_text(), re.M)}
+    cells = (cells_from_stat_json(stat_json.read_text()) if stat_json.exists()
+             else cells_from_stat_text(stat.read_text()))
     lut = sum(v for k, v in cells.items() if re.fullmatch(r"LUT\d", k))
     ff = sum(v for k, v in cells.items() if re.fullmatch(r"FD[A-Z]*", k))
     bram = sum(v for k, v in cells.items() if k.startswith("RAMB36")) + 0.5 * sum(

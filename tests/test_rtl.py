@@ -69,6 +69,11 @@ def test_yosys_counts_the_wrapped_core(bundle_factory, tmp_path):
     assert res["LUT"] > 0 and res["FF"] >= info["latency"]
     assert res["LUT_upper_bound"] == res["LUT"] + res["INV"]   # inverters Vivado may need as LUT1s
     assert res["resource_source"].startswith("yosys synth_xilinx")
+    from qpolicy_hw.rtl import cells_from_stat_json, cells_from_stat_text
+
+    rtl = tmp_path / "rtl"   # the JSON this Yosys wrote and its text report agree cell for cell
+    assert cells_from_stat_json((rtl / "yosys_stat.json").read_text()) == cells_from_stat_text(
+        (rtl / "yosys_stat.txt").read_text())
 
 
 @needs_verilator
@@ -154,3 +159,25 @@ def test_vivado_builds_the_overlay(bundle_factory, tmp_path):  # pragma: no cove
     subprocess.run(["vivado", "-mode", "batch", "-source", "build_overlay.tcl"], cwd=tmp_path / "hw", check=True)
     assert (tmp_path / "hw" / "overlay" / "qpolicy.bit").exists()
     assert (tmp_path / "hw" / "overlay" / "qpolicy.hwh").exists()
+
+
+def test_yosys_stat_parsers_agree():
+    """The text parser (for a Yosys without `stat -json`) and the JSON reader give the same cells."""
+    from qpolicy_hw.rtl import cells_from_stat_json, cells_from_stat_text
+
+    text = """
+3. Printing statistics.
+
+=== top ===
+
+   Number of wires:                 16
+   Number of wire bits:             60
+   Number of cells:                 26
+     BUFG                            1
+     CARRY4                          2
+     FDRE                            5
+     LUT2                            4
+"""
+    js = ('{"creator": "Yosys 0.23", "modules": {}, "design": {"num_cells": 12, "num_cells_by_type": '
+          '{"BUFG": 1, "CARRY4": 2, "FDRE": 5, "LUT2": 4}}}')
+    assert cells_from_stat_text(text) == cells_from_stat_json(js) == {"BUFG": 1, "CARRY4": 2, "FDRE": 5, "LUT2": 4}
