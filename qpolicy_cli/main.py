@@ -298,6 +298,8 @@ def cmd_demo(argv: list[str]) -> int:
     p.add_argument("--record", metavar="BAG", help="also record the loop to a rosbag2 (MCAP) bag at BAG")
     p.add_argument("--env-id", default="", help="environment (default: the bundle's task)")
     p.add_argument("--rate-hz", type=float, default=0.0, help="realtime control rate (default: the task's, 1/env.dt)")
+    p.add_argument("--domain-id", type=int, default=None,
+                   help="ROS_DOMAIN_ID of the run (default: $ROS_DOMAIN_ID if set, else a private one from the pid)")
     a = p.parse_args(argv)
     if a.episodes <= 0:
         p.error("--episodes must be positive")
@@ -305,7 +307,8 @@ def cmd_demo(argv: list[str]) -> int:
         p.error("--rate-hz must be positive (or 0 for the task's rate)")
     from qpolicy_ros.demo import demo
 
-    return demo(a.policy, a.backend, a.mode, a.episodes, a.seed, a.out, a.json, a.record, a.env_id, a.rate_hz)
+    return demo(a.policy, a.backend, a.mode, a.episodes, a.seed, a.out, a.json, a.record, a.env_id, a.rate_hz,
+                a.domain_id)
 
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {

@@ -24,10 +24,16 @@ DEFAULT_POLICY = ROOT / "policies" / "hopper" / "selected"
 
 
 def ros_env(domain_id: int | None = None) -> dict[str, str]:
-    """The environment of every process that touches DDS: localhost discovery, a private domain."""
+    """The environment of every process that touches DDS: localhost discovery, and ``domain_id``, else the
+    user's ``ROS_DOMAIN_ID``, else a private one from the pid."""
     env = dict(os.environ)
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    env["ROS_DOMAIN_ID"] = str(domain_id if domain_id is not None else 1 + os.getpid() % 100)
+    if domain_id is None and os.environ.get("ROS_DOMAIN_ID", "").strip():
+        domain_id = int(os.environ["ROS_DOMAIN_ID"])
+    domain_id = domain_id if domain_id is not None else 1 + os.getpid() % 100
+    if not 0 <= domain_id <= 232:
+        raise QpolicyError(f"domain id {domain_id}: ROS 2 domain ids are 0-232 (0-101 are safe on every OS)")
+    env["ROS_DOMAIN_ID"] = str(domain_id)
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
@@ -49,7 +55,7 @@ def run_loop(policy: str | Path, backend: str = "auto", mode: str = "lockstep", 
     from qpolicy_ros.task import resolve_task
 
     env_id, rate_hz = resolve_task(policy, env_id, rate_hz)
-    out = Path(out_dir)
+    out = Path(out_dir).resolve()   # the nodes run in the package directory: give them absolute paths
     out.mkdir(parents=True, exist_ok=True)
     report_path = out / "bridge_report.json"
     report_path.unlink(missing_ok=True)
@@ -74,11 +80,21 @@ def run_loop(policy: str | Path, backend: str = "auto", mode: str = "lockstep", 
     bridge = subprocess.Popen(node_command("qpolicy_ros.mujoco_bridge", "mujoco_bridge", bridge_params, out),
                               env=env, cwd=ROOT, stdout=bridge_log, stderr=subprocess.STDOUT)
     try:
-        bridge.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        bridge.send_signal(signal.SIGINT)
-        bridge.wait(timeout=10)
-        raise QpolicyError(f"the closed loop did not finish in {timeout_s:.0f} s (logs in {out})") from None
+        # poll all nodes: when the server or the recorder exits first, the run ends now, with its reason
+        deadline = time.monotonic() + timeout_s
+        while bridge.poll() is None:
+            for name, proc, log in (("policy_server", server, out / "policy_server.log"),
+                                    ("bag_recorder", recorder, out / "bag_recorder.log")):
+                if proc is not None and proc.poll() is not None:
+                    bridge.send_signal(signal.SIGINT)
+                    bridge.wait(timeout=10)
+                    raise QpolicyError(f"{name} exited (code {proc.returncode}) before the run ended: "
+                                       f"{_last_line(log)} (logs in {out})")
+            if time.monotonic() > deadline:
+                bridge.send_signal(signal.SIGINT)
+                bridge.wait(timeout=10)
+                raise QpolicyError(f"the closed loop did not finish in {timeout_s:.0f} s (logs in {out})")
+            time.sleep(0.1)
     finally:
         for proc in (server, recorder):
             if proc is not None and proc.poll() is None:
@@ -96,6 +112,16 @@ def run_loop(policy: str | Path, backend: str = "auto", mode: str = "lockstep", 
     report = json.loads(report_path.read_text())
     report["server_exit"] = server.returncode
     return report
+
+
+def _last_line(log: Path) -> str:
+    """The last meaningful line of a node's log (its error, when it failed)."""
+    try:
+        lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "no log"
+    errors = [line for line in lines if "error" in line.lower()]
+    return (errors or lines or ["no output"])[-1][:300]
 
 
 def plot_report(report: dict, path: Path) -> Path:
@@ -127,7 +153,7 @@ def plot_report(report: dict, path: Path) -> Path:
 
 def demo(policy: str | None = None, backend: str = "auto", mode: str = "lockstep", episodes: int = 3,
          seed: int = 0, out_dir: str = "demo_out", as_json: bool = False, record: str | None = None,
-         env_id: str = "", rate_hz: float = 0.0) -> int:
+         env_id: str = "", rate_hz: float = 0.0, domain_id: int | None = None) -> int:
     from qpolicy_hw.bundle import load_bundle
     from qpolicy_ros.task import resolve_task
 
@@ -135,7 +161,11 @@ def demo(policy: str | None = None, backend: str = "auto", mode: str = "lockstep
     bundle = load_bundle(policy_path)  # a bad or missing bundle fails here, in one line, before any node starts
     env_id, rate_hz = resolve_task(policy_path, env_id, rate_hz)   # so does a bundle that does not fit the task
     t0 = time.perf_counter()
-    report = run_loop(policy_path, backend, mode, episodes, seed, rate_hz, out_dir, record=record, env_id=env_id)
+    if episodes <= 0:
+        raise QpolicyError(f"--episodes {episodes}: must be positive")
+    ros_env(domain_id)   # a bad domain id fails here, before any node starts
+    report = run_loop(policy_path, backend, mode, episodes, seed, rate_hz, out_dir, record=record, env_id=env_id,
+                      domain_id=domain_id)
     summary = {"returns": report["returns"], "mean_return": report["mean_return"],
                "latency_us": {k: report["latency_us"][k] for k in ("p50", "p99")},
                "late_commands": report["late_commands"], "missing_commands": report["missing_commands"],

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from qpolicy_hw.errors import QpolicyError
 from qpolicy_hw.runtime import make_policy
 from qpolicy_ros.demo import ROOT, node_command, ros_env, run_loop
 from qpolicy_train.evaluation import rollout
@@ -335,3 +336,42 @@ def test_recording_writes_a_readable_mcap_bag(bundle_factory, tmp_path):
     assert types["/qpolicy/command"] == "std_msgs/msg/Float64MultiArray"  # typed: ros2 bag / Foxglove read it
     assert counts["/qpolicy/command"] >= report["steps"] and counts["/qpolicy/observation"] >= report["steps"]
     assert [list(c.data) for c in commands[:report["steps"]]] == report["actions"]
+
+
+def test_command_line_parameters_win_over_the_params_file(tmp_path):
+    """`ros2 run qpolicy policy_server --ros-args --params-file <yaml> -p backend:=int` serves with int."""
+    from qpolicy_ros.param_file import installed_params_file
+
+    log = tmp_path / "server.log"
+    proc = subprocess.Popen([sys.executable, "-m", "qpolicy_ros.policy_server", "--ros-args", "--params-file",
+                             str(installed_params_file()), "-p", "backend:=int"], env=ros_env(_domain()), cwd=ROOT,
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 60
+        while "serving" not in log.read_text() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+    finally:
+        _stop(proc)
+    text = log.read_text()
+    assert "with backend int" in text and "no FPGA backend" not in text, text
+
+
+def test_demo_ends_at_once_with_the_reason_when_the_server_cannot_start(tmp_path):
+    """`qpolicy demo --backend pynq` off the board: the server's one-line reason, in seconds, not a timeout."""
+    t0 = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "qpolicy_cli.main", "demo", "--backend", "pynq", "--episodes", "1",
+                          "--out", "demo", "--domain-id", str(_domain())], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "policy_server exited (code 2)" in out.stderr and "no FPGA overlay" in out.stderr
+    assert time.monotonic() - t0 < 30                    # was: a 60 s discovery timeout, then a TypeError
+    assert (tmp_path / "demo" / "policy_server.log").exists()   # --out is relative to the user's directory
+
+
+def test_demo_takes_the_users_domain_id(monkeypatch):
+    monkeypatch.setenv("ROS_DOMAIN_ID", "42")
+    assert ros_env()["ROS_DOMAIN_ID"] == "42" and ros_env(7)["ROS_DOMAIN_ID"] == "7"
+    monkeypatch.delenv("ROS_DOMAIN_ID")
+    assert 1 <= int(ros_env()["ROS_DOMAIN_ID"]) <= 100
+    with pytest.raises(QpolicyError, match="domain id 300"):
+        ros_env(300)
