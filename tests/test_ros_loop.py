@@ -262,9 +262,10 @@ def test_launch_file_names_real_executables_and_parameters():
     assert executables == {"policy_server", "mujoco_bridge", "bag_recorder"}
     for exe in executables:
         assert f"{exe} = qpolicy_ros.{exe}:main" in setup
-    declared = next(node.value for node in ast.walk(tree) if isinstance(node, ast.Assign)
-                    and getattr(node.targets[0], "id", "") == "ARGUMENTS")
-    assert {k.value for k in declared.keys} >= {"backend", "policy", "env_id", "mode", "rate_hz", "episodes"}
+    from qpolicy_ros.loop_arguments import ARGUMENTS
+    assert set(ARGUMENTS) >= {"backend", "policy", "env_id", "mode", "rate_hz", "episodes"}
+    assert {"OpaqueFunction", "Shutdown", "OnProcessExit"} <= {
+        alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) for alias in node.names}
     from qpolicy_ros.param_file import node_parameters
     assert node_parameters("mujoco_bridge")["rate_hz"] == 0.0      # the task's rate, from the bundle
     assert node_parameters("policy_server")["command_topic"] == "/qpolicy/command"

@@ -2,6 +2,7 @@
 refusal in one line when a bundle does not fit the environment. No DDS here."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -47,3 +48,41 @@ def test_demo_refuses_a_mismatched_bundle_before_any_node_starts(tmp_path):
     assert out.returncode == 2 and time.perf_counter() - t0 < 30
     assert "is a Walker2d-v5 policy" in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "policy_server.log").exists()
+
+
+def _launch_values(**changes):
+    from qpolicy_ros.loop_arguments import ARGUMENTS
+    from qpolicy_ros.param_file import node_parameters
+
+    defaults = {**node_parameters("policy_server"), **node_parameters("mujoco_bridge")}
+    raw = {k: str(d if d is not None else defaults[k]) for k, (d, _) in ARGUMENTS.items()}
+    return {**raw, **changes}
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"episodes": "2.5"}, "episodes:='2.5': expected an integer"),
+    ({"episodes": "0"}, "episodes:=0: must be >= 1"),
+    ({"seed": "x"}, "seed:='x'"),
+    ({"rate_hz": "fast"}, "rate_hz:='fast'"),
+    ({"rate_hz": "-5"}, "rate_hz:=-5"),
+    ({"mode": "turbo"}, "mode:='turbo'"),
+    ({"backend": "gpu"}, "backend:='gpu'"),
+    ({"record": "yes"}, "record:='yes'"),
+    ({"policy": "/nonexistent"}, "no policy bundle at /nonexistent"),
+    ({"env_id": "Walker2d-v5"}, "is a Hopper-v5 policy"),
+])
+def test_launch_arguments_are_checked_before_any_node_starts(changes, message):
+    """What the launch file's OpaqueFunction runs first: a bad argument is one line, and no node starts."""
+    from qpolicy_hw.errors import QpolicyError
+    from qpolicy_ros.loop_arguments import check_arguments
+
+    with pytest.raises(QpolicyError, match=re.escape(message)):
+        check_arguments(_launch_values(**changes))
+
+
+def test_valid_launch_arguments_are_typed():
+    from qpolicy_ros.loop_arguments import check_arguments
+
+    a = check_arguments(_launch_values(episodes="2", record="True", rate_hz="0"))
+    assert a["episodes"] == 2 and a["record"] is True and a["rate_hz"] == 0.0 and a["mode"] == "lockstep"
+    assert Path(a["policy"]).is_absolute() and (Path(a["policy"]) / "bundle.json").exists()

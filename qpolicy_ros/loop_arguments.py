@@ -1,0 +1,66 @@
+"""The closed loop's launch arguments, and their check before any node starts (no launch import, tested here).
+
+``ros2 launch qpolicy policy_fpga.launch.py episodes:=2.5`` must fail in one line and start nothing:
+:func:`check_arguments` turns the launch's strings into typed parameters, or raises
+:class:`QpolicyError` naming the argument, and refuses a bundle that cannot drive its environment.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from qpolicy_hw.errors import QpolicyError
+from qpolicy_hw.runtime import BACKENDS
+from qpolicy_ros.bridge_loop import MODES
+
+ARGUMENTS: dict[str, tuple[str | None, str]] = {
+    "backend": ("auto", " | ".join(BACKENDS)),
+    "policy": (None, "policy bundle directory"),
+    "env_id": (None, "environment (empty: the bundle's task)"),
+    "mode": (None, "lockstep (deterministic) | realtime (timer at rate_hz)"),
+    "rate_hz": (None, "control rate of the realtime loop (0: the task's, 1 / env.dt)"),
+    "episodes": (None, "episodes before the bridge stops"),
+    "seed": (None, "episode i resets with seed + i"),
+    "record": ("false", "also record the loop to a rosbag2 (MCAP) bag at bag_path"),
+    "bag_path": ("qpolicy_bag", "where the bag goes when record:=true"),
+}
+"""name -> (default, or None for the parameter file's value; description)."""
+
+
+def _integer(name: str, text: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise QpolicyError(f"{name}:={text!r}: expected an integer") from None
+    if value < minimum:
+        raise QpolicyError(f"{name}:={value}: must be >= {minimum}")
+    return value
+
+
+def check_arguments(raw: dict[str, str]) -> dict[str, Any]:
+    """Typed, checked arguments from the launch's strings; the task check runs here too."""
+    from qpolicy_ros.task import find_policy, resolve_task
+
+    values: dict[str, Any] = {}
+    if raw["backend"] not in BACKENDS:
+        raise QpolicyError(f"backend:={raw['backend']!r}: choose one of {', '.join(BACKENDS)}")
+    values["backend"] = raw["backend"]
+    if raw["mode"] not in MODES:
+        raise QpolicyError(f"mode:={raw['mode']!r}: choose lockstep or realtime")
+    values["mode"] = raw["mode"]
+    values["episodes"] = _integer("episodes", raw["episodes"], 1)
+    values["seed"] = _integer("seed", raw["seed"], 0)
+    try:
+        values["rate_hz"] = float(raw["rate_hz"])
+    except ValueError:
+        raise QpolicyError(f"rate_hz:={raw['rate_hz']!r}: expected a number") from None
+    if not values["rate_hz"] >= 0 or values["rate_hz"] == float("inf"):
+        raise QpolicyError(f"rate_hz:={raw['rate_hz']}: must be 0 (the task's rate) or a positive rate")
+    record = raw["record"].strip().lower()
+    if record not in ("true", "false"):
+        raise QpolicyError(f"record:={raw['record']!r}: expected true or false")
+    values["record"] = record == "true"
+    values["bag_path"] = raw["bag_path"]
+    values["policy"] = str(find_policy(raw["policy"]).resolve())
+    values["env_id"] = raw["env_id"]
+    resolve_task(values["policy"], values["env_id"], values["rate_hz"])   # the bundle fits its environment
+    return values
