@@ -376,3 +376,29 @@ def test_demo_takes_the_users_domain_id(monkeypatch):
     assert 1 <= int(ros_env()["ROS_DOMAIN_ID"]) <= 100
     with pytest.raises(QpolicyError, match="domain id 300"):
         ros_env(300)
+
+
+@pytest.mark.parametrize("env_id", ["Hopper-v5", "Walker2d-v5", "HalfCheetah-v5", "Ant-v5", "Humanoid-v5"])
+def test_a_tiny_training_run_of_every_task_serves_over_dds_as_offline(tmp_path, env_id):
+    """Train (a few hundred steps), export, and close the loop over DDS at the task's own rate and sizes:
+    one lockstep episode whose every action equals the offline rollout of the exported bundle."""
+    from qpolicy_train.args import Args
+    from qpolicy_train.export import export_checkpoint
+    from qpolicy_train.training import train
+
+    run = tmp_path / "run"
+    train(Args.from_dict(dict(env_id=env_id, seed=5, total_timesteps=400, learning_starts=50, batch_size=32,
+                              input_bits=4, core_bits=2, output_bits=8, width=16, critic_width=32,
+                              log_std_width=16, eval_every=10**9, eval_episodes=1, checkpoint_every=10**9,
+                              out_dir=str(run), progress=False, export_bundle=False)))
+    bundle = export_checkpoint(run / "actor.pt", tmp_path / "bundle")
+    report = run_loop(bundle, backend="int", mode="lockstep", episodes=1, seed=3, out_dir=tmp_path / "loop",
+                      timeout_s=300, domain_id=_domain())
+    offline = []
+    returns = rollout(make_policy(bundle, "int"), env_id, 1, seed=3,
+                      on_step=lambda obs, x, a: offline.append(a.tolist()))
+    from qpolicy_ros.task import resolve_task
+
+    assert report["env_id"] == env_id and report["missing_commands"] == 0
+    assert report["rate_hz"] == resolve_task(bundle)[1]          # 1 / env.dt of that task
+    assert report["actions"] == offline and report["returns"] == returns
