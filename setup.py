@@ -1,10 +1,21 @@
 """ament_python build of the qpolicy package: the three Python packages, the console scripts,
 launch/ and config/. ``colcon build`` (from ros2_ws/) and ``pip install -e .`` both use it."""
+import os
 from glob import glob
 
 from setuptools import find_packages, setup
 
 PACKAGE = "qpolicy"
+
+
+def shipped_policies() -> list[tuple[str, list[str]]]:
+    """Every file of the shipped policies, installed under share/qpolicy/policies/ with the same layout, so
+    the launch files' default policy resolves in an installed workspace from any directory."""
+    groups: dict[str, list[str]] = {}
+    for root, _dirs, files in os.walk("policies"):
+        for name in sorted(files):
+            groups.setdefault(f"share/{PACKAGE}/{root}", []).append(os.path.join(root, name))
+    return sorted(groups.items())
 
 setup(
     name=PACKAGE,
@@ -17,6 +28,7 @@ setup(
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
         (f"share/{PACKAGE}/config/train", glob("config/train/*.yaml")),
+        *shipped_policies(),
     ],
     install_requires=["setuptools"],
     zip_safe=False,

@@ -16,11 +16,22 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 def find_policy(policy: str | Path) -> Path:
     """A bundle path as given, else (for a relative one such as the parameter file's default) under this
-    package's directory, so the default policy resolves from any working directory."""
+    package's checkout, else under the installed package's share/qpolicy/ (colcon installs the shipped
+    policies there), so the default policy resolves from any working directory."""
     path = Path(policy)
-    if not path.is_absolute() and not path.exists() and (PACKAGE_ROOT / path).exists():
+    if path.is_absolute() or path.exists():
+        return path
+    if (PACKAGE_ROOT / path).exists():
         return PACKAGE_ROOT / path
-    return path
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+    except ImportError:
+        return path
+    try:
+        share = Path(get_package_share_directory("qpolicy"))
+    except PackageNotFoundError:
+        return path
+    return share / path if (share / path).exists() else path
 
 
 def control_rate_hz(env) -> float:

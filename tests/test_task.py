@@ -2,6 +2,7 @@
 refusal in one line when a bundle does not fit the environment. No DDS here."""
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -86,3 +87,18 @@ def test_valid_launch_arguments_are_typed():
     a = check_arguments(_launch_values(episodes="2", record="True", rate_hz="0"))
     assert a["episodes"] == 2 and a["record"] is True and a["rate_hz"] == 0.0 and a["mode"] == "lockstep"
     assert Path(a["policy"]).is_absolute() and (Path(a["policy"]) / "bundle.json").exists()
+
+
+def test_the_shipped_policies_are_installed_with_the_package():
+    """setup.py's data_files put every file of every shipped policy under share/qpolicy/policies/."""
+    code = ("import json, runpy, setuptools; setuptools.setup = lambda **kw: print(json.dumps(kw['data_files'])); "
+            "runpy.run_path('setup.py')")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    installed = {f for _, files in json.loads(out.stdout) for f in files}
+    shipped = {str(p.relative_to(ROOT)) for p in (ROOT / "policies").rglob("*") if p.is_file()}
+    assert shipped and shipped <= installed
+    assert {"policies/hopper/selected/bundle.json", "policies/walker2d/selected/arrays.npz"} <= installed
+    for dest, files in json.loads(out.stdout):
+        for f in files:
+            if f.startswith("policies/"):
+                assert dest == f"share/qpolicy/{Path(f).parent}"    # the same layout under share/
