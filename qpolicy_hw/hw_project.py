@@ -204,6 +204,9 @@ def build_hw(bundle_path: str | Path, target: str, out_dir: str | Path, n_random
         mismatches += exact["hls4ml_vs_int"]["mismatches"]
     except QpolicyError as exc:
         exact["hls4ml_vs_int"] = {"skipped": str(exc)}
+    from qpolicy_hw.host_c import write_host_library
+
+    write_host_library(bundle, out, latency)   # the host steps in C, for a part without a Python CPU
     (out / "build_ooc.tcl").write_text(OOC_TCL.format(top=TOP, part=tgt.part, clock_mhz=tgt.clock_mhz))
     (out / "constraints.xdc").write_text(XDC.format(clock_mhz=tgt.clock_mhz, period=1000.0 / tgt.clock_mhz))
     report = {
@@ -233,6 +236,8 @@ def build_hw(bundle_path: str | Path, target: str, out_dir: str | Path, n_random
         f"{res['LUT_upper_bound']} LUT), FF {res['FF']}, CARRY4 {res['CARRY4']}, DSP {res['DSP']}, BRAM {res['BRAM']}\n"
         + "".join(f"{name}: " + (f"{r['mismatches']} mismatching codes over {r['n']} input vectors\n" if "n" in r
                                  else f"skipped ({r['skipped']})\n") for name, r in exact.items())
+        + "host steps in C (normalize, quantize, decode; bit-exact with the int reference under IEEE "
+          "arithmetic): host/qpolicy_host.h, host/qpolicy_host.c, host/qpolicy_core_regs.h\n"
         + "timing and power: not run (needs Vivado: vivado -mode batch -source build_ooc.tcl)\n"
         + ("overlay: vivado -mode batch -source build_overlay.tcl -> overlay/qpolicy.bit + .hwh; "
            "driver: qpolicy_hw.axi.PolicyCoreDriver; C header: qpolicy_core_regs.h\n" if target == "pynq-z2" else ""))
