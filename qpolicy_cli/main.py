@@ -289,7 +289,8 @@ def cmd_demo(argv: list[str]) -> int:
         "DDS on localhost with a private domain id (the same nodes and parameters as "
         "`ros2 launch qpolicy hopper_fpga.launch.py`)."))
     p.add_argument("--policy", help="bundle directory (default: policies/hopper/selected)")
-    p.add_argument("--backend", default="auto", choices=["auto", "pynq", "rtl", "int", "float"])
+    p.add_argument("--backend", default="auto", choices=["auto", "pynq", "rtl", "int", "float", "remote"])
+    p.add_argument("--remote", default="", metavar="HOST:PORT", help="backend remote: the board agent's address")
     p.add_argument("--mode", default="lockstep", choices=["lockstep", "realtime"])
     p.add_argument("--episodes", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
@@ -308,7 +309,44 @@ def cmd_demo(argv: list[str]) -> int:
     from qpolicy_ros.demo import demo
 
     return demo(a.policy, a.backend, a.mode, a.episodes, a.seed, a.out, a.json, a.record, a.env_id, a.rate_hz,
-                a.domain_id)
+                a.domain_id, a.remote)
+
+
+def cmd_agent(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="qpolicy agent", description=(
+        "Serve a bundle's FPGA core over the network (on the board; numpy and pynq only). Hosts use it with "
+        "the remote backend: qpolicy demo --backend remote --remote HOST:PORT."))
+    p.add_argument("bundle")
+    p.add_argument("--listen", default="127.0.0.1:7450", metavar="HOST:PORT",
+                   help="where to listen (default 127.0.0.1:7450; 0.0.0.0:7450 to accept the robot's computer)")
+    p.add_argument("--mmio", default="board", choices=["board", "sim"],
+                   help="board: the overlay through pynq; sim: the Verilated AXI-Lite slave (no board needed)")
+    p.add_argument("--done-timeout-s", type=float, default=0.002, help="an inference without DONE is a fault")
+    a = p.parse_args(argv)
+    from qpolicy_hw.agent import Agent, driver_infer, parse_address
+    from qpolicy_hw.axi import PolicyCoreDriver
+    from qpolicy_hw.bundle import load_bundle
+
+    parse_address(a.listen, listening=True)
+    bundle = load_bundle(a.bundle)
+    if a.mmio == "sim":
+        from qpolicy_hw.axi import VerilatedMMIO, build_axi
+        from qpolicy_hw.cache import cache_dir
+        from qpolicy_hw.core_function import bundle_layers
+        from qpolicy_hw.fold import default_plan
+
+        sim_dir = cache_dir("agent") / bundle.digest[:16]
+        if not (sim_dir / "src" / "qpolicy_axi.v").exists():
+            build_axi(bundle, sim_dir, plan=default_plan(bundle_layers(bundle)))
+        mmio = VerilatedMMIO(sim_dir)
+    else:
+        from qpolicy_hw.runtime.pynq_backend import open_overlay_mmio
+
+        mmio = open_overlay_mmio(bundle)
+    driver = PolicyCoreDriver(mmio, bundle.obs_dim, bundle.act_dim, bundle.bits["input"], bundle.bits["output"],
+                              digest=bundle.digest, done_timeout_s=a.done_timeout_s)
+    Agent(bundle, driver_infer(driver), log=lambda m: print(m, flush=True)).serve_forever(a.listen)
+    return 0
 
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
@@ -322,6 +360,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "ship": cmd_ship,
     "hw": cmd_hw,
     "demo": cmd_demo,
+    "agent": cmd_agent,
 }
 
 
@@ -347,7 +386,8 @@ def _main(argv: list[str]) -> int:
               "  plot     reward-vs-bit-width and noise-robustness figures\n"
               "  hw       hardware project of a bundle (RTL core, simulation, Yosys count, Vivado TCL)\n"
               "  ship     package a training run as a shipped policy (bundle, training log, evaluation)\n"
-              "  demo     run the Hopper closed loop (main job)\n\n"
+              "  demo     run the Hopper closed loop (main job)\n"
+              "  agent    serve a bundle's FPGA core over the network (on the board; the remote backend's peer)\n\n"
               "  --debug  (any command) show the traceback of an unexpected error\n")
         return 0 if argv else EXIT_USAGE
     name, rest = argv[0], argv[1:]

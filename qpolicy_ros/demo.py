@@ -47,7 +47,7 @@ def node_command(module: str, node_name: str, params: dict[str, Any], out_dir: P
 def run_loop(policy: str | Path, backend: str = "auto", mode: str = "lockstep", episodes: int = 3, seed: int = 0,
              rate_hz: float = 0.0, out_dir: str | Path = "demo_out", timeout_s: float = 900.0,
              domain_id: int | None = None, extra_bridge: dict | None = None, record: str | None = None,
-             env_id: str = "") -> dict:
+             env_id: str = "", remote: str = "") -> dict:
     """Run both nodes to completion; returns the bridge's report plus the server's log lines.
 
     ``env_id`` and ``rate_hz`` default to the bundle's task and its control rate (``task.resolve_task``,
@@ -63,7 +63,8 @@ def run_loop(policy: str | Path, backend: str = "auto", mode: str = "lockstep", 
     server_log = open(out / "policy_server.log", "w")
     bridge_log = open(out / "mujoco_bridge.log", "w")
     server = subprocess.Popen(node_command("qpolicy_ros.policy_server", "policy_server",
-                                           {"policy": str(Path(policy).resolve()), "backend": backend}, out),
+                                           {"policy": str(Path(policy).resolve()), "backend": backend,
+                                            "remote_address": remote}, out),
                               env=env, cwd=ROOT, stdout=server_log, stderr=subprocess.STDOUT)
     recorder = None
     if record:
@@ -153,7 +154,7 @@ def plot_report(report: dict, path: Path) -> Path:
 
 def demo(policy: str | None = None, backend: str = "auto", mode: str = "lockstep", episodes: int = 3,
          seed: int = 0, out_dir: str = "demo_out", as_json: bool = False, record: str | None = None,
-         env_id: str = "", rate_hz: float = 0.0, domain_id: int | None = None) -> int:
+         env_id: str = "", rate_hz: float = 0.0, domain_id: int | None = None, remote: str = "") -> int:
     from qpolicy_hw.bundle import load_bundle
     from qpolicy_ros.task import resolve_task
 
@@ -164,8 +165,10 @@ def demo(policy: str | None = None, backend: str = "auto", mode: str = "lockstep
     if episodes <= 0:
         raise QpolicyError(f"--episodes {episodes}: must be positive")
     ros_env(domain_id)   # a bad domain id fails here, before any node starts
+    if backend == "remote" and not remote:
+        raise QpolicyError("--backend remote needs --remote HOST:PORT (the board agent)")
     report = run_loop(policy_path, backend, mode, episodes, seed, rate_hz, out_dir, record=record, env_id=env_id,
-                      domain_id=domain_id)
+                      domain_id=domain_id, remote=remote)
     summary = {"returns": report["returns"], "mean_return": report["mean_return"],
                "latency_us": {k: report["latency_us"][k] for k in ("p50", "p99")},
                "late_commands": report["late_commands"], "missing_commands": report["missing_commands"],

@@ -36,6 +36,8 @@ class PolicyServer(Node):
                               "max_retries": int(p("fpga_max_retries", 3).value),
                               "mismatch_log": p("mismatch_log", "").value or None}
         self.fpga_timeout_s = float(p("fpga_timeout_s", 0.002).value)
+        self.remote_address = p("remote_address", "").value            # backend remote: the board agent
+        self.remote_timeout_s = float(p("remote_timeout_s", 0.005).value)
         if self.fpga_timeout_s <= 0 or self.guard_options["shadow_every"] < 0:
             raise QpolicyError("fpga_timeout_s must be positive and shadow_every >= 0")
         self.rejected = Counters()
@@ -53,7 +55,8 @@ class PolicyServer(Node):
     def _make(self, backend: str) -> GuardedPolicy:
         """The policy for ``backend``, guarded by the int reference; ``auto`` (see ``runtime.BACKENDS``) falls
         back to ``int`` loudly."""
-        policy = make_policy(self.bundle_path, backend)
+        policy = make_policy(self.bundle_path, backend, address=self.remote_address or None,
+                             timeout_s=self.remote_timeout_s)
         if getattr(policy, "fallback_reason", None):
             self.fallbacks += 1
             self.get_logger().warning(f"no FPGA backend ({policy.fallback_reason}); serving the bit-exact int fallback")

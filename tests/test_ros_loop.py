@@ -402,3 +402,56 @@ def test_a_tiny_training_run_of_every_task_serves_over_dds_as_offline(tmp_path, 
     assert report["env_id"] == env_id and report["missing_commands"] == 0
     assert report["rate_hz"] == resolve_task(bundle)[1]          # 1 / env.dt of that task
     assert report["actions"] == offline and report["returns"] == returns
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(shutil.which("verilator") is None, reason="verilator is not installed")
+def test_board_agent_over_loopback_serves_the_offline_rollout_and_a_killed_agent_falls_back(bundle_factory,
+                                                                                           tmp_path):
+    """`qpolicy agent --mmio sim` (the Verilated AXI slave) + the remote backend in lockstep: the offline
+    returns exactly; then the agent is killed mid-run and every later observation is answered from int."""
+    import threading
+
+    bundle = bundle_factory()
+    env = {**ros_env(_domain()), "QPOLICY_CACHE": str(tmp_path / "cache")}
+    address = f"127.0.0.1:{_free_port()}"
+    agent_log = tmp_path / "agent.log"
+    agent = subprocess.Popen([sys.executable, "-m", "qpolicy_cli.main", "agent", str(bundle), "--listen", address,
+                              "--mmio", "sim"], env=env, cwd=ROOT, stdout=open(agent_log, "w"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 180                       # the first start Verilates the core
+        while "serving bundle" not in agent_log.read_text() and time.time() < deadline and agent.poll() is None:
+            time.sleep(0.2)
+        assert "serving bundle" in agent_log.read_text(), agent_log.read_text()
+        offline = []
+        returns = rollout(make_policy(bundle, "int"), "Hopper-v5", 3, seed=11,
+                          on_step=lambda obs, x, a: offline.append(a.tolist()))
+        report = run_loop(bundle, backend="remote", mode="lockstep", episodes=3, seed=11, out_dir=tmp_path / "a",
+                          timeout_s=300, domain_id=int(env["ROS_DOMAIN_ID"]),
+                          remote=address)
+        assert report["backend"] == "remote" and report["missing_commands"] == 0
+        assert report["actions"] == offline and report["returns"] == returns
+
+        def kill_after_first_episode():
+            log = tmp_path / "b" / "mujoco_bridge.log"
+            end = time.time() + 120
+            while time.time() < end and not (log.exists() and "episode 0:" in log.read_text()):
+                time.sleep(0.01)
+            agent.kill()
+        killer = threading.Thread(target=kill_after_first_episode, daemon=True)
+        killer.start()
+        report = run_loop(bundle, backend="remote", mode="lockstep", episodes=3, seed=11, out_dir=tmp_path / "b",
+                          timeout_s=300, domain_id=int(env["ROS_DOMAIN_ID"]), remote=address)
+        killer.join(timeout=5)
+    finally:
+        _stop(agent)
+    assert agent.returncode is not None
+    assert report["missing_commands"] == 0 and report["actions"] == offline and report["returns"] == returns
+    assert int(report["server_diagnostics"]["faults"]) >= 1

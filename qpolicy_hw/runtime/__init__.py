@@ -13,8 +13,9 @@ from types import ModuleType
 from qpolicy_hw.bundle import Bundle, load_bundle
 from qpolicy_hw.errors import BackendUnavailable, QpolicyError
 
-BACKENDS = ("auto", "int", "float", "rtl", "pynq")
-"""``auto``: ``pynq`` where an overlay answers, else ``int`` (``float`` for a float bundle)."""
+BACKENDS = ("auto", "int", "float", "rtl", "pynq", "remote")
+"""``auto``: ``pynq`` where an overlay answers, else ``int`` (``float`` for a float bundle). ``remote``: a board
+agent's core over the network (``address="HOST:PORT"``)."""
 FLOAT_REFERENCE = "qpolicy_train.float_reference"
 """Where the float reference lives: with training (it needs torch, Brevitas and the actor's definition).
 It is imported by name only when the ``float`` backend or a float rung is asked for, so nothing here
@@ -29,8 +30,10 @@ def float_reference() -> ModuleType:
         raise BackendUnavailable(f"the float reference needs the training stack (torch, brevitas): {exc}") from None
 
 
-def make_policy(bundle: Bundle | str | Path, backend: str = "int"):
-    """A policy serving ``bundle`` through ``backend`` (see :data:`BACKENDS`)."""
+def make_policy(bundle: Bundle | str | Path, backend: str = "int", address: str | None = None,
+                timeout_s: float | None = None):
+    """A policy serving ``bundle`` through ``backend`` (see :data:`BACKENDS`); ``address`` and ``timeout_s``
+    are the ``remote`` backend's agent and answer deadline."""
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)
     if backend not in BACKENDS:
@@ -59,5 +62,11 @@ def make_policy(bundle: Bundle | str | Path, backend: str = "int"):
     if backend == "rtl":
         from qpolicy_hw.runtime.rtl_backend import RTLPolicy
         return RTLPolicy(bundle)
+    if backend == "remote":
+        from qpolicy_hw.runtime.remote_backend import DEFAULT_TIMEOUT_S, RemotePolicy
+
+        if not address:
+            raise QpolicyError("the remote backend needs the agent's address (HOST:PORT)")
+        return RemotePolicy(bundle, address, timeout_s or DEFAULT_TIMEOUT_S)
     from qpolicy_hw.runtime.pynq_backend import PynqPolicy
     return PynqPolicy(bundle)
