@@ -27,8 +27,9 @@ def input_precision(bundle: Bundle) -> str:
     return f"fixed<{bits},{bits - frac},RND_CONV,SAT>"
 
 
-def build_hls(bundle: Bundle, out_dir: str | Path, backend: str = "Vitis"):
-    """Write and compile (g++) the hls4ml project; returns the hls4ml model."""
+def build_hls(bundle: Bundle, out_dir: str | Path, backend: str = "Vitis", part: str = "xc7a15tfgg484-1",
+              clock_mhz: float = 100.0):
+    """Write and compile (g++) the hls4ml project for ``part`` at ``clock_mhz``; returns the hls4ml model."""
     import hls4ml
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.transformation.channels_last import ConvertToChannelsLastAndClean
@@ -43,7 +44,8 @@ def build_hls(bundle: Bundle, out_dir: str | Path, backend: str = "Vitis"):
                                                         default_precision="fixed<32,16>")
     config["LayerName"]["global_in"]["Precision"] = input_precision(bundle)
     hls_model = hls4ml.converters.convert_from_onnx_model(model, output_dir=str(out_dir), io_type="io_parallel",
-                                                          backend=backend, hls_config=config)
+                                                          backend=backend, hls_config=config, part=part,
+                                                          clock_period=1000.0 / clock_mhz)
     hls_model.compile()
     return hls_model
 

@@ -246,7 +246,18 @@ def build_rtl(bundle: Bundle, out_dir: str | Path, latency_cutoff: float = DEFAU
     (out / "src" / f"{TOP}.v").write_text(wrapper_verilog(info["n_in"], info["in_bits"], info["n_out"],
                                                          info["out_bits"], info["latency"]))
     (out / "qpolicy_rtl.json").write_text(json.dumps(info, indent=2))
+    for leftover in DA4ML_LEFTOVERS:   # da4ml's own project files target another part and clock: not ours
+        path = out / leftover
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
     return info
+
+
+DA4ML_LEFTOVERS = ("build_vivado_prj.tcl", "build_quartus_prj.tcl", f"src/{CORE}.xdc", f"src/{CORE}.sdc", "sim")
+"""What da4ml's writer adds beside the Verilog for its own flow (an xcvu13p at 5 ns, a Quartus project, a
+Python binder); ``qpolicy hw`` writes the target's own TCL and constraints instead."""
 
 
 def build_core(bundle: Bundle, out_dir: str | Path, plan: list[Fold] | None = None,

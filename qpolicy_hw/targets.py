@@ -14,6 +14,8 @@ class Target:
     dsps: int
     bram36: int
     description: str
+    board_part: str = ""
+    """Vivado's board part, for a board target (its presets: DDR, MIO, clocks)."""
 
     def holds(self, resources: dict, margin: float = 1.0) -> bool:
         """Whether a core with these Yosys counts fits ``margin`` of the part: LUT + INV cells (the upper
@@ -36,5 +38,6 @@ TARGETS = {
     "xc7a15t": Target("xc7a15t", "xc7a15tfgg484-1", 100.0, 10_400, 20_800, 45, 25,
                       "Artix-7 XC7A15T-FGG484-1 (the paper's part), out-of-context IP core"),
     "pynq-z2": Target("pynq-z2", "xc7z020clg400-1", 100.0, 53_200, 106_400, 220, 140,
-                      "Zynq-7000 XC7Z020 on the PYNQ-Z2 board, overlay behind AXI-Lite"),
+                      "Zynq-7000 XC7Z020 on the PYNQ-Z2 board, overlay behind AXI-Lite",
+                      board_part="tul.com.tw:pynq-z2:part0:1.0"),
 }

@@ -22,6 +22,7 @@ ARGUMENTS: dict[str, tuple[str | None, str]] = {
     "seed": (None, "episode i resets with seed + i"),
     "record": ("false", "also record the loop to a rosbag2 (MCAP) bag at bag_path"),
     "bag_path": ("qpolicy_bag", "where the bag goes when record:=true"),
+    "remote_address": (None, "backend remote: the board agent, HOST:PORT"),
 }
 """name -> (default, or None for the parameter file's value; description)."""
 
@@ -60,6 +61,11 @@ def check_arguments(raw: dict[str, str]) -> dict[str, Any]:
         raise QpolicyError(f"record:={raw['record']!r}: expected true or false")
     values["record"] = record == "true"
     values["bag_path"] = raw["bag_path"]
+    values["remote_address"] = raw["remote_address"]
+    if values["backend"] == "remote":
+        from qpolicy_hw.agent import parse_address
+
+        parse_address(values["remote_address"])   # a missing or malformed address fails here
     values["policy"] = str(find_policy(raw["policy"]).resolve())
     values["env_id"] = raw["env_id"]
     resolve_task(values["policy"], values["env_id"], values["rate_hz"])   # the bundle fits its environment

@@ -45,7 +45,8 @@ def _nodes(context):
         reason = f"qpolicy launch: error: {exc}"
         return [LogInfo(msg=reason), EmitEvent(event=Shutdown(reason=reason))]
     server = Node(package="qpolicy", executable="policy_server", name="policy_server", output="screen",
-                  parameters=[{**node_parameters("policy_server"), "policy": a["policy"], "backend": a["backend"]}])
+                  parameters=[{**node_parameters("policy_server"), "policy": a["policy"], "backend": a["backend"],
+                               "remote_address": a["remote_address"]}])
     bridge = Node(package="qpolicy", executable="mujoco_bridge", name="mujoco_bridge", output="screen",
                   parameters=[{**node_parameters("mujoco_bridge"), "policy": a["policy"], "env_id": a["env_id"],
                                "mode": a["mode"], "rate_hz": a["rate_hz"], "episodes": a["episodes"],

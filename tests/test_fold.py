@@ -117,6 +117,11 @@ def test_qpolicy_hw_folded_behind_axi_matches_int_and_reports_the_fold(bundle_fa
     assert report["exact"]["axi_driver_vs_int"]["mismatches"] == 0
     assert report["resources"]["DSP"] == 0 and report["logic_levels"] > 0
     assert report["fold"]["attempts"][0]["yosys"]["LUT"] == report["resources"]["LUT"]
+    overlay_tcl = (tmp_path / "hw" / "build_overlay.tcl").read_text()
+    assert "set board_part tul.com.tw:pynq-z2:part0:1.0" in overlay_tcl and "overlay/qpolicy.bit" in overlay_tcl
+    readme = (tmp_path / "hw" / "README.md").read_text()
+    assert "vivado -mode batch -source build_overlay.tcl" in readme and "qpolicy agent" in readme
+    assert "--backend remote --remote" in readme and "overlay/qpolicy.hwh" in readme
     bundle = load_bundle(path)
     mmio = VerilatedMMIO(tmp_path / "hw")
     try:

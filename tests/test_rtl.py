@@ -91,6 +91,13 @@ def test_hw_project_report_says_what_was_measured(bundle_factory, tmp_path):
     assert json.loads((tmp_path / "hw" / "report.json").read_text()) == report
     tcl = (tmp_path / "hw" / "build_ooc.tcl").read_text()
     assert "xc7a15tfgg484-1" in tcl and "report_timing_summary" in tcl and "out_of_context" in tcl
+    hw = tmp_path / "hw"       # only this target's files: none of da4ml's own project files (xcvu13p, Quartus)
+    assert not any((hw / f).exists() for f in ("build_vivado_prj.tcl", "build_quartus_prj.tcl", "sim",
+                                                "src/policy_core.xdc", "src/policy_core.sdc"))
+    readme = (hw / "README.md").read_text()    # the hand-off: what to run next, for this target
+    assert "vivado -mode batch -source build_ooc.tcl" in readme and "qpolicy_host.c" in readme
+    assert "Not run here" in readme and load_bundle(hw.parent / "bundle").digest in readme
+    assert (hw / "host" / "qpolicy_host.c").exists() and (hw / "host" / "qpolicy_core_regs.h").exists()
 
 
 @needs_verilator

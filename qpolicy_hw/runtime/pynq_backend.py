@@ -17,11 +17,15 @@ from qpolicy_hw.runtime.int_backend import IntegerPolicy
 
 OVERLAY_ENV = "QPOLICY_OVERLAY"
 """Path of the overlay's .bit (with its .hwh beside it); default: BUNDLE/overlay/qpolicy.bit."""
+OVERLAY_BIT = "overlay/qpolicy.bit"
+OVERLAY_HWH = "overlay/qpolicy.hwh"
+"""The one overlay location: ``qpolicy hw --target pynq-z2 --out DIR`` makes Vivado write DIR/overlay/, and the
+backend (and ``qpolicy agent``) look in BUNDLE/overlay/: copy DIR/overlay into the bundle on the board."""
 IP_NAME = "qpolicy_axi_0"
 
 
 def open_overlay_mmio(bundle: Bundle):
-    bitfile = Path(os.environ.get(OVERLAY_ENV, bundle.path / "overlay" / "qpolicy.bit"))
+    bitfile = Path(os.environ.get(OVERLAY_ENV) or bundle.path / OVERLAY_BIT)
     if not bitfile.exists():
         raise BackendUnavailable(f"no FPGA overlay at {bitfile} (set {OVERLAY_ENV} or build one for this bundle)")
     try:
