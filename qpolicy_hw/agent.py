@@ -117,8 +117,8 @@ class Agent:
                 text = f"{type(exc).__name__}: {exc}".encode()[:MAX_FAULT_TEXT]
                 conn.sendall(ANSWER_HEAD.pack(seq, CORE_FAULT, 0) + FAULT_TEXT.pack(len(text)) + text)
                 continue
+            self.served += 1      # before the answer: a host that counts answers never sees a stale count
             conn.sendall(self.answer.pack(seq, CORE_OK, int(cycles or 0) & 0xFFFFFFFF, *map(int, out)))
-            self.served += 1
 
 
 def driver_infer(driver) -> Callable[[np.ndarray], tuple[np.ndarray, int]]:

@@ -4,13 +4,12 @@ The rclpy nodes only move messages; everything decided here is tested without a 
 """
 from __future__ import annotations
 
-import math
-from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from qpolicy_hw.errors import ObservationError
+from qpolicy_hw.latency import LatencyStats  # noqa: F401  (the nodes import it from here)
 
 KEY_PREFIX = "step:"
 
@@ -67,24 +66,6 @@ def serve(policy, values, stamp_age_s: float | None, stale_after_s: float,
     except Exception as exc:  # a bug must not stop the server: this one observation gets the safe action
         rejected.add("internal_error")
         return policy.bundle.safe_action, f"internal error {type(exc).__name__}: {str(exc)[:160]}"
-
-
-class LatencyStats:
-    """A bounded window of latencies (seconds) with percentiles in microseconds."""
-
-    def __init__(self, window: int = 10_000):
-        self.values: deque[float] = deque(maxlen=window)
-
-    def add(self, seconds: float) -> None:
-        if math.isfinite(seconds):
-            self.values.append(seconds)
-
-    def percentiles_us(self) -> dict[str, float | None]:
-        if not self.values:
-            return {"p50": None, "p90": None, "p99": None, "max": None, "n": 0}
-        a = np.asarray(self.values) * 1e6
-        return {"p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)),
-                "p99": float(np.percentile(a, 99)), "max": float(a.max()), "n": int(a.size)}
 
 
 def check_command(data, act_dim: int, low: np.ndarray, high: np.ndarray) -> np.ndarray:

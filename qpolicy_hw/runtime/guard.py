@@ -24,8 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from qpolicy_hw.errors import ObservationError
+from qpolicy_hw.latency import LatencyStats
 from qpolicy_hw.runtime.int_backend import IntegerPolicy
 
+SPLIT_WINDOW = 2000
+"""Latency samples kept per phase (a sliding window)."""
 MISMATCH_LINES_KEPT = 1000
 """At most this many mismatches are written to the log (they are all counted)."""
 
@@ -50,6 +53,9 @@ class GuardedPolicy:
         self.active = primary
         self.faults = self.retries = self.shadow_checks = self.mismatches = self.served_by_primary = 0
         self.last_fault: str | None = None
+        # where the time of one action goes: host_in (check, normalize, quantize), core (the backend's codes:
+        # MMIO, the simulator or the network), host_out (decode); int_act when int serves alone
+        self.split = {name: LatencyStats(window=SPLIT_WINDOW) for name in ("host_in", "core", "host_out", "int_act")}
         self._failed_at = 0.0
         self._mismatch_lines = 0
 
@@ -73,14 +79,24 @@ class GuardedPolicy:
         action), never a backend error."""
         if self.reference is None:
             return self._act_without_reference(obs)
-        q_in = self.reference.quantize(obs)                 # ObservationError propagates: bad input, not a fault
         self._maybe_retry()
-        if self.active is self.reference:
-            return self.reference.decode(self.reference.codes(q_in[None])[0])
+        if self.active is self.reference:                  # int: its one-call path (ObservationError propagates)
+            t0 = time.perf_counter()
+            action = self.reference.act(obs)
+            self.split["int_act"].add(time.perf_counter() - t0)
+            return action
+        t0 = time.perf_counter()
+        q_in = self.reference.quantize(obs)                 # ObservationError propagates: bad input, not a fault
+        t1 = time.perf_counter()
         try:
             if hasattr(self.active, "codes"):
                 q_out = np.asarray(self.active.codes(q_in[None]), dtype=np.int64)[0]
+                t2 = time.perf_counter()
                 action = self.reference.decode(q_out)       # CoreFault for a code outside the range
+                t3 = time.perf_counter()
+                self.split["host_in"].add(t1 - t0)
+                self.split["core"].add(t2 - t1)
+                self.split["host_out"].add(t3 - t2)
             else:                                          # float: no codes to compare, only faults
                 return np.asarray(self.active.act(obs), dtype=np.float64)
         except ObservationError:
@@ -146,6 +162,10 @@ class GuardedPolicy:
             self.mismatch_log = None
 
     def stats(self) -> dict:
-        return {"faults": self.faults, "last_fault": self.last_fault, "degraded": self.degraded,
-                "fpga_retries": self.retries, "shadow_checks": self.shadow_checks,
-                "shadow_mismatches": self.mismatches}
+        out = {"faults": self.faults, "last_fault": self.last_fault, "degraded": self.degraded,
+               "fpga_retries": self.retries, "shadow_checks": self.shadow_checks,
+               "shadow_mismatches": self.mismatches}
+        for name, stats in self.split.items():
+            if stats.values:
+                out[f"{name}_us_p50"] = stats.percentiles_us()["p50"]
+        return out

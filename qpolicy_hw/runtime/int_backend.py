@@ -71,6 +71,30 @@ class IntegerPolicy(ObservationHost):
         self._in_scale = bundle.input_scale
         self._out_lo, self._out_hi = self.layers[-1].out_range
         self._cols = np.arange(bundle.act_dim)
+        # the one-observation path (act): the same operations on the same values, fewer numpy calls. The
+        # core runs in float64 where every partial sum is an integer below 2^53 (exact, and BLAS-fast).
+        self._std = np.sqrt(self._var + self._eps)              # the reference divides by this same value
+        self._in_lo, self._in_hi = self.layers[0].in_range
+        exact_in_float = all(layer.acc_bits <= 53 for layer in self.layers)
+        dtype = np.float64 if exact_in_float else np.int64
+        self._fast = [self._fast_layer(layer, w, b, t, dtype)
+                      for layer, w, b, t in zip(self.layers, self._w, self._b, self._t, strict=True)]
+        self._fast_dtype = dtype
+
+    @staticmethod
+    def _fast_layer(layer: Layer, w: np.ndarray, b: np.ndarray, t: np.ndarray, dtype) -> tuple:
+        """One layer for :meth:`act`: weights, bias, and the thresholds as one sorted array. Channel c's
+        thresholds are shifted by ``c * 2^(acc_bits + 1)``, so one ``searchsorted`` of ``acc + shift`` counts,
+        for every channel at once, the thresholds at or below its accumulator (``acc >= T``), exactly
+        while the shifted values stay below 2^53; else the thresholds are compared directly."""
+        out, n_thr = t.shape
+        span = 2.0 ** (layer.acc_bits + 1)
+        if dtype is np.float64 and out * span < 2.0 ** 53:
+            shift = np.arange(out, dtype=np.float64) * span
+            flat = (t.astype(np.float64) + shift[:, None]).ravel()
+            base = np.arange(out, dtype=np.float64) * n_thr - layer.out_range[0]
+            return w.astype(dtype), b.astype(dtype) + shift, flat, base
+        return w.astype(dtype), b.astype(dtype), t.astype(dtype), dtype(layer.out_range[0])
 
     # --- host float step ---------------------------------------------------------------------
     def quantize(self, obs) -> np.ndarray:
@@ -110,6 +134,28 @@ class IntegerPolicy(ObservationHost):
         if q.size and (q.min() < self._out_lo or q.max() > self._out_hi):
             raise CoreFault(f"output codes {q.tolist()} outside [{self._out_lo}, {self._out_hi}]")
         return self._table[self._cols, q - self._out_lo]
+
+    def act(self, obs) -> np.ndarray:
+        """Observation -> action, for one observation: bit-identical to ``decode(codes(quantize(obs)))``
+        (``tests/test_integer_contract.py`` checks it), in about a third of the time."""
+        try:
+            x = np.asarray(obs, dtype=np.float64)
+            usable = x.shape == (self.obs_dim,) and np.isfinite(x).all()
+        except (TypeError, ValueError):
+            usable = False
+        if not usable:
+            x = self.check_observation(obs)       # raises ObservationError, saying why
+        z = (x - self._mean) / self._std
+        np.minimum(np.maximum(z, -self._clip, out=z), self._clip, out=z)   # clip (z is finite)
+        q = np.rint(z.astype(np.float32) / self._in_scale)
+        np.minimum(np.maximum(q, self._in_lo, out=q), self._in_hi, out=q)
+        q = q.astype(self._fast_dtype)
+        for w, b, t, base in self._fast:
+            if isinstance(base, np.ndarray):
+                q = np.searchsorted(t, w @ q + b, side="right") - base
+            else:
+                q = ((w @ q + b)[:, None] >= t).sum(axis=1) + base
+        return self._table[self._cols, q.astype(np.int64) - self._out_lo]
 
     def act_normalized(self, normalized: np.ndarray) -> np.ndarray:
         """Action for an already normalized observation (the noise-robustness evaluation adds noise there)."""
