@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from qpolicy_hw.bundle import load_bundle
+from qpolicy_hw.errors import ObservationError
 from qpolicy_hw.runtime.int_backend import IntegerPolicy, requantize, shift_requantize
 from qpolicy_train.float_reference import TIE_RATE_BOUND, float_vs_int
 from qpolicy_train.quant_actor import QuantSpec
@@ -106,3 +107,29 @@ def test_act_matches_table_of_codes(bundle_factory):
     lo = bundle.layers[-1].out_range[0]
     assert action.tolist() == [float(bundle.action_table[j, q - lo]) for j, q in enumerate(q_out)]
     assert np.all(np.abs(action) <= 1.0)
+
+
+@pytest.mark.parametrize("spec", [QuantSpec(6, 2, 8, 16, 2, "float"), QuantSpec(8, 8, 8, 32, 2, "float"),
+                                  QuantSpec(4, 3, 8, 64, 2, "po2"), QuantSpec(3, 2, 4, 16, 3, "float")],
+                         ids=lambda s: f"w{s.width}c{s.core_bits}i{s.input_bits}o{s.output_bits}{s.scale_mode}")
+def test_the_one_observation_act_path_equals_the_reference_path(bundle_factory, spec):
+    """act() (one call, searchsorted over shifted thresholds, a float64 core) == decode(codes(quantize()))."""
+    policy = IntegerPolicy(load_bundle(bundle_factory(spec)))
+    norm = policy.bundle.normalization
+    rng = np.random.default_rng(4)
+    scale = rng.choice([0.1, 1.0, 3.0, 50.0], size=(3000, 1))
+    obs = np.asarray(norm["mean"]) + rng.standard_normal((3000, policy.obs_dim)) * scale * np.sqrt(norm["var"])
+    from qpolicy_hw.host_float import check_observation, normalize_observation, quantize_input
+
+    # the contract's host functions, step by step (independent of the runtime's one-call paths)
+    mean, var = np.asarray(norm["mean"]), np.asarray(norm["var"])
+    codes = np.array([quantize_input(normalize_observation(check_observation(o, policy.obs_dim), mean,
+                                                           var, norm["clip"], norm["epsilon"]),
+                                     policy.bundle.input_scale, policy.bundle.bits["input"]) for o in obs])
+    assert np.array_equal(np.array([policy.quantize(o) for o in obs]), codes)
+    reference = np.array([policy.decode(q) for q in policy.codes(codes)])
+    assert np.array_equal(np.array([policy.act(o) for o in obs]), reference)
+    with pytest.raises(ObservationError, match="NaN or Inf"):
+        policy.act([np.nan] * policy.obs_dim)
+    with pytest.raises(ObservationError, match="shape"):
+        policy.act([0.0] * (policy.obs_dim + 1))

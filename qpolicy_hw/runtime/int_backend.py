@@ -98,8 +98,23 @@ class IntegerPolicy(ObservationHost):
 
     # --- host float step ---------------------------------------------------------------------
     def quantize(self, obs) -> np.ndarray:
-        """Observation -> validated input codes (the one float-to-int step)."""
-        return quantize_input(self.normalize(self.check_observation(obs)), self._in_scale, self._in_bits)
+        """Observation -> validated input codes (the one float-to-int step); the same operations as
+        ``quantize_input(normalize(check_observation(obs)))``, in fewer numpy calls."""
+        return self._input_codes(obs).astype(np.int64)
+
+    def _input_codes(self, obs) -> np.ndarray:
+        """One observation's input codes as floats (exact integers), or :class:`ObservationError`."""
+        try:
+            x = np.asarray(obs, dtype=np.float64)
+            usable = x.shape == (self.obs_dim,) and np.isfinite(x).all()
+        except (TypeError, ValueError):
+            usable = False
+        if not usable:
+            x = self.check_observation(obs)       # raises ObservationError, saying why
+        z = (x - self._mean) / self._std
+        np.minimum(np.maximum(z, -self._clip, out=z), self._clip, out=z)   # clip (z is finite)
+        q = np.rint(z.astype(np.float32) / self._in_scale)
+        return np.minimum(np.maximum(q, self._in_lo, out=q), self._in_hi, out=q)
 
     # --- the integer core ------------------------------------------------------------------
     def check_codes(self, q_in: np.ndarray) -> np.ndarray:
@@ -138,18 +153,7 @@ class IntegerPolicy(ObservationHost):
     def act(self, obs) -> np.ndarray:
         """Observation -> action, for one observation: bit-identical to ``decode(codes(quantize(obs)))``
         (``tests/test_integer_contract.py`` checks it), in about a third of the time."""
-        try:
-            x = np.asarray(obs, dtype=np.float64)
-            usable = x.shape == (self.obs_dim,) and np.isfinite(x).all()
-        except (TypeError, ValueError):
-            usable = False
-        if not usable:
-            x = self.check_observation(obs)       # raises ObservationError, saying why
-        z = (x - self._mean) / self._std
-        np.minimum(np.maximum(z, -self._clip, out=z), self._clip, out=z)   # clip (z is finite)
-        q = np.rint(z.astype(np.float32) / self._in_scale)
-        np.minimum(np.maximum(q, self._in_lo, out=q), self._in_hi, out=q)
-        q = q.astype(self._fast_dtype)
+        q = self._input_codes(obs).astype(self._fast_dtype)
         for w, b, t, base in self._fast:
             if isinstance(base, np.ndarray):
                 q = np.searchsorted(t, w @ q + b, side="right") - base
