@@ -312,6 +312,30 @@ def cmd_demo(argv: list[str]) -> int:
                 a.domain_id, a.remote)
 
 
+def cmd_render(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="qpolicy render", description=(
+        "Render one deterministic episode of a bundle off-screen (MuJoCo over EGL) to .mp4 or .gif."))
+    p.add_argument("bundle")
+    p.add_argument("--out", required=True, help="episode.mp4 or episode.gif")
+    p.add_argument("--backend", default="int", choices=["int", "float", "rtl"])
+    p.add_argument("--seed", type=int, default=0, help="the episode: the same as qpolicy eval --seed S --episodes 1")
+    p.add_argument("--width", type=int, default=480)
+    p.add_argument("--height", type=int, default=360)
+    p.add_argument("--every", type=int, default=1, help="keep every Nth frame (smaller GIFs)")
+    p.add_argument("--max-steps", type=int, default=1000)
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args(argv)
+    from qpolicy_train.render import render_episode
+
+    result = render_episode(a.bundle, a.out, a.backend, a.seed, a.width, a.height, a.every, None, a.max_steps)
+    if a.json:
+        _print_json(result)
+    else:
+        print(f"{result['env_id']} ({result['backend']}), seed {a.seed}: return {result['return']:.1f} in "
+              f"{result['steps']} steps; {result['frames']} frames at {result['fps']:.1f} fps -> {result['out']}")
+    return 0
+
+
 def cmd_agent(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="qpolicy agent", description=(
         "Serve a bundle's FPGA core over the network (on the board; numpy and pynq only). Hosts use it with "
@@ -361,6 +385,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "hw": cmd_hw,
     "demo": cmd_demo,
     "agent": cmd_agent,
+    "render": cmd_render,
 }
 
 
@@ -387,6 +412,7 @@ def _main(argv: list[str]) -> int:
               "  hw       hardware project of a bundle (RTL core, simulation, Yosys count, Vivado TCL)\n"
               "  ship     package a training run as a shipped policy (bundle, training log, evaluation)\n"
               "  demo     run the Hopper closed loop (main job)\n"
+              "  render   one episode of a bundle to .mp4 or .gif (off-screen)\n"
               "  agent    serve a bundle's FPGA core over the network (on the board; the remote backend's peer)\n\n"
               "  --debug  (any command) show the traceback of an unexpected error\n")
         return 0 if argv else EXIT_USAGE

@@ -13,6 +13,10 @@ need_apt=()
 for tool in verilator iverilog yosys; do
   command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
 done
+# off-screen MuJoCo rendering (qpolicy render) through Mesa's EGL, no GPU or display needed
+if ! ldconfig -p 2>/dev/null | grep -q "libEGL_mesa.so"; then
+  need_apt+=(libegl1 libegl-mesa0 libgl1-mesa-dri)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "bootstrap: installing ${need_apt[*]} (Debian packages)"

@@ -1,0 +1,66 @@
+"""``qpolicy render``: one deterministic episode of a bundle, rendered off-screen to a video or a GIF.
+
+MuJoCo renders through EGL (``MUJOCO_GL=egl``; Mesa's software EGL works without a GPU or a display, the
+bootstrap installs it) and imageio writes the file: ``.mp4`` through the PyPI ffmpeg binary
+(imageio-ffmpeg), ``.gif`` through Pillow. The episode is the one ``qpolicy eval --seed S --episodes 1``
+scores: the same policy call on the same observations, so the return printed is that evaluation's.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from qpolicy_hw.errors import QpolicyError
+
+
+def render_episode(bundle_path: str | Path, out: str | Path, backend: str = "int", seed: int = 0,
+                   width: int = 480, height: int = 360, every: int = 1, fps: float | None = None,
+                   max_steps: int = 1000) -> dict:
+    """Render episode ``seed`` of ``bundle_path`` to ``out`` (.mp4 or .gif); returns its return and frames."""
+    out = Path(out)
+    if out.suffix.lower() not in (".mp4", ".gif"):
+        raise QpolicyError(f"{out}: choose a .mp4 or a .gif file")
+    if width <= 0 or height <= 0 or every <= 0 or max_steps <= 0:
+        raise QpolicyError("width, height, --every and --max-steps must be positive")
+    os.environ.setdefault("MUJOCO_GL", "egl")            # before mujoco is imported: off-screen, no display
+    import gymnasium as gym
+    import imageio.v2 as imageio
+
+    from qpolicy_hw.runtime import make_policy
+
+    policy = make_policy(bundle_path, backend)
+    env = gym.make(policy.bundle.env_id, render_mode="rgb_array", width=width, height=height)
+    fps = fps or 1.0 / (env.unwrapped.dt * every)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        writer = (imageio.get_writer(out, fps=fps, codec="libx264", quality=7, macro_block_size=8)
+                  if out.suffix.lower() == ".mp4" else imageio.get_writer(out, mode="I", duration=1000.0 / fps, loop=0))
+    except Exception as exc:
+        env.close()
+        raise QpolicyError(f"cannot write {out}: {exc}") from None
+    total, frames, steps = 0.0, 0, 0
+    try:
+        obs, _ = env.reset(seed=seed)
+        done = False
+        while not done and steps < max_steps:
+            if steps % every == 0:
+                frame = env.render()
+                if frame is None:
+                    raise QpolicyError("MuJoCo rendered nothing: off-screen rendering needs EGL "
+                                       "(apt-get install -y libegl1 libgl1-mesa-dri) or MUJOCO_GL=osmesa")
+                writer.append_data(np.asarray(frame))
+                frames += 1
+            obs, reward, terminated, truncated, _ = env.step(policy.act(obs))
+            total += float(reward)
+            steps += 1
+            done = terminated or truncated
+    except (AttributeError, RuntimeError) as exc:   # no GL context: MuJoCo's renderer fails on its first call
+        raise QpolicyError(f"off-screen rendering failed ({type(exc).__name__}: {exc}); install EGL "
+                           "(apt-get install -y libegl1 libgl1-mesa-dri) or set MUJOCO_GL=osmesa") from None
+    finally:
+        writer.close()
+        env.close()
+    return {"bundle": str(bundle_path), "env_id": policy.bundle.env_id, "backend": policy.backend, "seed": seed,
+            "return": total, "steps": steps, "frames": frames, "fps": fps, "out": str(out)}
