@@ -291,6 +291,7 @@ def cmd_demo(argv: list[str]) -> int:
     p.add_argument("--policy", help="bundle directory (default: policies/hopper/selected)")
     p.add_argument("--backend", default="auto", choices=["auto", "pynq", "rtl", "int", "float", "remote"])
     p.add_argument("--remote", default="", metavar="HOST:PORT", help="backend remote: the board agent's address")
+    p.add_argument("--video", metavar="FILE", help="also record the run as .mp4 or .gif (every 4th step, off-screen)")
     p.add_argument("--mode", default="lockstep", choices=["lockstep", "realtime"])
     p.add_argument("--episodes", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
@@ -309,7 +310,7 @@ def cmd_demo(argv: list[str]) -> int:
     from qpolicy_ros.demo import demo
 
     return demo(a.policy, a.backend, a.mode, a.episodes, a.seed, a.out, a.json, a.record, a.env_id, a.rate_hz,
-                a.domain_id, a.remote)
+                a.domain_id, a.remote, a.video)
 
 
 def cmd_render(argv: list[str]) -> int:

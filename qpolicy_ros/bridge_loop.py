@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,7 +43,8 @@ class BridgeLoop:
 
     def __init__(self, env, mode: str = "lockstep", episodes: int = 3, seed: int = 0, max_steps: int = 0,
                  command_timeout_s: float = 0.1, lockstep_timeout_s: float = 5.0,
-                 republish_after_s: float = 0.5, record_actions: int = 10_000):
+                 republish_after_s: float = 0.5, record_actions: int = 10_000,
+                 after_step: Callable[[int], None] | None = None):
         if mode not in MODES:
             raise QpolicyError(f"mode={mode!r}: choose lockstep or realtime")
         for name, value in (("episodes", episodes), ("command_timeout_s", command_timeout_s),
@@ -54,6 +56,7 @@ class BridgeLoop:
         self.env, self.mode, self.episodes, self.seed, self.max_steps = env, mode, episodes, seed, max_steps
         self.command_timeout_s, self.lockstep_timeout_s = command_timeout_s, lockstep_timeout_s
         self.republish_after_s, self.record_actions = republish_after_s, record_actions
+        self.after_step = after_step or (lambda steps: None)   # e.g. a video frame of the new state
         self.low, self.high = env.action_space.low, env.action_space.high
         self.safe_action = (self.low + self.high) / 2.0
         self.act_dim = self.low.shape[0]
@@ -81,6 +84,7 @@ class BridgeLoop:
     # --- the node's events ----------------------------------------------------------------
     def start(self, now: float) -> Outgoing:
         self.obs, _ = self.env.reset(seed=self.seed)
+        self.after_step(self.steps)
         return self._send(now)
 
     def on_command(self, label: str, data, now: float) -> Outgoing | None:
@@ -167,6 +171,7 @@ class BridgeLoop:
         self.episode_return += float(reward)
         self.step_in_episode += 1
         self.steps += 1
+        self.after_step(self.steps)
         if self.max_steps and self.steps >= self.max_steps:
             self.done = True
             return None

@@ -47,7 +47,7 @@ def node_command(module: str, node_name: str, params: dict[str, Any], out_dir: P
 def run_loop(policy: str | Path, backend: str = "auto", mode: str = "lockstep", episodes: int = 3, seed: int = 0,
              rate_hz: float = 0.0, out_dir: str | Path = "demo_out", timeout_s: float = 900.0,
              domain_id: int | None = None, extra_bridge: dict | None = None, record: str | None = None,
-             env_id: str = "", remote: str = "") -> dict:
+             env_id: str = "", remote: str = "", video: str | None = None) -> dict:
     """Run both nodes to completion; returns the bridge's report plus the server's log lines.
 
     ``env_id`` and ``rate_hz`` default to the bundle's task and its control rate (``task.resolve_task``,
@@ -77,6 +77,8 @@ def run_loop(policy: str | Path, backend: str = "auto", mode: str = "lockstep", 
                      "report_path": str(report_path.resolve())}
     if record:
         bridge_params["min_observation_subscribers"] = 2
+    if video:
+        bridge_params["video_path"] = str(Path(video).resolve())
     bridge_params.update(extra_bridge or {})
     bridge = subprocess.Popen(node_command("qpolicy_ros.mujoco_bridge", "mujoco_bridge", bridge_params, out),
                               env=env, cwd=ROOT, stdout=bridge_log, stderr=subprocess.STDOUT)
@@ -154,7 +156,8 @@ def plot_report(report: dict, path: Path) -> Path:
 
 def demo(policy: str | None = None, backend: str = "auto", mode: str = "lockstep", episodes: int = 3,
          seed: int = 0, out_dir: str = "demo_out", as_json: bool = False, record: str | None = None,
-         env_id: str = "", rate_hz: float = 0.0, domain_id: int | None = None, remote: str = "") -> int:
+         env_id: str = "", rate_hz: float = 0.0, domain_id: int | None = None, remote: str = "",
+         video: str | None = None) -> int:
     from qpolicy_hw.bundle import load_bundle
     from qpolicy_ros.task import resolve_task
 
@@ -165,16 +168,18 @@ def demo(policy: str | None = None, backend: str = "auto", mode: str = "lockstep
     if episodes <= 0:
         raise QpolicyError(f"--episodes {episodes}: must be positive")
     ros_env(domain_id)   # a bad domain id fails here, before any node starts
+    if video and Path(video).suffix.lower() not in (".mp4", ".gif"):
+        raise QpolicyError(f"--video {video}: choose a .mp4 or a .gif file")
     if backend == "remote" and not remote:
         raise QpolicyError("--backend remote needs --remote HOST:PORT (the board agent)")
     report = run_loop(policy_path, backend, mode, episodes, seed, rate_hz, out_dir, record=record, env_id=env_id,
-                      domain_id=domain_id, remote=remote)
+                      domain_id=domain_id, remote=remote, video=video)
     summary = {"returns": report["returns"], "mean_return": report["mean_return"],
                "latency_us": {k: report["latency_us"][k] for k in ("p50", "p99")},
                "late_commands": report["late_commands"], "missing_commands": report["missing_commands"],
                "backend": report["backend"], "mode": mode, "policy": str(policy_path), "env_id": env_id,
                "rate_hz": rate_hz,
-               "steps": report["steps"], "wall_s": time.perf_counter() - t0, "bag": record}
+               "steps": report["steps"], "wall_s": time.perf_counter() - t0, "bag": record, "video": video}
     out = Path(out_dir)
     (out / "report.json").write_text(json.dumps(summary, indent=2))
     plot = plot_report(report, out / "report.png")

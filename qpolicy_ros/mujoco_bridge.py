@@ -6,6 +6,7 @@ The loop's decisions (lockstep or realtime, keyed commands, timeouts, statistics
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -41,8 +42,16 @@ class MujocoBridge(Node):
         self.report_path = p("report_path", "").value
         # start only when this many nodes listen to the observations (2 with a bag recorder)
         self.min_subscribers = int(p("min_observation_subscribers", 1).value)
+        self.video_path = p("video_path", "").value              # record the run (every video_every-th step)
+        self.video_every = int(p("video_every", 4).value)
+        self.video, after_step = None, None
         try:
-            env = gym.make(self.env_id)
+            if self.video_path:
+                os.environ.setdefault("MUJOCO_GL", "egl")        # off-screen, before MuJoCo's renderer loads
+                env = gym.make(self.env_id, render_mode="rgb_array", width=240, height=180)
+                after_step = self.record_frame
+            else:
+                env = gym.make(self.env_id)
         except gym.error.Error as exc:
             raise QpolicyError(f"cannot make {self.env_id!r}: {exc}") from None
         self.loop = BridgeLoop(
@@ -50,7 +59,16 @@ class MujocoBridge(Node):
             seed=int(p("seed", 0).value), max_steps=int(p("max_steps", 0).value),  # max_steps 0: no limit
             command_timeout_s=float(p("command_timeout_s", 0.1).value),
             lockstep_timeout_s=float(p("lockstep_timeout_s", 5.0).value),
-            record_actions=int(p("record_actions", 10_000).value))
+            record_actions=int(p("record_actions", 10_000).value), after_step=after_step)
+        if self.video_path:
+            import imageio.v2 as imageio
+
+            if self.video_every <= 0:
+                raise QpolicyError("video_every must be positive")
+            fps = self.rate_hz / self.video_every
+            self.video = (imageio.get_writer(self.video_path, fps=fps, codec="libx264", macro_block_size=4)
+                          if self.video_path.endswith(".mp4") else
+                          imageio.get_writer(self.video_path, mode="I", duration=1000.0 / fps, loop=0))
         if self.rate_hz <= 0:
             raise QpolicyError("rate_hz must be positive")
         model = env.unwrapped.model
@@ -143,6 +161,10 @@ class MujocoBridge(Node):
         if not self.done:
             self.publish(self.loop.realtime_tick(time.perf_counter()))
 
+    def record_frame(self, steps: int) -> None:
+        if self.video is not None and steps % self.video_every == 0:
+            self.video.append_data(self.loop.env.render())
+
     def report(self) -> dict:
         return {"env_id": self.env_id, "rate_hz": self.rate_hz, "backend": self.backend,
                 "server_max_level": self.server_max_level, "server_diagnostics": self.server_diagnostics,
@@ -152,6 +174,8 @@ class MujocoBridge(Node):
         if self.done:
             return
         self.done, self.exit_code = True, exit_code
+        if self.video is not None:
+            self.video.close()
         if self.report_path:
             with open(self.report_path, "w") as f:
                 json.dump(self.report(), f)

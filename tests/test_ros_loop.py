@@ -455,3 +455,19 @@ def test_board_agent_over_loopback_serves_the_offline_rollout_and_a_killed_agent
     assert agent.returncode is not None
     assert report["missing_commands"] == 0 and report["actions"] == offline and report["returns"] == returns
     assert int(report["server_diagnostics"]["faults"]) >= 1
+
+
+def test_demo_video_is_the_rendered_episode(bundle_factory, tmp_path):
+    """`qpolicy demo --video` records the lockstep run; it is byte for byte `qpolicy render`'s GIF of that episode."""
+    from tests.test_render import _egl_renders
+
+    if not _egl_renders():
+        pytest.skip("no off-screen OpenGL (apt-get install -y libegl1 libegl-mesa0 libgl1-mesa-dri)")
+    from qpolicy_train.render import render_episode
+
+    bundle = bundle_factory()
+    rendered = render_episode(bundle, tmp_path / "render.gif", seed=6, width=240, height=180, every=4)
+    run_loop(bundle, backend="int", mode="lockstep", episodes=1, seed=6, out_dir=tmp_path / "loop", timeout_s=300,
+             domain_id=_domain(), video=str(tmp_path / "loop.gif"))
+    assert rendered["frames"] > 3
+    assert (tmp_path / "loop.gif").read_bytes() == (tmp_path / "render.gif").read_bytes()
