@@ -136,9 +136,7 @@ overlay whose `BUNDLE_HASH` register is not this bundle's (`{bundle.digest[:8]}`
 
 ## 4. Check it on the board, then serve it
 ```
-python -c "import numpy as np; from qpolicy_hw.runtime import make_policy; \
-q = np.load('{bundle.path.name}/golden/q_in.npy'); p = make_policy('{bundle.path.name}', 'pynq'); \
-print('mismatches', int((p.codes(q) != np.load('{bundle.path.name}/golden/q_out.npy')).sum()))"
+qpolicy verify {bundle.path.name} --rung pynq_vs_int --rung actions_vs_golden   # the FPGA vs int: 0 mismatches
 qpolicy agent {bundle.path.name} --listen 0.0.0.0:7450          # serve the core to the robot's computer
 ```
 ROS 2 does not run on the board's 32-bit ARM; on the robot's computer:

@@ -15,6 +15,8 @@ Rungs available here:
 ``hls4ml_vs_int``   hls4ml's g++ C simulation vs int (po2 bundles; float scales are refused by design).
 ``rtl_vs_int``      the da4ml RTL core in Verilator, one vector per clock, vs int; plus the measured latency.
 ``axi_driver_vs_int`` the Python driver over the Verilated AXI-Lite slave vs int.
+``pynq_vs_int``     on a board: the overlay in BUNDLE/overlay (or ``$QPOLICY_OVERLAY``) through pynq vs int;
+                    skipped with the reason where there is no overlay or no pynq.
 
 The hardware rungs run on the golden vectors plus 10,000 random input codes and report
 ``skipped`` (not failed) where their tool is missing.
@@ -139,6 +141,22 @@ def axi_driver_vs_int(bundle: Bundle, n_random: int = 10_000, seed: int = 3) -> 
             "register_transactions": mmio.transactions, "fold": info["fold"], "pass": mism == 0}
 
 
+def pynq_vs_int(bundle: Bundle, n_random: int = 10_000, seed: int = 5) -> dict[str, Any]:
+    """The FPGA itself (on the board) vs the int reference, through the same driver the server uses."""
+    from qpolicy_hw.errors import BackendUnavailable
+    from qpolicy_hw.runtime.pynq_backend import PynqPolicy
+
+    try:
+        policy = PynqPolicy(bundle)
+    except BackendUnavailable as exc:
+        return {"skipped": f"no FPGA here: {exc}"}
+    q = hardware_test_codes(bundle, n_random, seed)
+    got = policy.codes(q)
+    mism = int((got != IntegerPolicy(bundle).codes(q)).sum())
+    return {"vectors": int(len(q)), "codes": int(got.size), "mismatches": mism,
+            "cycles_start_to_done": policy.driver.last_cycles, "pass": mism == 0}
+
+
 def hls4ml_vs_int(bundle: Bundle, n_random: int = 10_000, seed: int = 4) -> dict[str, Any]:
     """hls4ml's g++ C simulation vs the int reference (po2 bundles; others are refused by design)."""
     import tempfile
@@ -179,6 +197,7 @@ RUNGS = {  # the ladder, in order: each rung checks one implementation against i
     "hls4ml_vs_int": hls4ml_vs_int,
     "rtl_vs_int": rtl_vs_int,
     "axi_driver_vs_int": axi_driver_vs_int,
+    "pynq_vs_int": pynq_vs_int,
 }
 
 

@@ -103,3 +103,25 @@ def test_an_out_of_range_code_never_indexes_the_table_from_its_end(bundle_factor
     reference = IntegerPolicy(load_bundle(bundle_factory()))
     with pytest.raises(CoreFault):
         reference.decode(np.array([-129, 0, 0]))
+
+
+def test_the_board_rung_says_skip_without_an_fpga(bundle_factory):
+    from qpolicy_hw.verify import verify
+
+    result = verify(bundle_factory(), ["pynq_vs_int"])
+    check = result["checks"]["pynq_vs_int"]
+    assert check["status"] == "skip" and "no FPGA overlay" in check["reason"] and not result["pass"]
+
+
+@pytest.mark.board
+def test_the_fpga_on_this_board_matches_int():  # pragma: no cover - needs a PYNQ-Z2 with the overlay
+    """On a board: `QPOLICY_BOARD_BUNDLE=<bundle with overlay/> pytest -m board`."""
+    import os
+
+    from qpolicy_hw.verify import verify
+
+    path = os.environ.get("QPOLICY_BOARD_BUNDLE")
+    if not path:
+        pytest.skip("set QPOLICY_BOARD_BUNDLE to a bundle whose overlay/ holds the bitstream")
+    result = verify(path, ["pynq_vs_int"])
+    assert result["checks"]["pynq_vs_int"]["status"] == "pass", result
