@@ -48,10 +48,10 @@ class RemotePolicy(IntegerPolicy):
         self._sock: socket.socket | None = None
         self._connect()   # an unreachable agent or another bundle fails here, in one line
 
-    def _connect(self) -> None:
+    def _connect(self, timeout_s: float | None = None) -> None:
         where = f"{self.address[0]}:{self.address[1]}"
         try:
-            sock = socket.create_connection(self.address, timeout=self.connect_timeout_s)
+            sock = socket.create_connection(self.address, timeout=timeout_s or self.connect_timeout_s)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.sendall(HELLO.pack(MAGIC, VERSION, bytes.fromhex(self.bundle.digest)))
             magic, version, status, n_in, n_out, digest = WELCOME.unpack(recv_exact(sock, WELCOME.size))
@@ -74,8 +74,8 @@ class RemotePolicy(IntegerPolicy):
 
     def _infer(self, row: np.ndarray) -> np.ndarray:
         if self._sock is None:
-            try:
-                self._connect()
+            try:   # while serving, a reconnect may take no longer than an answer would
+                self._connect(self.timeout_s)
             except BackendUnavailable as exc:
                 raise CoreFault(str(exc)) from None
         self.seq = (self.seq + 1) & 0xFFFFFFFF
