@@ -16,7 +16,8 @@ Protocol (TCP, little-endian, fixed sizes, no pickle):
   length ``u16`` and at most 200 bytes of UTF-8 saying what failed.
 
 Every message has a size known from the handshake; anything else closes the connection. Input codes
-outside the input range are a protocol error (the host quantized them), not a core fault.
+outside the input range are a protocol error (the host quantized them), not a core fault. The agent
+serves one host at a time (one core, one controller); a second waits until the first disconnects.
 """
 from __future__ import annotations
 
