@@ -152,7 +152,7 @@ class IntegerPolicy(ObservationHost):
 
     def act(self, obs) -> np.ndarray:
         """Observation -> action, for one observation: bit-identical to ``decode(codes(quantize(obs)))``
-        (``tests/test_integer_contract.py`` checks it), in about a third of the time."""
+        (``tests/test_integer_contract.py`` checks it), in about half the time (bench/act_latency.py)."""
         q = self._input_codes(obs).astype(self._fast_dtype)
         for w, b, t, base in self._fast:
             if isinstance(base, np.ndarray):
