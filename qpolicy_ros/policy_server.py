@@ -74,6 +74,9 @@ class PolicyServer(Node):
         self.publish_diagnostics()
 
     def on_parameters(self, params) -> SetParametersResult:
+        for p in params:   # an agent's address first, so that backend:=remote in the same call uses it
+            if p.name == "remote_address":
+                self.remote_address = p.value
         for p in params:
             if p.name == "backend":
                 try:
@@ -109,7 +112,8 @@ class PolicyServer(Node):
             status.level = DiagnosticStatus.ERROR
             status.message = (f"{guard.primary.backend} failed {guard.faults}x, serving int; last: {guard.last_fault}")
         else:
-            status.level = DiagnosticStatus.WARN if guard.backend != "pynq" or guard.faults else DiagnosticStatus.OK
+            on_fpga = guard.backend in ("pynq", "remote")
+            status.level = DiagnosticStatus.OK if on_fpga and not guard.faults else DiagnosticStatus.WARN
             status.message = f"backend {guard.backend}; {self.rejected.total} rejected inputs; {guard.faults} faults"
         values = {"backend": self.policy.backend, "policy": str(bundle.path), "served": self.served,
                   "rejected_total": self.rejected.total, "fallbacks": self.fallbacks,
