@@ -346,7 +346,8 @@ def cmd_agent(argv: list[str]) -> int:
                    help="where to listen (default 127.0.0.1:7450; 0.0.0.0:7450 to accept the robot's computer)")
     p.add_argument("--mmio", default="board", choices=["board", "sim"],
                    help="board: the overlay through pynq; sim: the Verilated AXI-Lite slave (no board needed)")
-    p.add_argument("--done-timeout-s", type=float, default=0.002, help="an inference without DONE is a fault")
+    p.add_argument("--done-timeout-s", type=float, default=None,
+                   help="an inference without DONE after this long is a fault (default: 2 ms; 0.5 s with --mmio sim)")
     a = p.parse_args(argv)
     from qpolicy_hw.agent import Agent, driver_infer, parse_address
     from qpolicy_hw.axi import PolicyCoreDriver
@@ -369,7 +370,8 @@ def cmd_agent(argv: list[str]) -> int:
 
         mmio = open_overlay_mmio(bundle)
     driver = PolicyCoreDriver(mmio, bundle.obs_dim, bundle.act_dim, bundle.bits["input"], bundle.bits["output"],
-                              digest=bundle.digest, done_timeout_s=a.done_timeout_s)
+                              digest=bundle.digest,
+                              done_timeout_s=a.done_timeout_s or (0.5 if a.mmio == "sim" else 0.002))
     Agent(bundle, driver_infer(driver), log=lambda m: print(m, flush=True)).serve_forever(a.listen)
     return 0
 

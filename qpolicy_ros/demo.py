@@ -47,7 +47,8 @@ def node_command(module: str, node_name: str, params: dict[str, Any], out_dir: P
 def run_loop(policy: str | Path, backend: str = "auto", mode: str = "lockstep", episodes: int = 3, seed: int = 0,
              rate_hz: float = 0.0, out_dir: str | Path = "demo_out", timeout_s: float = 900.0,
              domain_id: int | None = None, extra_bridge: dict | None = None, record: str | None = None,
-             env_id: str = "", remote: str = "", video: str | None = None) -> dict:
+             env_id: str = "", remote: str = "", video: str | None = None,
+             extra_server: dict | None = None) -> dict:
     """Run both nodes to completion; returns the bridge's report plus the server's log lines.
 
     ``env_id`` and ``rate_hz`` default to the bundle's task and its control rate (``task.resolve_task``,
@@ -64,7 +65,7 @@ def run_loop(policy: str | Path, backend: str = "auto", mode: str = "lockstep", 
     bridge_log = open(out / "mujoco_bridge.log", "w")
     server = subprocess.Popen(node_command("qpolicy_ros.policy_server", "policy_server",
                                            {"policy": str(Path(policy).resolve()), "backend": backend,
-                                            "remote_address": remote}, out),
+                                            "remote_address": remote, **(extra_server or {})}, out),
                               env=env, cwd=ROOT, stdout=server_log, stderr=subprocess.STDOUT)
     recorder = None
     if record:

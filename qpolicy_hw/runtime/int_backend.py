@@ -152,7 +152,10 @@ class IntegerPolicy(ObservationHost):
 
     def act(self, obs) -> np.ndarray:
         """Observation -> action, for one observation: bit-identical to ``decode(codes(quantize(obs)))``
-        (``tests/test_integer_contract.py`` checks it), in about half the time (bench/act_latency.py)."""
+        (``tests/test_integer_contract.py`` checks it), in about half the time (bench/act_latency.py).
+        A hardware backend (a subclass with its own ``codes``) serves through its core instead."""
+        if type(self).codes is not IntegerPolicy.codes:
+            return self.decode(self.codes(self.quantize(obs)[None])[0])
         q = self._input_codes(obs).astype(self._fast_dtype)
         for w, b, t, base in self._fast:
             if isinstance(base, np.ndarray):
