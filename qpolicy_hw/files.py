@@ -1,4 +1,5 @@
-"""Output folders, checked before any long step: a run that cannot write must say so at once."""
+"""Output folders, checked before any long step: a run that cannot write must say so at once; and the one
+way videos are written (``qpolicy render`` and ``qpolicy demo --video`` give the same file for an episode)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,3 +17,16 @@ def writable_dir(path: str | Path, error: type[QpolicyError] = QpolicyError, wha
     except OSError as exc:
         raise error(f"cannot write to {what} {out}: {exc.strerror or exc}") from None
     return out
+
+
+def video_writer(path: str | Path, fps: float):
+    """An imageio writer for ``path``: .mp4 through the PyPI ffmpeg binary (H.264), .gif through Pillow.
+    Frames go to the file as they come (bounded memory). imageio is imported here, only when a video is asked for."""
+    import imageio.v2 as imageio
+
+    path = Path(path)
+    if path.suffix.lower() == ".mp4":   # block size 4: 240x180 and 480x360 frames need no resizing
+        return imageio.get_writer(path, fps=fps, codec="libx264", quality=7, macro_block_size=4)
+    if path.suffix.lower() == ".gif":
+        return imageio.get_writer(path, mode="I", duration=1000.0 / fps, loop=0)
+    raise QpolicyError(f"{path}: choose a .mp4 or a .gif file")

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from qpolicy_hw.errors import ObservationError, QpolicyError
-from qpolicy_ros.loop_core import LatencyStats, check_command, parse_key, step_key
+from qpolicy_hw.latency import LatencyStats
+from qpolicy_ros.loop_core import check_command, parse_key, step_key
 
 MODES = ("lockstep", "realtime")
 SENT_KEYS_KEPT = 256          # send times remembered for the round-trip latency

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from qpolicy_hw.errors import ObservationError
-from qpolicy_hw.latency import LatencyStats  # noqa: F401  (the nodes import it from here)
 
 KEY_PREFIX = "step:"
 

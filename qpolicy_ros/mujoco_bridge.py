@@ -61,14 +61,11 @@ class MujocoBridge(Node):
             lockstep_timeout_s=float(p("lockstep_timeout_s", 5.0).value),
             record_actions=int(p("record_actions", 10_000).value), after_step=after_step)
         if self.video_path:
-            import imageio.v2 as imageio
+            from qpolicy_hw.files import video_writer
 
             if self.video_every <= 0:
                 raise QpolicyError("video_every must be positive")
-            fps = self.rate_hz / self.video_every
-            self.video = (imageio.get_writer(self.video_path, fps=fps, codec="libx264", macro_block_size=4)
-                          if self.video_path.endswith(".mp4") else
-                          imageio.get_writer(self.video_path, mode="I", duration=1000.0 / fps, loop=0))
+            self.video = video_writer(self.video_path, self.rate_hz / self.video_every)
         if self.rate_hz <= 0:
             raise QpolicyError("rate_hz must be positive")
         model = env.unwrapped.model

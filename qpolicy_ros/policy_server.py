@@ -13,9 +13,10 @@ from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
 from qpolicy_hw.cache import cache_dir
 from qpolicy_hw.errors import QpolicyError
+from qpolicy_hw.latency import LatencyStats
 from qpolicy_hw.runtime import make_policy
 from qpolicy_hw.runtime.guard import GuardedPolicy
-from qpolicy_ros.loop_core import Counters, LatencyStats, serve
+from qpolicy_ros.loop_core import Counters, serve
 from qpolicy_ros.params import declare_topics, loop_qos, spin_node
 from qpolicy_ros.task import find_policy
 

@@ -26,8 +26,8 @@ def render_episode(bundle_path: str | Path, out: str | Path, backend: str = "int
         raise QpolicyError("width, height, --every and --max-steps must be positive")
     os.environ.setdefault("MUJOCO_GL", "egl")            # before mujoco is imported: off-screen, no display
     import gymnasium as gym
-    import imageio.v2 as imageio
 
+    from qpolicy_hw.files import video_writer
     from qpolicy_hw.runtime import make_policy
 
     policy = make_policy(bundle_path, backend)
@@ -35,8 +35,7 @@ def render_episode(bundle_path: str | Path, out: str | Path, backend: str = "int
     fps = fps or 1.0 / (env.unwrapped.dt * every)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        writer = (imageio.get_writer(out, fps=fps, codec="libx264", quality=7, macro_block_size=8)
-                  if out.suffix.lower() == ".mp4" else imageio.get_writer(out, mode="I", duration=1000.0 / fps, loop=0))
+        writer = video_writer(out, fps)
     except Exception as exc:
         env.close()
         raise QpolicyError(f"cannot write {out}: {exc}") from None

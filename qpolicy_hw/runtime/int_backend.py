@@ -80,6 +80,7 @@ class IntegerPolicy(ObservationHost):
         self._fast = [self._fast_layer(layer, w, b, t, dtype)
                       for layer, w, b, t in zip(self.layers, self._w, self._b, self._t, strict=True)]
         self._fast_dtype = dtype
+        self._serves_elsewhere = type(self).codes is not IntegerPolicy.codes   # rtl, pynq, remote: their core
 
     @staticmethod
     def _fast_layer(layer: Layer, w: np.ndarray, b: np.ndarray, t: np.ndarray, dtype) -> tuple:
@@ -154,7 +155,7 @@ class IntegerPolicy(ObservationHost):
         """Observation -> action, for one observation: bit-identical to ``decode(codes(quantize(obs)))``
         (``tests/test_integer_contract.py`` checks it), in about half the time (bench/act_latency.py).
         A hardware backend (a subclass with its own ``codes``) serves through its core instead."""
-        if type(self).codes is not IntegerPolicy.codes:
+        if self._serves_elsewhere:
             return self.decode(self.codes(self.quantize(obs)[None])[0])
         q = self._input_codes(obs).astype(self._fast_dtype)
         for w, b, t, base in self._fast:
