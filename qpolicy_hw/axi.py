@@ -26,8 +26,7 @@ from qpolicy_hw.register_map import (
 )
 
 DONE_TIMEOUT_S = 0.01
-"""How long one inference may take from START to DONE (the slowest core here needs ~6 us at 100 MHz; the
-Verilated slave answers a register read in ~20 us)."""
+"""How long one inference may take from START to DONE (the slowest core here needs ~6 us at 100 MHz)."""
 
 
 class PolicyCoreDriver:
@@ -54,17 +53,23 @@ class PolicyCoreDriver:
                 raise BackendUnavailable(f"the overlay's core was built for bundle {built_for:08x}..., this bundle is "
                                          f"{digest[:8]}...: rebuild the overlay with qpolicy hw")
         self.latency = self.mmio.read(self.regs["LATENCY"])
+        # The slave and the core share one clock, and a register read takes at least one cycle of it: after
+        # LATENCY + 2 reads without DONE the core has had all its cycles. A wall-clock bound alone would also
+        # fault a working core whose host was preempted, or a simulator on a loaded machine.
+        self.min_polls = min(self.latency, 1 << 16) + 2
         self.last_cycles: int | None = None
 
     def infer(self, q_in) -> np.ndarray:
-        """Output codes for one vector of input codes; :class:`CoreFault` when the core does not answer in
-        ``done_timeout_s`` or answers a code outside the output range."""
+        """Output codes for one vector of input codes; :class:`CoreFault` when the core does not answer within
+        ``done_timeout_s`` and its LATENCY in polls, or answers a code outside the output range."""
         for i, v in enumerate(np.asarray(q_in, dtype=np.int64)):
             self.mmio.write(self.regs[f"IN{i}"], int(v) & self.in_mask)
         self.mmio.write(self.regs["CTRL"], CTRL_START)
         deadline = time.perf_counter() + self.done_timeout_s
+        polls = 0
         while not self.mmio.read(self.regs["CTRL"]) & CTRL_DONE:
-            if time.perf_counter() > deadline:
+            polls += 1
+            if polls >= self.min_polls and time.perf_counter() > deadline:
                 raise CoreFault(f"the core did not signal DONE within {self.done_timeout_s * 1e3:g} ms")
         out = [self.mmio.read(self.regs[f"OUT{j}"]) for j in range(self.n_out)]
         self.last_cycles = self.mmio.read(self.regs["CYCLES"])

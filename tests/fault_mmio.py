@@ -6,6 +6,8 @@ real :class:`~qpolicy_hw.axi.PolicyCoreDriver` and the ``pynq`` backend run agai
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from qpolicy_hw.bundle import signed_range
@@ -48,7 +50,8 @@ class SoftCoreMMIO:
 
 
 class FaultyMMIO(SoftCoreMMIO):
-    """``faults`` maps an inference number (1-based) to 'hang', 'garbage', 'oserror' or 'wrong'."""
+    """``faults`` maps an inference number (1-based) to 'hang', 'garbage', 'oserror', 'wrong' or 'slow' (a
+    working core behind a slow bus or a preempted host: each read takes 3 ms, DONE comes at LATENCY reads)."""
 
     def __init__(self, bundle, faults: dict[int, str]):
         super().__init__(bundle)
@@ -63,6 +66,8 @@ class FaultyMMIO(SoftCoreMMIO):
         if self.offsets[offset] == "CTRL" and value & CTRL_START:
             if self._fault() == "hang":
                 self.values["CTRL"] = 0                       # DONE never comes
+            elif self._fault() == "slow":
+                self.values["CTRL"], self.reads_to_done = 0, self.values["LATENCY"]
             elif self._fault() == "wrong":
                 self.outputs = self.outputs.copy()
                 self.outputs[0] += 1 if self.outputs[0] < self.out_hi else -1   # in range: only the shadow sees it
@@ -73,4 +78,9 @@ class FaultyMMIO(SoftCoreMMIO):
             raise OSError(5, "Input/output error")
         if self._fault() == "garbage" and name.startswith("OUT"):
             return 0x7FFFFFFF
+        if self._fault() == "slow" and name == "CTRL":
+            time.sleep(0.003)
+            self.reads_to_done -= 1
+            if self.reads_to_done <= 0:
+                self.values["CTRL"] = CTRL_DONE
         return super().read(offset)

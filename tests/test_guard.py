@@ -58,6 +58,15 @@ def fault_words(fault: str) -> str:
     return {"hang": "did not signal DONE", "garbage": "outside", "oserror": "OSError"}[fault]
 
 
+def test_a_slow_bus_is_not_a_fault_while_the_core_has_cycles_left(bundle_factory):
+    """Five 3 ms reads to DONE pass a 2 ms bound: the core had fewer cycles than its LATENCY, so it is not hung."""
+    bundle = load_bundle(bundle_factory())
+    primary = PynqPolicy(bundle, mmio=FaultyMMIO(bundle, {1: "slow"}))
+    primary.driver.done_timeout_s = 0.002
+    q = IntegerPolicy(bundle).quantize(_observations(bundle, n=1)[0])
+    assert np.array_equal(primary.codes(q), IntegerPolicy(bundle).codes(q))
+
+
 def test_the_fpga_is_retried_by_the_stated_policy(bundle_factory):
     bundle = load_bundle(bundle_factory())
     clock = FakeClock()
