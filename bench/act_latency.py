@@ -1,18 +1,23 @@
 """One action, observation in, action out: the int fallback next to torch FP32 eager on the same network,
 and where the time goes when the core runs elsewhere (host steps vs core), measured in the same run.
 
-Contenders per bundle: ``int act()`` (the runtime's one-observation path), the int reference path
-(``decode(codes(quantize(obs)))``, three calls), and the peer, a torch FP32 eager actor of the same shape
-(Linear/ReLU layers + tanh, one thread, ``torch.inference_mode``, from a numpy observation to a numpy
-action). With Verilator, the ``rtl`` backend under the server's guard gives the split: host_in (check,
-normalize, quantize), core (the Verilated core through a pipe: a stand-in for MMIO or the network),
-host_out (decode). Observations are the bundle's raw golden ones; p50 and p99 over ``--n`` calls.
+Contenders per bundle: ``int act()`` as served (``make_policy(bundle, "int")``: the bundle's compiled C
+library where a compiler is at hand), the same on its numpy path (what a board without a compiler
+runs), the int reference path (``decode(codes(quantize(obs)))``, three calls), the ``float`` backend (the
+bundle's float reference), and two peers of the bundle's shape with random weights (the cost, not the
+function, is compared): a torch FP32 eager actor (Linear/ReLU + tanh, one thread, ``inference_mode``,
+numpy in and out) and the same net in numpy float32. Before timing, the served act must equal the
+reference path on the golden observations and ``--check`` random raw ones. With Verilator, the ``rtl``
+backend under the server's guard gives the split: host_in (check, normalize, quantize), core (the
+Verilated core through a pipe: a stand-in for MMIO or the network), host_out (decode). Observations are
+the bundle's raw golden ones; p50 and p99 over ``--n`` calls.
 
     .venv/bin/python bench/act_latency.py [--bundles policies/hopper/selected ...] [--n 5000] [--json]
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import sys
@@ -61,16 +66,57 @@ def torch_peer(bundle):
     return act
 
 
-def measure(path: str, n: int) -> dict:
+def numpy_peer(bundle):
+    """The torch peer's network in numpy float32 (random weights, same shapes)."""
+    rng = np.random.default_rng(0)
+    sizes = [bundle.obs_dim] + [layer.out_features for layer in bundle.layers]
+    layers = [(rng.standard_normal((b, a)).astype(np.float32) / np.sqrt(a), np.zeros(b, np.float32))
+              for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
+    mean = np.asarray(bundle.normalization["mean"], dtype=np.float32)
+    std = np.sqrt(np.asarray(bundle.normalization["var"]) + bundle.normalization["epsilon"]).astype(np.float32)
+
+    def act(obs):
+        x = np.clip((obs.astype(np.float32) - mean) / std, -10.0, 10.0)
+        for w, b in layers[:-1]:
+            x = np.maximum(w @ x + b, 0.0)
+        w, b = layers[-1]
+        return np.tanh(w @ x + b)
+    return act
+
+
+def mismatches(served, ref: IntegerPolicy, obs: np.ndarray) -> int:
+    """Entries where the served act differs from decode(codes(quantize(obs)))."""
+    expected = ref.decode(ref.codes(np.array([ref.quantize(o) for o in obs])))
+    return int((np.array([served.act(o) for o in obs]) != expected).sum())
+
+
+def random_raw(bundle, n: int, seed: int = 11) -> np.ndarray:
+    norm = bundle.normalization
+    std = np.sqrt(np.asarray(norm["var"]) + norm["epsilon"])
+    rng = np.random.default_rng(seed)
+    return np.asarray(norm["mean"]) + rng.standard_normal((n, bundle.obs_dim)) * rng.choice([0.3, 1, 3], (n, 1)) * std
+
+
+def measure(path: str, n: int, check: int) -> dict:
+    from qpolicy_hw.runtime import make_policy
+
     bundle = load_bundle(path)
     obs = np.load(bundle.path / "golden" / "obs.npy")
     ref = IntegerPolicy(bundle)
-    row = {"bundle": path, "int_act": timed(ref.act, obs, n),
+    served = make_policy(bundle, "int")
+    row = {"bundle": path, "int_act_path": served.act_path,
+           "checked_observations": len(obs) + check,
+           "mismatches": mismatches(served, ref, np.vstack([obs, random_raw(bundle, check)])),
+           "int_act": timed(served.act, obs, n), "int_act_numpy": timed(ref.act, obs, n),
            "int_reference_path": timed(lambda o: ref.decode(ref.codes(ref.quantize(o)[None])[0]), obs, n),
-           "torch_fp32_eager": timed(torch_peer(bundle), obs, n)}
-    row["ratio_int_vs_torch_p50"] = row["int_act"]["p50_us"] / row["torch_fp32_eager"]["p50_us"]
+           "torch_fp32_eager": timed(torch_peer(bundle), obs, n), "numpy_fp32": timed(numpy_peer(bundle), obs, n)}
+    try:
+        row["float_backend"] = timed(make_policy(bundle, "float").act, obs, min(n, 2000))
+    except Exception as exc:  # noqa: BLE001 - reported, not fatal: the other figures stand
+        row["float_backend"] = {"skipped": str(exc)}
+    row["ratio_torch_vs_int_p50"] = row["torch_fp32_eager"]["p50_us"] / row["int_act"]["p50_us"]
+    row["ratio_torch_vs_int_numpy_p50"] = row["torch_fp32_eager"]["p50_us"] / row["int_act_numpy"]["p50_us"]
     if shutil.which("verilator"):
-        from qpolicy_hw.runtime import make_policy
         from qpolicy_hw.runtime.guard import GuardedPolicy
 
         guard = GuardedPolicy(make_policy(bundle, "rtl"), shadow_every=1)
@@ -80,19 +126,30 @@ def measure(path: str, n: int) -> dict:
     return row
 
 
+def figure(row: dict, key: str) -> str:
+    t = row[key]
+    return f"{t['p50_us']:.1f} us (p99 {t['p99_us']:.1f})" if "p50_us" in t else f"skipped: {t['skipped']}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundles", nargs="+", default=["policies/hopper/selected", "policies/walker2d/selected"])
     ap.add_argument("--n", type=int, default=5000)
+    ap.add_argument("--check", type=int, default=100_000, help="random raw observations checked before timing")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     rows = []
     for path in a.bundles:
-        r = measure(path, a.n)
+        r = measure(path, a.n, a.check)
         rows.append(r)
-        print(f"{path}: int act p50 {r['int_act']['p50_us']:.1f} us (p99 {r['int_act']['p99_us']:.1f}); "
-              f"int reference path {r['int_reference_path']['p50_us']:.1f} us; torch FP32 eager (peer) "
-              f"{r['torch_fp32_eager']['p50_us']:.1f} us; int / torch {r['ratio_int_vs_torch_p50']:.2f}", flush=True)
+        fmt = functools.partial(figure, r)
+        print(f"{path}: int act {fmt('int_act')} [{r['int_act_path']}; {r['mismatches']} mismatches on "
+              f"{r['checked_observations']} observations]\n"
+              f"  int act numpy {fmt('int_act_numpy')}; int reference path {fmt('int_reference_path')}; "
+              f"float backend {fmt('float_backend')}\n"
+              f"  peers: torch FP32 eager {fmt('torch_fp32_eager')}, numpy FP32 {fmt('numpy_fp32')}\n"
+              f"  torch / int act {r['ratio_torch_vs_int_p50']:.1f}x; torch / int numpy "
+              f"{r['ratio_torch_vs_int_numpy_p50']:.2f}x", flush=True)
         if "rtl_split_p50_us" in r:
             s = r["rtl_split_p50_us"]
             print(f"  rtl backend under the guard, p50: host_in {s['host_in']:.1f} us, core {s['core']:.1f} us "

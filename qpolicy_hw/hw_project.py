@@ -102,6 +102,7 @@ latency {report["latency_cycles"]} cycles in Verilator, {res["LUT"]} LUT (+{res[
 | `src/*.v` | the core (`{TOP}`: `clk`, `rst`, `in_valid`, `in_data`, `out_valid`, `out_data`; inputs packed LSB first) |
 | `build_ooc.tcl`, `constraints.xdc` | Vivado out-of-context synthesis and implementation at {tgt.clock_mhz:.0f} MHz on `{tgt.part}` |
 | `host/qpolicy_host.h`, `host/qpolicy_host.c` | the host steps in C (normalize, quantize, decode), bit-exact with the `int` reference |
+| `host/qpolicy_core_sw.c` | the core's integer function in software (`qpolicy_core_sw`) and `qpolicy_act` (observation to action): the fallback when the core fails |
 | `host/qpolicy_core_regs.h` | the register map of the AXI-Lite slave, with `QPOLICY_BUNDLE_HASH` |
 | `hls4ml/` (po2 bundles only) | the hls4ml project for `{tgt.part}` at {1000.0 / tgt.clock_mhz:g} ns (Vitis HLS) |
 
@@ -153,7 +154,10 @@ The XC7A15T has no processor: the host steps run on a microcontroller or a soft 
 `host/qpolicy_host.c` to its firmware (C99, `-lm`, no `-ffast-math`): `qpolicy_quantize(obs, q_in)`, drive the
 core (`in_valid` with the packed codes, wait for `out_valid`: the latency above), then
 `qpolicy_decode(q_out, action)`; both return -1 (apply `qpolicy_safe_action`) for a NaN/Inf observation or an
-output code out of range. Check the firmware against `golden/obs.npy` -> `golden/actions.npy` of the bundle.
+output code out of range. When the core does not answer in time (or answers out of range), the same period's
+action comes from `qpolicy_core_sw(q_in, q_out)` (add `host/qpolicy_core_sw.c`: the same integer function in
+software, a few microseconds on a desktop CPU), or from `qpolicy_act(obs, action)` in one call. Check the
+firmware against `golden/obs.npy` -> `golden/actions.npy` of the bundle.
 """
 
 
@@ -321,8 +325,9 @@ def build_hw(bundle_path: str | Path, target: str, out_dir: str | Path, n_random
         f"{res['LUT_upper_bound']} LUT), FF {res['FF']}, CARRY4 {res['CARRY4']}, DSP {res['DSP']}, BRAM {res['BRAM']}\n"
         + "".join(f"{name}: " + (f"{r['mismatches']} mismatching codes over {r['n']} input vectors\n" if "n" in r
                                  else f"skipped ({r['skipped']})\n") for name, r in exact.items())
-        + "host steps in C (normalize, quantize, decode; bit-exact with the int reference under IEEE "
-          "arithmetic): host/qpolicy_host.h, host/qpolicy_host.c, host/qpolicy_core_regs.h\n"
+        + "the contract in C (bit-exact with the int reference under IEEE arithmetic): host/qpolicy_host.h, "
+          "host/qpolicy_host.c (normalize, quantize, decode), host/qpolicy_core_sw.c (the core in software), "
+          "host/qpolicy_core_regs.h\n"
         + "timing and power: not run (needs Vivado: vivado -mode batch -source build_ooc.tcl)\n"
         + ("overlay: vivado -mode batch -source build_overlay.tcl -> overlay/qpolicy.bit + .hwh; "
            "driver: qpolicy_hw.axi.PolicyCoreDriver; C header: qpolicy_core_regs.h\n" if target == "pynq-z2" else ""))

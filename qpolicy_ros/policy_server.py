@@ -51,7 +51,9 @@ class PolicyServer(Node):
         self.create_subscription(JointState, self.topics["observation_topic"], self.on_observation, qos)
         self.create_timer(period, self.publish_diagnostics)
         self.add_on_set_parameters_callback(self.on_parameters)
-        self.get_logger().info(f"serving {self.bundle_path} with backend {self.policy.backend}")
+        int_path = self.policy.reference.act_path if self.policy.reference is not None else "none"
+        self.get_logger().info(f"serving {self.bundle_path} with backend {self.policy.backend} "
+                               f"(int act: {int_path})")
 
     def _make(self, backend: str) -> GuardedPolicy:
         """The policy for ``backend``, guarded by the int reference; ``auto`` (see ``runtime.BACKENDS``) falls

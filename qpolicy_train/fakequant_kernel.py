@@ -8,23 +8,19 @@ so every result is bit-identical to the torch ops; the two reductions of the sca
 ``torch.sum`` calls on the products, so their summation order is torch's. ``tests/test_fused_quant.py``
 compares the loops with the torch ops bit for bit.
 
-The C source is compiled on first use with the system C compiler into a per-user cache (well under
+The C source is compiled on first use with the system C compiler (:mod:`qpolicy_hw.cc`, IEEE flags) into a per-user cache (well under
 a second) and loaded with :mod:`ctypes`. Without a compiler, or for tensors that are not contiguous
 float32 on the CPU, callers fall back to the torch ops: the same numbers, only slower.
 """
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
-import platform
-import shutil
 import subprocess
-import sys
-import tempfile
-from pathlib import Path
 
 import torch
+
+from qpolicy_hw.cc import shared_library
 
 SOURCE = r"""
 #include <math.h>
@@ -71,43 +67,12 @@ void fq_add_spread(float *gw, const float *w, int64_t n, float v, float spread) 
     }
 }
 """
-# -ffp-contract=off: no fused multiply-add, so every product and quotient is rounded as torch rounds it
-CFLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math", "-shared", "-fPIC"]
-
 _lib: ctypes.CDLL | None = None
 _load_error: str | None = None
 
 
-def _cache_dir() -> Path:
-    from qpolicy_hw.cache import cache_dir
-
-    return cache_dir("kernels")
-
-
-def _cpu_flags() -> str:
-    try:
-        return next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
-    except OSError:
-        return platform.processor()
-
-
 def _build() -> ctypes.CDLL:
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        raise OSError("no C compiler (cc/gcc) on PATH")
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True).stdout
-    # -march=native: the library is only valid on this CPU, so its features are part of the key
-    key = hashlib.sha256("\0".join([SOURCE, " ".join(CFLAGS), version, sys.platform, platform.machine(),
-                                     _cpu_flags()]).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"fakequant_{key}.so"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            src, lib = Path(tmp) / "fakequant.c", Path(tmp) / "fakequant.so"
-            src.write_text(SOURCE)
-            subprocess.run([cc, *CFLAGS, str(src), "-o", str(lib), "-lm"], capture_output=True, text=True, check=True)
-            os.replace(lib, target)   # atomic: parallel sweep workers may build at the same time
-    lib = ctypes.CDLL(str(target))
+    lib = ctypes.CDLL(str(shared_library(SOURCE, "fakequant", "kernels")))
     f, i64 = ctypes.c_float, ctypes.c_int64
     ptr = ctypes.c_void_p
     lib.fq_forward.argtypes = [ptr, ptr, i64, f, f, f]

@@ -51,12 +51,12 @@ def make_policy(bundle: Bundle | str | Path, backend: str = "int", address: str 
             except QpolicyError as exc:
                 from qpolicy_hw.runtime.int_backend import IntegerPolicy
 
-                policy = IntegerPolicy(bundle)
+                policy = IntegerPolicy(bundle, compiled=True)
                 policy.fallback_reason = str(exc)
                 return policy
     if backend == "int":
         from qpolicy_hw.runtime.int_backend import IntegerPolicy
-        return IntegerPolicy(bundle)
+        return IntegerPolicy(bundle, compiled=True)
     if backend == "float":
         return float_reference().FloatPolicy(bundle)
     if backend == "rtl":

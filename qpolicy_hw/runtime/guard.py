@@ -47,7 +47,7 @@ class GuardedPolicy:
         if type(primary) is IntegerPolicy:
             self.reference: IntegerPolicy | None = primary          # int is its own reference
         elif self.bundle.is_integer:
-            self.reference = IntegerPolicy(self.bundle)
+            self.reference = IntegerPolicy(self.bundle, compiled=True)   # fast when it serves alone
         else:
             self.reference = None                                   # a float bundle: no integer function
         self.active = primary
@@ -164,7 +164,8 @@ class GuardedPolicy:
     def stats(self) -> dict:
         out = {"faults": self.faults, "last_fault": self.last_fault, "degraded": self.degraded,
                "fpga_retries": self.retries, "shadow_checks": self.shadow_checks,
-               "shadow_mismatches": self.mismatches}
+               "shadow_mismatches": self.mismatches,
+               "int_act_path": self.reference.act_path if self.reference is not None else None}
         for name, stats in self.split.items():
             if stats.values:
                 out[f"{name}_us_p50"] = stats.percentiles_us()["p50"]

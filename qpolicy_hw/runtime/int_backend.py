@@ -8,7 +8,9 @@
    and ``q' = lo + #{k : acc >= T[c, k]}`` (ReLU folded into the thresholds);
 3. host, int to float: ``action[j] = table[j, q_out[j] - lo_out]``.
 
-numpy only: no torch, no rclpy, so this runs on a PYNQ board as the software fallback.
+numpy only: no torch, no rclpy, so this runs on a PYNQ board as the software fallback. Served through
+``make_policy``, ``act()`` runs the bundle's C library where a compiler is at hand and it proved equal
+(:mod:`qpolicy_hw.runtime.compiled`); the numpy path stays the reference and the fallback.
 """
 from __future__ import annotations
 
@@ -57,7 +59,9 @@ class IntegerPolicy(ObservationHost):
     fallback_reason: str | None = None
     """Set when ``make_policy(..., "auto")`` chose this fallback: why the FPGA is not serving."""
 
-    def __init__(self, bundle: Bundle):
+    def __init__(self, bundle: Bundle, compiled: bool = False):
+        """``compiled``: serve ``act()`` through the bundle's C library once it reproduced the numpy path
+        (:attr:`act_path` says which path serves, and why)."""
         if not bundle.is_integer:
             raise BundleError(f"{bundle.path}: a {bundle.meta['kind']} bundle has no integer function; "
                               "use the float backend")
@@ -81,6 +85,12 @@ class IntegerPolicy(ObservationHost):
                       for layer, w, b, t in zip(self.layers, self._w, self._b, self._t, strict=True)]
         self._fast_dtype = dtype
         self._serves_elsewhere = type(self).codes is not IntegerPolicy.codes   # rtl, pynq, remote: their core
+        self._compiled = None
+        self.act_path = "the backend's core" if self._serves_elsewhere else "numpy"
+        if compiled and not self._serves_elsewhere:
+            from qpolicy_hw.runtime.compiled import compiled_act
+
+            self._compiled, self.act_path = compiled_act(bundle, self.act)
 
     @staticmethod
     def _fast_layer(layer: Layer, w: np.ndarray, b: np.ndarray, t: np.ndarray, dtype) -> tuple:
@@ -155,6 +165,10 @@ class IntegerPolicy(ObservationHost):
         """Observation -> action, for one observation: bit-identical to ``decode(codes(quantize(obs)))``
         (``tests/test_integer_contract.py`` checks it), in about half the time (bench/act_latency.py).
         A hardware backend (a subclass with its own ``codes``) serves through its core instead."""
+        if self._compiled is not None:
+            action = self._compiled.act(obs)
+            if action is not None:
+                return action           # else the observation is unusable: the numpy path says why
         if self._serves_elsewhere:
             return self.decode(self.codes(self.quantize(obs)[None])[0])
         q = self._input_codes(obs).astype(self._fast_dtype)

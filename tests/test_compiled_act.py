@@ -1,0 +1,111 @@
+"""The int backend's compiled act(): bit-identical to the numpy reference, or not used, saying why."""
+from __future__ import annotations
+
+import ctypes
+import shutil
+
+import numpy as np
+import pytest
+
+from qpolicy_hw.bundle import load_bundle
+from qpolicy_hw.errors import ObservationError
+from qpolicy_hw.runtime import make_policy
+from qpolicy_hw.runtime.compiled import CompiledAct
+from qpolicy_hw.runtime.int_backend import IntegerPolicy
+from qpolicy_train.quant_actor import QuantSpec
+
+needs_cc = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
+                              reason="no C compiler")
+
+
+def _raw(bundle, n: int, seed: int) -> np.ndarray:
+    norm = bundle.normalization
+    std = np.sqrt(np.asarray(norm["var"]) + norm["epsilon"])
+    rng = np.random.default_rng(seed)
+    spread = rng.choice([0.01, 0.3, 1.0, 3.0, 30.0], size=(n, 1))
+    return np.asarray(norm["mean"]) + rng.standard_normal((n, bundle.obs_dim)) * spread * std
+
+
+def _reference_actions(ref: IntegerPolicy, obs: np.ndarray) -> np.ndarray:
+    """decode(codes(quantize(obs))) in batches: the reference path, not act()."""
+    q = np.array([ref.quantize(o) for o in obs])
+    return ref.decode(ref.codes(q))
+
+
+@needs_cc
+@pytest.mark.parametrize("which", ["fixture", "fixture-8bit-core", "policies/hopper/selected",
+                                   "policies/walker2d/selected"])
+def test_compiled_act_equals_the_reference_on_golden_and_100k_random(bundle_factory, which):
+    if which == "fixture":
+        path = bundle_factory()
+    elif which == "fixture-8bit-core":       # 8-bit hidden codes: the binary threshold search, wider accumulators
+        path = bundle_factory(QuantSpec(8, 8, 8, 32, 2, "float"))
+    else:
+        path = which
+    bundle = load_bundle(path)
+    policy = make_policy(bundle, "int")
+    assert policy.act_path.startswith("compiled C"), policy.act_path
+    ref = IntegerPolicy(bundle)
+    obs = np.vstack([np.load(bundle.path / "golden" / "obs.npy"), _raw(bundle, 100_000, 11)])
+    got = np.array([policy.act(o) for o in obs])
+    assert np.array_equal(got, _reference_actions(ref, obs))          # every action, bit for bit
+    assert np.array_equal(np.array([policy.act(o) for o in np.load(bundle.path / "golden" / "obs.npy")]),
+                          np.load(bundle.path / "golden" / "actions.npy"))
+
+
+@needs_cc
+@pytest.mark.parametrize("bad, words", [
+    ([np.nan] + [0.0] * 10, "NaN or Inf"), ([0.0] * 10 + [np.inf], "NaN or Inf"), ([0.0] * 10, "shape (10,)"),
+    (np.zeros((1, 11)), "shape (1, 11)"), (3.0, "shape ()"), (["a"] * 11, "not a numeric vector"),
+])
+def test_unusable_observations_are_refused_as_by_numpy(bundle_factory, bad, words):
+    policy = make_policy(bundle_factory(), "int")
+    assert policy.act_path.startswith("compiled C")
+    with pytest.raises(ObservationError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        policy.act(bad)
+    ok = np.zeros(11)
+    assert np.array_equal(policy.act(ok), IntegerPolicy(policy.bundle).act(ok))   # and it keeps serving
+    assert np.array_equal(policy.act(list(ok)), policy.act(ok.astype(np.float32)))
+
+
+@needs_cc
+def test_the_software_core_refuses_codes_outside_the_input_range(bundle_factory):
+    bundle = load_bundle(bundle_factory())
+    lib = CompiledAct(bundle)._lib
+    q_in = (ctypes.c_int32 * bundle.obs_dim)(*([0] * bundle.obs_dim))
+    q_out = (ctypes.c_int32 * bundle.act_dim)()
+    assert lib.qpolicy_core_sw(q_in, q_out) == 0
+    q_in[3] = 1 << (bundle.bits["input"] - 1)         # one past the top code
+    assert lib.qpolicy_core_sw(q_in, q_out) == -1
+
+
+def test_without_a_compiler_numpy_serves_and_says_why(bundle_factory, monkeypatch, tmp_path):
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("QPOLICY_CACHE", str(tmp_path / "cache"))     # nothing cached to fall back on
+    policy = make_policy(bundle_factory(), "int")
+    assert policy.act_path.startswith("numpy (no compiled act:") and "no-such-cc" in policy.act_path
+    obs = np.load(policy.bundle.path / "golden" / "obs.npy")
+    assert np.array_equal(np.array([policy.act(o) for o in obs]), np.load(policy.bundle.path / "golden" / "actions.npy"))
+
+
+def test_disabled_by_the_environment(bundle_factory, monkeypatch):
+    monkeypatch.setenv("QPOLICY_NO_COMPILED_ACT", "1")
+    assert make_policy(bundle_factory(), "int").act_path == \
+        "numpy (the compiled act is disabled by QPOLICY_NO_COMPILED_ACT)"
+
+
+@needs_cc
+def test_a_library_that_disagrees_is_not_used(bundle_factory, monkeypatch):
+    from qpolicy_hw.runtime import compiled
+
+    bundle = load_bundle(bundle_factory())
+    honest = IntegerPolicy(bundle)
+    calls = {"n": 0}
+
+    def reference_off_by_one_late(obs):       # the self-test must look past its first observations
+        calls["n"] += 1
+        action = honest.act(obs)
+        return action + 1e-12 if calls["n"] == 3000 else action
+
+    fast, why = compiled.compiled_act(bundle, reference_off_by_one_late)
+    assert fast is None and "disagreed with the reference" in why
