@@ -10,7 +10,8 @@ numpy in and out) and the same net in numpy float32. Before timing, the served a
 reference path on the golden observations and ``--check`` random raw ones. With Verilator, the ``rtl``
 backend under the server's guard gives the split: host_in (check, normalize, quantize), core (the
 Verilated core through a pipe: a stand-in for MMIO or the network), host_out (decode). Observations are
-the bundle's raw golden ones; p50 and p99 over ``--n`` calls.
+the bundle's raw golden ones; p50 and p99 over ``--n`` back-to-back calls, and over ``--spaced`` calls one
+control period apart (what a loop sees: other processes run in between and the caches go cold).
 
     .venv/bin/python bench/act_latency.py [--bundles policies/hopper/selected ...] [--n 5000] [--json]
 """
@@ -66,6 +67,20 @@ def torch_peer(bundle):
     return act
 
 
+def timed_spaced(fn, inputs: np.ndarray, n: int, period_s: float) -> dict:
+    """One call per control period, as a loop calls it: caches and branch predictors have gone cold (other
+    processes ran in between), which a back-to-back loop never shows."""
+    samples = np.empty(n)
+    for i in range(n):
+        x = inputs[i % len(inputs)]
+        time.sleep(period_s)
+        t0 = time.perf_counter()
+        fn(x)
+        samples[i] = time.perf_counter() - t0
+    return {"p50_us": float(np.percentile(samples, 50) * 1e6), "p99_us": float(np.percentile(samples, 99) * 1e6),
+            "period_ms": period_s * 1e3}
+
+
 def numpy_peer(bundle):
     """The torch peer's network in numpy float32 (random weights, same shapes)."""
     rng = np.random.default_rng(0)
@@ -97,7 +112,7 @@ def random_raw(bundle, n: int, seed: int = 11) -> np.ndarray:
     return np.asarray(norm["mean"]) + rng.standard_normal((n, bundle.obs_dim)) * rng.choice([0.3, 1, 3], (n, 1)) * std
 
 
-def measure(path: str, n: int, check: int) -> dict:
+def measure(path: str, n: int, check: int, spaced: int, period_s: float) -> dict:
     from qpolicy_hw.runtime import make_policy
 
     bundle = load_bundle(path)
@@ -110,6 +125,11 @@ def measure(path: str, n: int, check: int) -> dict:
            "int_act": timed(served.act, obs, n), "int_act_numpy": timed(ref.act, obs, n),
            "int_reference_path": timed(lambda o: ref.decode(ref.codes(ref.quantize(o)[None])[0]), obs, n),
            "torch_fp32_eager": timed(torch_peer(bundle), obs, n), "numpy_fp32": timed(numpy_peer(bundle), obs, n)}
+    torch_act = torch_peer(bundle)
+    if spaced:
+        row["spaced"] = {"int_act": timed_spaced(served.act, obs, spaced, period_s),
+                         "int_act_numpy": timed_spaced(ref.act, obs, spaced, period_s),
+                         "torch_fp32_eager": timed_spaced(torch_act, obs, spaced, period_s)}
     try:
         row["float_backend"] = timed(make_policy(bundle, "float").act, obs, min(n, 2000))
     except Exception as exc:  # noqa: BLE001 - reported, not fatal: the other figures stand
@@ -136,11 +156,13 @@ def main() -> None:
     ap.add_argument("--bundles", nargs="+", default=["policies/hopper/selected", "policies/walker2d/selected"])
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--check", type=int, default=100_000, help="random raw observations checked before timing")
+    ap.add_argument("--spaced", type=int, default=300, help="calls one control period apart (0: skip)")
+    ap.add_argument("--period-ms", type=float, default=8.0, help="the spacing (Hopper and Walker2d: 8 ms)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     rows = []
     for path in a.bundles:
-        r = measure(path, a.n, a.check)
+        r = measure(path, a.n, a.check, a.spaced, a.period_ms / 1e3)
         rows.append(r)
         fmt = functools.partial(figure, r)
         print(f"{path}: int act {fmt('int_act')} [{r['int_act_path']}; {r['mismatches']} mismatches on "
@@ -150,6 +172,10 @@ def main() -> None:
               f"  peers: torch FP32 eager {fmt('torch_fp32_eager')}, numpy FP32 {fmt('numpy_fp32')}\n"
               f"  torch / int act {r['ratio_torch_vs_int_p50']:.1f}x; torch / int numpy "
               f"{r['ratio_torch_vs_int_numpy_p50']:.2f}x", flush=True)
+        if "spaced" in r:
+            sp = functools.partial(figure, r["spaced"])
+            print(f"  one call every {a.period_ms:g} ms: int act {sp('int_act')}, numpy path {sp('int_act_numpy')}, "
+                  f"torch FP32 eager {sp('torch_fp32_eager')}")
         if "rtl_split_p50_us" in r:
             s = r["rtl_split_p50_us"]
             print(f"  rtl backend under the guard, p50: host_in {s['host_in']:.1f} us, core {s['core']:.1f} us "

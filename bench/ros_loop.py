@@ -1,5 +1,6 @@
 """Realtime closed loop over ROS 2: late commands and obs->action latency by backend, next to the
-rclpy ping-pong floor measured in the same run.
+rclpy ping-pong floor measured in the same run, and per backend where the time goes (the server's phases,
+its total, the inbound transport, the round trip, the loop's jitter).
 
 The floor is the same bridge (realtime, at the task's control rate) answered by a trivial echo node that returns a
 fixed action for every observation: the cost of two rclpy processes exchanging these messages,
@@ -20,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from qpolicy_ros.demo import DEFAULT_POLICY, ROOT, node_command, ros_env, run_loop  # noqa: E402
+from qpolicy_ros.loop_core import format_split, latency_split  # noqa: E402
 
 ECHO = """
 import rclpy
@@ -94,7 +96,9 @@ def main() -> None:
               f"{lat['p50']:>8.0f} {lat['p99']:>8.0f} {lat['p50'] / base:>9.2f}")
         summary[name] = {"steps": r["steps"], "late_commands": r["late_commands"], "late_pct": late_pct,
                          "missing_commands": r["missing_commands"], "latency_us": lat,
-                         "p50_over_floor": lat["p50"] / base}
+                         "p50_over_floor": lat["p50"] / base, "latency_split": latency_split(r)}
+    for name, r in summary.items():
+        print(f"\n{name}, where the time goes:\n{format_split(r['latency_split'])}")
     print(json.dumps(summary))
 
 

@@ -45,7 +45,8 @@ class BridgeLoop:
     def __init__(self, env, mode: str = "lockstep", episodes: int = 3, seed: int = 0, max_steps: int = 0,
                  command_timeout_s: float = 0.1, lockstep_timeout_s: float = 5.0,
                  republish_after_s: float = 0.5, record_actions: int = 10_000,
-                 after_step: Callable[[int], None] | None = None):
+                 after_step: Callable[[int], None] | None = None, period_s: float | None = None):
+        """``period_s``: the realtime control period, for the loop's jitter (each tick's interval minus it)."""
         if mode not in MODES:
             raise QpolicyError(f"mode={mode!r}: choose lockstep or realtime")
         for name, value in (("episodes", episodes), ("command_timeout_s", command_timeout_s),
@@ -73,6 +74,10 @@ class BridgeLoop:
         self.held: np.ndarray | None = None        # realtime: the last applied command and when it came
         self.held_at = 0.0
         self.latency = LatencyStats(window=LATENCIES_KEPT)
+        self.period_s = period_s
+        self.step_interval = LatencyStats(window=LATENCIES_KEPT)   # between applied steps (realtime: ticks)
+        self.jitter = LatencyStats(window=LATENCIES_KEPT)          # |tick interval - period_s|, realtime only
+        self.last_step_at: float | None = None
         self.late = self.foreign = self.missing = self.held_steps = self.rejected = self.republished = 0
         self.safe_count = 0
         self.safe_steps: list[int] = []
@@ -162,6 +167,11 @@ class BridgeLoop:
         return Outgoing(key, np.asarray(self.obs, dtype=np.float64), repeat)
 
     def _apply(self, action: np.ndarray, now: float) -> Outgoing | None:
+        if self.last_step_at is not None:
+            self.step_interval.add(now - self.last_step_at)
+            if self.mode == "realtime" and self.period_s:
+                self.jitter.add(abs(now - self.last_step_at - self.period_s))
+        self.last_step_at = now
         self.pending_key = None
         self.answer = None
         action = np.asarray(action, dtype=np.float64)
@@ -208,6 +218,7 @@ class BridgeLoop:
         return {"mode": self.mode, "seed": self.seed, "returns": self.returns, "episodes": self.episodes_done,
                 "mean_return": self.return_sum / self.episodes_done if self.episodes_done else None,
                 "latency_us": self.latency.percentiles_us(), "latency_samples_s": list(self.latency.values),
+                "step_interval_us": self.step_interval.percentiles_us(), "jitter_us": self.jitter.percentiles_us(),
                 "late_commands": self.late, "foreign_commands": self.foreign, "missing_commands": self.missing,
                 "held_steps": self.held_steps, "rejected_commands": self.rejected,
                 "republished_observations": self.republished, "steps": self.steps,

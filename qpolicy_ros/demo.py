@@ -160,6 +160,7 @@ def demo(policy: str | None = None, backend: str = "auto", mode: str = "lockstep
          env_id: str = "", rate_hz: float = 0.0, domain_id: int | None = None, remote: str = "",
          video: str | None = None) -> int:
     from qpolicy_hw.bundle import load_bundle
+    from qpolicy_ros.loop_core import format_split, latency_split
     from qpolicy_ros.task import resolve_task
 
     policy_path = Path(policy) if policy else DEFAULT_POLICY
@@ -180,7 +181,8 @@ def demo(policy: str | None = None, backend: str = "auto", mode: str = "lockstep
                "late_commands": report["late_commands"], "missing_commands": report["missing_commands"],
                "backend": report["backend"], "mode": mode, "policy": str(policy_path), "env_id": env_id,
                "rate_hz": rate_hz,
-               "steps": report["steps"], "wall_s": time.perf_counter() - t0, "bag": record, "video": video}
+               "steps": report["steps"], "wall_s": time.perf_counter() - t0, "bag": record, "video": video,
+               "latency_split": latency_split(report)}
     out = Path(out_dir)
     (out / "report.json").write_text(json.dumps(summary, indent=2))
     plot = plot_report(report, out / "report.png")
@@ -191,6 +193,7 @@ def demo(policy: str | None = None, backend: str = "auto", mode: str = "lockstep
         lat = summary["latency_us"]
         print(f"obs->action latency: p50 {lat['p50']:.0f} us, p99 {lat['p99']:.0f} us; "
               f"late commands {summary['late_commands']}, missing {summary['missing_commands']}")
+        print("where the time goes:\n" + format_split(summary["latency_split"]))
         print(f"wrote {out / 'report.json'} and {plot}")
     if as_json:
         print(json.dumps(summary))

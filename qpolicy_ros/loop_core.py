@@ -75,3 +75,58 @@ def check_command(data, act_dim: int, low: np.ndarray, high: np.ndarray) -> np.n
     if not np.all(np.isfinite(a)):
         raise ObservationError("command contains NaN or Inf")
     return np.clip(a, low, high)
+
+
+SPLIT_ROWS = (
+    ("host_in", "server", "check, normalize, quantize"),
+    ("core", "server", "the backend's core: MMIO, the simulator or the network"),
+    ("host_out", "server", "decode through the action table"),
+    ("int_act", "server", "the int backend alone: all three in one call"),
+    ("compute_latency", "server", "server total: the callback, receipt to publish"),
+    ("transport_in", "server", "the observation's stamp to its receipt"),
+)
+
+
+def latency_split(report: dict) -> list[dict]:
+    """Where an action's time goes, from one run: the server's phases and totals (its last diagnostics), the
+    bridge's round trip, what is left of it for the command's way back and the executors (a difference of
+    medians, not a per-sample figure), and the loop's jitter (realtime) or step interval (lockstep)."""
+    diag = report.get("server_diagnostics") or {}
+
+    def number(key: str) -> float | None:
+        try:
+            return float(diag[key]) if diag.get(key) not in (None, "", "None") else None
+        except ValueError:
+            return None
+
+    rows = []
+    for name, where, what in SPLIT_ROWS:
+        p50, p99 = number(f"{name}_us_p50"), number(f"{name}_us_p99")
+        if p50 is not None:
+            rows.append({"phase": name, "measured_by": where, "what": what, "p50_us": p50, "p99_us": p99})
+    rtt = report.get("latency_us") or {}
+    rows.append({"phase": "round_trip", "measured_by": "bridge", "what": "observation published to its command",
+                 "p50_us": rtt.get("p50"), "p99_us": rtt.get("p99")})
+    server, inbound = number("compute_latency_us_p50"), number("transport_in_us_p50")
+    if None not in (rtt.get("p50"), server, inbound):
+        rows.append({"phase": "return_and_executors", "measured_by": "difference of medians",
+                     "what": "round trip - transport in - server total", "p50_us": rtt["p50"] - inbound - server,
+                     "p99_us": None})
+    if report.get("mode") == "realtime":
+        jitter = report.get("jitter_us") or {}
+        rows.append({"phase": "loop_jitter", "measured_by": "bridge", "what": "|tick interval - control period|",
+                     "p50_us": jitter.get("p50"), "p99_us": jitter.get("p99")})
+    else:
+        step = report.get("step_interval_us") or {}
+        rows.append({"phase": "step_interval", "measured_by": "bridge", "what": "between lockstep steps",
+                     "p50_us": step.get("p50"), "p99_us": step.get("p99")})
+    return rows
+
+
+def format_split(rows: list[dict]) -> str:
+    def us(v) -> str:
+        return "-" if v is None else f"{v:.0f}" if abs(v) >= 100 else f"{v:.1f}"
+    lines = [f"{'phase':22s} {'p50 us':>8} {'p99 us':>8}  measured by: what"]
+    lines += [f"{r['phase']:22s} {us(r['p50_us']):>8} {us(r['p99_us']):>8}  {r['measured_by']}: {r['what']}"
+              for r in rows]
+    return "\n".join(lines)

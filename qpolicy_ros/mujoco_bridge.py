@@ -59,7 +59,8 @@ class MujocoBridge(Node):
             seed=int(p("seed", 0).value), max_steps=int(p("max_steps", 0).value),  # max_steps 0: no limit
             command_timeout_s=float(p("command_timeout_s", 0.1).value),
             lockstep_timeout_s=float(p("lockstep_timeout_s", 5.0).value),
-            record_actions=int(p("record_actions", 10_000).value), after_step=after_step)
+            record_actions=int(p("record_actions", 10_000).value), after_step=after_step,
+            period_s=1.0 / self.rate_hz if self.rate_hz > 0 else None)
         if self.video_path:
             from qpolicy_hw.files import video_writer
 

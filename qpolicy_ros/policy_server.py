@@ -43,7 +43,8 @@ class PolicyServer(Node):
             raise QpolicyError("fpga_timeout_s must be positive and shadow_every >= 0")
         self.rejected = Counters()
         self.fallbacks = 0
-        self.latency = LatencyStats()
+        self.latency = LatencyStats()        # server total: the callback, from receipt to publish
+        self.transport_in = LatencyStats()   # the observation's stamp to its receipt (one clock on one machine)
         self.served = 0
         self.policy = self._make(backend)
         self.pub = self.create_publisher(Float64MultiArray, self.topics["command_topic"], qos)
@@ -93,6 +94,8 @@ class PolicyServer(Node):
         t0 = time.perf_counter()
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         age = time.time() - stamp if stamp > 0 else None
+        if age is not None and age >= 0:
+            self.transport_in.add(age)
         action, reason = serve(self.policy, msg.position, age, self.stale_after_s, self.rejected)
         if reason is not None:
             self.get_logger().warning(f"rejected observation {msg.header.frame_id!r}: {reason}; "
@@ -109,6 +112,7 @@ class PolicyServer(Node):
     def publish_diagnostics(self) -> None:
         bundle = self.policy.bundle
         lat = self.latency.percentiles_us()
+        inbound = self.transport_in.percentiles_us()
         status = DiagnosticStatus(name="qpolicy/policy_server", hardware_id=self.policy.backend)
         guard = self.policy
         if guard.degraded:
@@ -120,7 +124,8 @@ class PolicyServer(Node):
             status.message = f"backend {guard.backend}; {self.rejected.total} rejected inputs; {guard.faults} faults"
         values = {"backend": self.policy.backend, "policy": str(bundle.path), "served": self.served,
                   "rejected_total": self.rejected.total, "fallbacks": self.fallbacks,
-                  "compute_latency_us_p50": lat["p50"], "compute_latency_us_p99": lat["p99"]}
+                  "compute_latency_us_p50": lat["p50"], "compute_latency_us_p99": lat["p99"],
+                  "transport_in_us_p50": inbound["p50"], "transport_in_us_p99": inbound["p99"]}
         values.update(guard.stats())
         values["bundle_digest"] = bundle.digest
         if bundle.is_integer:

@@ -10,7 +10,7 @@ import pytest
 from qpolicy_hw.errors import ObservationError, QpolicyError
 from qpolicy_hw.runtime import make_policy
 from qpolicy_ros.bridge_loop import LATENCIES_KEPT, SAFE_STEPS_KEPT, SENT_KEYS_KEPT, BridgeLoop
-from qpolicy_ros.loop_core import step_key
+from qpolicy_ros.loop_core import format_split, latency_split, step_key
 from qpolicy_train.evaluation import rollout
 
 PERIOD = 0.008
@@ -115,3 +115,28 @@ def test_a_long_run_keeps_bounded_statistics():
 def test_bad_loop_parameters_are_refused(kw, message):
     with pytest.raises(QpolicyError, match=message):
         _loop(**kw)
+
+
+def test_realtime_jitter_and_the_latency_split():
+    """Every other tick 1 ms late: the jitter counts it; the split puts the server's phases, its total,
+    the inbound transport and the round trip side by side, and what is left as a difference of medians."""
+    loop = _loop(mode="realtime", episodes=1, period_s=PERIOD, max_steps=40)
+    out, t = loop.start(0.0), 0.0
+    for i in range(40):
+        loop.on_command(out.key, [0.0, 0.0, 0.0], t + 0.0004)
+        t += PERIOD + (0.001 if i % 2 else 0.0)
+        out = loop.realtime_tick(t) or out
+    report = loop.report()
+    # 39 intervals: 20 one period + 1 ms (jitter 1 ms), 19 exactly one period (jitter 0)
+    assert report["jitter_us"]["n"] == 39 and report["jitter_us"]["max"] == pytest.approx(1000.0, abs=0.01)
+    assert report["jitter_us"]["p50"] == pytest.approx(1000.0, abs=0.01)
+    assert report["step_interval_us"]["p50"] == pytest.approx(9000.0, abs=0.01)
+    report["server_diagnostics"] = {"host_in_us_p50": "5.0", "host_in_us_p99": "9.0", "compute_latency_us_p50": "60",
+                                    "compute_latency_us_p99": "90", "transport_in_us_p50": "150",
+                                    "transport_in_us_p99": "400", "core_us_p50": "None"}
+    rows = {r["phase"]: r for r in latency_split(report)}
+    assert list(rows) == ["host_in", "compute_latency", "transport_in", "round_trip", "return_and_executors",
+                          "loop_jitter"]
+    assert rows["round_trip"]["p50_us"] == pytest.approx(400.0)
+    assert rows["return_and_executors"]["p50_us"] == pytest.approx(400.0 - 150.0 - 60.0)
+    assert "loop_jitter" in format_split(list(rows.values()))

@@ -168,5 +168,6 @@ class GuardedPolicy:
                "int_act_path": self.reference.act_path if self.reference is not None else None}
         for name, stats in self.split.items():
             if stats.values:
-                out[f"{name}_us_p50"] = stats.percentiles_us()["p50"]
+                pct = stats.percentiles_us()
+                out[f"{name}_us_p50"], out[f"{name}_us_p99"] = pct["p50"], pct["p99"]
         return out
