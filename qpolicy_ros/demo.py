@@ -44,18 +44,21 @@ def node_command(module: str, node_name: str, params: dict[str, Any], out_dir: P
     return [sys.executable, "-m", module, "--ros-args", "--params-file", str(params_file)]
 
 
-def run_loop(policy: str | Path, backend: str = "auto", mode: str = "lockstep", episodes: int = 3, seed: int = 0,
+def run_loop(policy, backend: str = "auto", mode: str = "lockstep", episodes: int = 3, seed: int = 0,
              rate_hz: float = 0.0, out_dir: str | Path = "demo_out", timeout_s: float = 900.0,
              domain_id: int | None = None, extra_bridge: dict | None = None, record: str | None = None,
              env_id: str = "", remote: str = "", video: str | None = None,
              extra_server: dict | None = None) -> dict:
     """Run both nodes to completion; returns the bridge's report plus the server's log lines.
 
-    ``env_id`` and ``rate_hz`` default to the bundle's task and its control rate (``task.resolve_task``,
-    checked here before any node starts)."""
+    ``policy``: a bundle path or a loaded ``Bundle`` (not loaded again here). ``env_id`` and ``rate_hz``
+    default to the bundle's task and its control rate (``task.resolve_task``, checked here before any node
+    starts)."""
+    from qpolicy_hw.bundle import Bundle
     from qpolicy_ros.task import resolve_task
 
     env_id, rate_hz = resolve_task(policy, env_id, rate_hz)
+    policy = policy.path if isinstance(policy, Bundle) else policy
     out = Path(out_dir).resolve()   # the nodes run in the package directory: give them absolute paths
     out.mkdir(parents=True, exist_ok=True)
     report_path = out / "bridge_report.json"
@@ -165,7 +168,7 @@ def demo(policy: str | None = None, backend: str = "auto", mode: str = "lockstep
 
     policy_path = Path(policy) if policy else DEFAULT_POLICY
     bundle = load_bundle(policy_path)  # a bad or missing bundle fails here, in one line, before any node starts
-    env_id, rate_hz = resolve_task(policy_path, env_id, rate_hz)   # so does a bundle that does not fit the task
+    env_id, rate_hz = resolve_task(bundle, env_id, rate_hz)   # so does a bundle that does not fit the task
     t0 = time.perf_counter()
     if episodes <= 0:
         raise QpolicyError(f"--episodes {episodes}: must be positive")
@@ -174,7 +177,7 @@ def demo(policy: str | None = None, backend: str = "auto", mode: str = "lockstep
         raise QpolicyError(f"--video {video}: choose a .mp4 or a .gif file")
     if backend == "remote" and not remote:
         raise QpolicyError("--backend remote needs --remote HOST:PORT (the board agent)")
-    report = run_loop(policy_path, backend, mode, episodes, seed, rate_hz, out_dir, record=record, env_id=env_id,
+    report = run_loop(bundle, backend, mode, episodes, seed, rate_hz, out_dir, record=record, env_id=env_id,
                       domain_id=domain_id, remote=remote, video=video)
     summary = {"returns": report["returns"], "mean_return": report["mean_return"],
                "latency_us": {k: report["latency_us"][k] for k in ("p50", "p99")},

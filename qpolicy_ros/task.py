@@ -39,14 +39,15 @@ def control_rate_hz(env) -> float:
     return 1.0 / float(env.unwrapped.dt)
 
 
-def resolve_task(policy: str | Path, env_id: str = "", rate_hz: float = 0.0) -> tuple[str, float]:
-    """``(env_id, rate_hz)`` for a run of ``policy``: the bundle's task and its control rate where the
-    arguments are empty/zero. Raises :class:`QpolicyError` when the bundle cannot drive that environment."""
+def resolve_task(policy, env_id: str = "", rate_hz: float = 0.0) -> tuple[str, float]:
+    """``(env_id, rate_hz)`` for a run of ``policy`` (a bundle path, or a loaded ``Bundle``): the bundle's
+    task and its control rate where the arguments are empty/zero. Raises :class:`QpolicyError` when the
+    bundle cannot drive that environment."""
     import gymnasium as gym
 
-    from qpolicy_hw.bundle import load_bundle
+    from qpolicy_hw.bundle import Bundle, load_bundle
 
-    bundle = load_bundle(find_policy(policy))
+    bundle = policy if isinstance(policy, Bundle) else load_bundle(find_policy(policy))
     env_id = env_id or bundle.env_id
     try:
         env = gym.make(env_id)
