@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.parametrize("bundle, env_id, rate", [
     ("policies/hopper/selected", "Hopper-v5", 125.0),
-    ("policies/hwref/Walker2d", "Walker2d-v5", 125.0),
+    ("policies/walker2d/selected", "Walker2d-v5", 125.0),
     ("policies/hwref/HalfCheetah", "HalfCheetah-v5", 20.0),
     ("policies/hwref/Ant", "Ant-v5", 20.0),
     ("policies/hwref/Humanoid", "Humanoid-v5", 1 / 0.015),
@@ -32,7 +32,7 @@ def test_the_bundle_sets_the_task_and_its_control_rate(bundle, env_id, rate):
 
 def test_a_bundle_for_another_task_is_refused_in_one_line():
     with pytest.raises(QpolicyError, match="is a Walker2d-v5 policy .* Hopper-v5 has 11 and 3") as info:
-        resolve_task(ROOT / "policies/hwref/Walker2d", env_id="Hopper-v5")
+        resolve_task(ROOT / "policies/walker2d/selected", env_id="Hopper-v5")
     assert "\n" not in str(info.value)
 
 
@@ -44,7 +44,7 @@ def test_the_default_policy_resolves_from_any_directory(tmp_path, monkeypatch):
 def test_demo_refuses_a_mismatched_bundle_before_any_node_starts(tmp_path):
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "qpolicy_cli.main", "demo", "--policy",
-                          str(ROOT / "policies/hwref/Walker2d"), "--env-id", "Hopper-v5", "--out", str(tmp_path)],
+                          str(ROOT / "policies/walker2d/selected"), "--env-id", "Hopper-v5", "--out", str(tmp_path)],
                          capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.returncode == 2 and time.perf_counter() - t0 < 30
     assert "is a Walker2d-v5 policy" in out.stderr and len(out.stderr.strip().splitlines()) == 1
