@@ -109,3 +109,16 @@ def test_a_library_that_disagrees_is_not_used(bundle_factory, monkeypatch):
 
     fast, why = compiled.compiled_act(bundle, reference_off_by_one_late)
     assert fast is None and "disagreed with the reference" in why
+
+
+@needs_cc
+def test_a_compiler_without_march_native_builds_the_portable_library(bundle_factory, monkeypatch, tmp_path):
+    cc = tmp_path / "cc-without-native"
+    cc.write_text('#!/bin/sh\nfor a in "$@"; do [ "$a" = -march=native ] && exit 1; done\n'
+                  f'exec {shutil.which("gcc") or shutil.which("cc")} "$@"\n')
+    cc.chmod(0o755)
+    monkeypatch.setenv("CC", str(cc))
+    monkeypatch.setenv("QPOLICY_CACHE", str(tmp_path / "cache"))
+    policy = make_policy(bundle_factory(), "int")
+    assert policy.act_path.startswith("compiled C"), policy.act_path
+    assert len(list((tmp_path / "cache" / "act").glob("act_*.so"))) == 1

@@ -17,7 +17,7 @@ import subprocess
 import numpy as np
 
 from qpolicy_hw.bundle import Bundle
-from qpolicy_hw.cc import shared_library
+from qpolicy_hw.cc import PORTABLE_CFLAGS, shared_library
 from qpolicy_hw.host_c import host_library, single_unit
 
 DISABLE_ENV = "QPOLICY_NO_COMPILED_ACT"
@@ -32,7 +32,11 @@ class CompiledAct:
 
     def __init__(self, bundle: Bundle):
         source = single_unit(host_library(bundle, latency=0))
-        self._lib = ctypes.CDLL(str(shared_library(source, "act", "act")))
+        try:
+            library = shared_library(source, "act", "act")
+        except subprocess.CalledProcessError:      # e.g. a compiler without -march=native
+            library = shared_library(source, "act", "act", PORTABLE_CFLAGS)
+        self._lib = ctypes.CDLL(str(library))
         self._fn = self._lib.qpolicy_act
         self._fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
         self._fn.restype = ctypes.c_int
