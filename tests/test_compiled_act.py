@@ -122,3 +122,41 @@ def test_a_compiler_without_march_native_builds_the_portable_library(bundle_fact
     policy = make_policy(bundle_factory(), "int")
     assert policy.act_path.startswith("compiled C"), policy.act_path
     assert len(list((tmp_path / "cache" / "act").glob("act_*.so"))) == 1
+
+
+@needs_cc
+def test_the_software_core_takes_int64_accumulators_when_int32_would_overflow(bundle_factory, monkeypatch, tmp_path):
+    """W, B and T all times 2^24: every comparison acc >= T keeps its answer, so the codes must be the original
+    bundle's, while the accumulators need 64 bits."""
+    from qpolicy_hw.cc import shared_library
+    from qpolicy_hw.host_c import core_source, host_library, single_unit
+
+    bundle = load_bundle(bundle_factory())
+    k = 1 << 24
+
+    class Scaled:
+        def __getattr__(self, name):
+            return getattr(bundle, name)
+
+        def weights(self, i):
+            return bundle.weights(i).astype(np.int64) * k
+
+        def bias(self, i):
+            return bundle.bias(i).astype(np.int64) * k
+
+        def thresholds(self, i):
+            return bundle.thresholds(i).astype(np.int64) * k
+
+    source = core_source(Scaled())
+    assert "int64_t acc" in source and "int32_t acc" not in source
+    files = host_library(bundle, latency=0)
+    files["qpolicy_core_sw.c"] = source
+    monkeypatch.setenv("QPOLICY_CACHE", str(tmp_path / "cache"))
+    lib = ctypes.CDLL(str(shared_library(single_unit(files), "scaled", "act")))
+    lo, hi = bundle.layers[0].in_range
+    q = np.random.default_rng(3).integers(lo, hi + 1, size=(3000, bundle.obs_dim)).astype(np.int32)
+    q[0], q[1] = lo, hi
+    out = np.zeros((len(q), bundle.act_dim), dtype=np.int32)
+    for row, dest in zip(q, out, strict=True):
+        assert lib.qpolicy_core_sw(row.ctypes.data_as(ctypes.c_void_p), dest.ctypes.data_as(ctypes.c_void_p)) == 0
+    assert np.array_equal(out, IntegerPolicy(bundle).codes(q))
