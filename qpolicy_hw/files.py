@@ -1,5 +1,5 @@
 """Output folders, checked before any long step: a run that cannot write must say so at once; and the one
-way videos are written (``qpolicy render`` and ``qpolicy demo --video`` give the same file for an episode)."""
+way videos are made (``qpolicy render`` and ``qpolicy demo --video`` give the same file for an episode)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,3 +30,23 @@ def video_writer(path: str | Path, fps: float):
     if path.suffix.lower() == ".gif":
         return imageio.get_writer(path, mode="I", duration=1000.0 / fps, loop=0)
     raise QpolicyError(f"{path}: choose a .mp4 or a .gif file")
+
+
+def rendering_env(env_id: str, width: int, height: int):
+    """A Gymnasium MuJoCo environment that renders ``width`` x ``height`` frames with a camera that follows the
+    robot. The v5 tasks name a body to track (``trackbodyid``), but Gymnasium's renderer sets its camera back to
+    free before every frame (camera id -1), so a robot that walks well leaves the picture within seconds. Here
+    the camera tracks that body (the root body where none is named) at the task's own distance and
+    elevation. gymnasium is imported only when a video is asked for."""
+    import gymnasium as gym
+    import mujoco
+
+    env = gym.make(env_id, render_mode="rgb_array", width=width, height=height)
+    renderer = env.unwrapped.mujoco_renderer
+    config = dict(renderer.default_cam_config or {})
+    config["type"] = mujoco.mjtCamera.mjCAMERA_TRACKING
+    if config.get("trackbodyid", -1) < 0:
+        config["trackbodyid"] = 1
+    renderer.default_cam_config = config   # applied to the camera when the first frame is rendered
+    renderer.camera_id = None              # and kept: with an id, every frame resets the camera's type
+    return env

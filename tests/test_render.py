@@ -56,3 +56,26 @@ def test_render_refuses_other_formats(bundle_factory, tmp_path):
 
     with pytest.raises(QpolicyError, match=r"choose a \.mp4 or a \.gif"):
         render_episode(bundle_factory(), tmp_path / "x.avi")
+
+
+@needs_egl
+@pytest.mark.parametrize("env_id, body", [("Hopper-v5", 2), ("HalfCheetah-v5", 1)])
+def test_the_video_camera_follows_the_robot(env_id, body):
+    """Gymnasium's renderer resets its camera to free before each frame; ours stays on the task's body (the
+    root body where the task names none), so the torso stays in the picture as the robot runs off."""
+    import mujoco
+
+    from qpolicy_hw.files import rendering_env
+
+    env = rendering_env(env_id, 32, 24)
+    env.reset(seed=0)
+    env.render()
+    start = np.array(env.unwrapped.mujoco_renderer.viewer.cam.lookat)
+    for _ in range(30):
+        env.unwrapped.data.qvel[0] = 5.0          # push the root forward: it travels about 1 m
+        env.step(np.zeros(env.action_space.shape))
+    env.render()
+    cam = env.unwrapped.mujoco_renderer.viewer.cam
+    assert cam.type == mujoco.mjtCamera.mjCAMERA_TRACKING and cam.trackbodyid == body
+    assert np.array(cam.lookat)[0] - start[0] > 0.3      # the camera moved with it
+    env.close()
