@@ -9,7 +9,8 @@ Vivado numbers, these are Yosys counts, so compare orders of magnitude, not sing
     .venv/bin/python bench/hw_table.py [BUNDLE ...] [--fold auto|none] [--out bench_out/hw_table] [--json] [--plot PNG]
     .venv/bin/python bench/hw_table.py --rows DIR/hw_row.json ... [--plot PNG]   # no re-measuring
 
-Without arguments it measures `policies/hopper/selected` and the bundles under `policies/hwref/`.
+Without arguments it measures every shipped selection (`policies/*/selected`, and `policies/hopper/core3`) and
+the reference bundles of the tasks not trained yet (`policies/hwref/*`).
 """
 from __future__ import annotations
 
@@ -109,11 +110,13 @@ def main() -> None:
     p.add_argument("--fold", default="auto", help="qpolicy hw --fold for every bundle: auto (default) or none")
     a = p.parse_args()
     bundles = [] if a.rows else a.bundles or [
-        ROOT / "policies/hopper/selected",
+        *sorted(d for d in (ROOT / "policies").glob("*/selected") if (d / "bundle.json").exists()),
+        ROOT / "policies/hopper/core3",
         *sorted(d for d in (ROOT / "policies/hwref").glob("*") if (d / "bundle.json").exists())]
     rows = [json.loads(f.read_text()) for f in a.rows or []]
     for b in bundles:
-        out = a.out / (b.parent.name if b.name == "bundle" else b.name)
+        # runs/X/bundle -> X; policies/walker2d/selected -> walker2d_selected (one folder per bundle)
+        out = a.out / (b.resolve().parent.name if b.name == "bundle" else "_".join(b.resolve().parts[-2:]))
         row = measure(b.resolve(), out, a.fold)
         (out / "hw_row.json").write_text(json.dumps(row, indent=2) + "\n")  # kept if a later bundle fails
         rows.append(row)
