@@ -153,7 +153,8 @@ def figure(row: dict, key: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bundles", nargs="+", default=["policies/hopper/selected", "policies/walker2d/selected"])
+    ap.add_argument("--bundles", nargs="+", default=["policies/hopper/selected", "policies/walker2d/selected",
+                                                    "policies/humanoid/selected"])
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--check", type=int, default=100_000, help="random raw observations checked before timing")
     ap.add_argument("--spaced", type=int, default=300, help="calls one control period apart (0: skip)")
