@@ -32,16 +32,14 @@ def video_writer(path: str | Path, fps: float):
     raise QpolicyError(f"{path}: choose a .mp4 or a .gif file")
 
 
-def rendering_env(env_id: str, width: int, height: int):
-    """A Gymnasium MuJoCo environment that renders ``width`` x ``height`` frames with a camera that follows the
-    robot. The v5 tasks name a body to track (``trackbodyid``), but Gymnasium's renderer sets its camera back to
-    free before every frame (camera id -1), so a robot that walks well leaves the picture within seconds. Here
-    the camera tracks that body (the root body where none is named) at the task's own distance and
-    elevation. gymnasium is imported only when a video is asked for."""
-    import gymnasium as gym
+def track_robot(env):
+    """``env`` (a Gymnasium MuJoCo environment made with ``render_mode="rgb_array"``) with a camera that follows
+    the robot, returned. The v5 tasks name a body to track (``trackbodyid``), but Gymnasium's renderer sets its
+    camera back to free before every frame (camera id -1), so a robot that walks well leaves the picture
+    within seconds. Here the camera tracks that body (the root body where none is named) at the task's own
+    distance and elevation. mujoco is imported only when a video is asked for."""
     import mujoco
 
-    env = gym.make(env_id, render_mode="rgb_array", width=width, height=height)
     renderer = env.unwrapped.mujoco_renderer
     config = dict(renderer.default_cam_config or {})
     config["type"] = mujoco.mjtCamera.mjCAMERA_TRACKING

@@ -48,9 +48,9 @@ class MujocoBridge(Node):
         try:
             if self.video_path:
                 os.environ.setdefault("MUJOCO_GL", "egl")        # off-screen, before MuJoCo's renderer loads
-                from qpolicy_hw.files import rendering_env
+                from qpolicy_hw.files import track_robot
 
-                env = rendering_env(self.env_id, 240, 180)
+                env = track_robot(gym.make(self.env_id, render_mode="rgb_array", width=240, height=180))
                 after_step = self.record_frame
             else:
                 env = gym.make(self.env_id)

@@ -25,11 +25,13 @@ def render_episode(bundle_path: str | Path, out: str | Path, backend: str = "int
     if width <= 0 or height <= 0 or every <= 0 or max_steps <= 0:
         raise QpolicyError("width, height, --every and --max-steps must be positive")
     os.environ.setdefault("MUJOCO_GL", "egl")            # before mujoco is imported: off-screen, no display
-    from qpolicy_hw.files import rendering_env, video_writer
+    import gymnasium as gym
+
+    from qpolicy_hw.files import track_robot, video_writer
     from qpolicy_hw.runtime import make_policy
 
     policy = make_policy(bundle_path, backend)
-    env = rendering_env(policy.bundle.env_id, width, height)
+    env = track_robot(gym.make(policy.bundle.env_id, render_mode="rgb_array", width=width, height=height))
     fps = fps or 1.0 / (env.unwrapped.dt * every)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:

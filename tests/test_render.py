@@ -65,9 +65,9 @@ def test_the_video_camera_follows_the_robot(env_id, body):
     root body where the task names none), so the torso stays in the picture as the robot runs off."""
     import mujoco
 
-    from qpolicy_hw.files import rendering_env
+    from qpolicy_hw.files import track_robot
 
-    env = rendering_env(env_id, 32, 24)
+    env = track_robot(gym.make(env_id, render_mode="rgb_array", width=32, height=24))
     env.reset(seed=0)
     env.render()
     start = np.array(env.unwrapped.mujoco_renderer.viewer.cam.lookat)
