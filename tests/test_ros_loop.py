@@ -246,7 +246,9 @@ def test_killed_server_means_safe_action_and_a_restart_resumes(bundle_factory, t
     assert report["foreign_commands"] + report["late_commands"] > 1000
     assert all(FOREIGN_VALUE not in a for a in report["actions"])   # ...never applied
     assert max(safe) < report["steps"] - 100            # commands flowed again after the restart
-    assert min(safe) > 50                               # and before the kill
+    # and before the kill: realtime does not wait for the first answer, so a loaded machine may miss the
+    # first period or two (the safe action is then right); the outage is the rest
+    assert len([s for s in safe if s <= 50]) <= 5 and len([s for s in safe if s > 50]) >= 100
 
 
 def test_launch_file_names_real_executables_and_parameters():
