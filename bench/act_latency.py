@@ -33,16 +33,22 @@ from qpolicy_hw.bundle import load_bundle  # noqa: E402
 from qpolicy_hw.runtime.int_backend import IntegerPolicy  # noqa: E402
 
 
-def timed(fn, inputs: np.ndarray, n: int) -> dict:
+def timed(fn, inputs: np.ndarray, n: int, period_s: float = 0.0) -> dict:
+    """p50/p99 of ``n`` calls after a warm-up: back to back, or with ``period_s`` one call per control period, as
+    a loop calls it (caches and branch predictors go cold while other processes run, which a back-to-back
+    loop never shows)."""
     for x in inputs[:200]:
         fn(x)                                   # warm-up
     samples = np.empty(n)
     for i in range(n):
         x = inputs[i % len(inputs)]
+        if period_s:
+            time.sleep(period_s)
         t0 = time.perf_counter()
         fn(x)
         samples[i] = time.perf_counter() - t0
-    return {"p50_us": float(np.percentile(samples, 50) * 1e6), "p99_us": float(np.percentile(samples, 99) * 1e6)}
+    out = {"p50_us": float(np.percentile(samples, 50) * 1e6), "p99_us": float(np.percentile(samples, 99) * 1e6)}
+    return {**out, "period_ms": period_s * 1e3} if period_s else out
 
 
 def torch_peer(bundle):
@@ -65,20 +71,6 @@ def torch_peer(bundle):
             x = torch.clamp((torch.from_numpy(obs).float() - mean) / std, -10.0, 10.0)
             return net(x).numpy()
     return act
-
-
-def timed_spaced(fn, inputs: np.ndarray, n: int, period_s: float) -> dict:
-    """One call per control period, as a loop calls it: caches and branch predictors have gone cold (other
-    processes ran in between), which a back-to-back loop never shows."""
-    samples = np.empty(n)
-    for i in range(n):
-        x = inputs[i % len(inputs)]
-        time.sleep(period_s)
-        t0 = time.perf_counter()
-        fn(x)
-        samples[i] = time.perf_counter() - t0
-    return {"p50_us": float(np.percentile(samples, 50) * 1e6), "p99_us": float(np.percentile(samples, 99) * 1e6),
-            "period_ms": period_s * 1e3}
 
 
 def numpy_peer(bundle):
@@ -119,17 +111,17 @@ def measure(path: str, n: int, check: int, spaced: int, period_s: float) -> dict
     obs = np.load(bundle.path / "golden" / "obs.npy")
     ref = IntegerPolicy(bundle)
     served = make_policy(bundle, "int")
+    torch_act = torch_peer(bundle)         # one peer for both timings
     row = {"bundle": path, "int_act_path": served.act_path,
            "checked_observations": len(obs) + check,
            "mismatches": mismatches(served, ref, np.vstack([obs, random_raw(bundle, check)])),
            "int_act": timed(served.act, obs, n), "int_act_numpy": timed(ref.act, obs, n),
            "int_reference_path": timed(lambda o: ref.decode(ref.codes(ref.quantize(o)[None])[0]), obs, n),
-           "torch_fp32_eager": timed(torch_peer(bundle), obs, n), "numpy_fp32": timed(numpy_peer(bundle), obs, n)}
-    torch_act = torch_peer(bundle)
+           "torch_fp32_eager": timed(torch_act, obs, n), "numpy_fp32": timed(numpy_peer(bundle), obs, n)}
     if spaced:
-        row["spaced"] = {"int_act": timed_spaced(served.act, obs, spaced, period_s),
-                         "int_act_numpy": timed_spaced(ref.act, obs, spaced, period_s),
-                         "torch_fp32_eager": timed_spaced(torch_act, obs, spaced, period_s)}
+        row["spaced"] = {"int_act": timed(served.act, obs, spaced, period_s),
+                         "int_act_numpy": timed(ref.act, obs, spaced, period_s),
+                         "torch_fp32_eager": timed(torch_act, obs, spaced, period_s)}
     try:
         row["float_backend"] = timed(make_policy(bundle, "float").act, obs, min(n, 2000))
     except Exception as exc:  # noqa: BLE001 - reported, not fatal: the other figures stand
