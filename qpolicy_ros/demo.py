@@ -117,7 +117,7 @@ def run_loop(policy, backend: str = "auto", mode: str = "lockstep", episodes: in
         raise QpolicyError(f"the bridge wrote no report (exit {bridge.returncode}); last log lines: "
                            + " | ".join(line for line in tail.splitlines() if line.strip())[-400:])
     report = json.loads(report_path.read_text())
-    report["server_exit"] = server.returncode
+    report.update(server_exit=server.returncode, env_id=env_id, rate_hz=rate_hz)
     return report
 
 
@@ -164,11 +164,9 @@ def demo(policy: str | None = None, backend: str = "auto", mode: str = "lockstep
          video: str | None = None) -> int:
     from qpolicy_hw.bundle import load_bundle
     from qpolicy_ros.loop_core import format_split, latency_split
-    from qpolicy_ros.task import resolve_task
 
     policy_path = Path(policy) if policy else DEFAULT_POLICY
     bundle = load_bundle(policy_path)  # a bad or missing bundle fails here, in one line, before any node starts
-    env_id, rate_hz = resolve_task(bundle, env_id, rate_hz)   # so does a bundle that does not fit the task
     t0 = time.perf_counter()
     if episodes <= 0:
         raise QpolicyError(f"--episodes {episodes}: must be positive")
@@ -179,6 +177,7 @@ def demo(policy: str | None = None, backend: str = "auto", mode: str = "lockstep
         raise QpolicyError("--backend remote needs --remote HOST:PORT (the board agent)")
     report = run_loop(bundle, backend, mode, episodes, seed, rate_hz, out_dir, record=record, env_id=env_id,
                       domain_id=domain_id, remote=remote, video=video)
+    env_id, rate_hz = report["env_id"], report["rate_hz"]   # resolved (and checked) by run_loop, before any node
     summary = {"returns": report["returns"], "mean_return": report["mean_return"],
                "latency_us": {k: report["latency_us"][k] for k in ("p50", "p99")},
                "late_commands": report["late_commands"], "missing_commands": report["missing_commands"],

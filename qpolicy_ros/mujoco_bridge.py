@@ -39,6 +39,9 @@ class MujocoBridge(Node):
         else:
             raise QpolicyError("set policy (a bundle: its task and control rate are used) or both env_id and rate_hz")
         self.discovery_timeout_s = float(p("discovery_timeout_s", 60.0).value)
+        # at the end, how long to wait for the server's diagnostics of the whole run (it sends them at each
+        # episode's end and every diagnostics_period_s) before the report is written without them
+        self.final_diagnostics_wait_s = float(p("final_diagnostics_wait_s", 2.0).value)
         self.report_path = p("report_path", "").value
         # start only when this many nodes listen to the observations (2 with a bag recorder)
         self.min_subscribers = int(p("min_observation_subscribers", 1).value)
@@ -85,6 +88,7 @@ class MujocoBridge(Node):
         self.t_start = time.monotonic()
         self.backend = None
         self.server_max_level, self.server_diagnostics = 0, {}   # what the server reported, for the report
+        self.finishing_since: float | None = None   # the run is over; the report waits for fresh diagnostics
         self.create_timer(WATCHDOG_PERIOD_S, self.wait_for_server)
 
     # --- start-up: wait for the policy server instead of sleeping ----------------------------
@@ -140,6 +144,8 @@ class MujocoBridge(Node):
                 level = status.level if isinstance(status.level, int) else ord(status.level)
                 self.server_max_level = max(self.server_max_level, level)
                 self.server_diagnostics = {kv.key: kv.value for kv in status.values}
+                if self.finishing_since is not None:
+                    self.write_report()
 
     def on_command(self, msg: Float64MultiArray) -> None:
         if not self.started or self.done:
@@ -171,15 +177,32 @@ class MujocoBridge(Node):
                 **self.loop.report()}
 
     def finish(self, exit_code: int = 0) -> None:
-        if self.done:
+        """End the run. A run that reached the server waits (bounded) for its diagnostics of the whole run."""
+        if self.done or self.finishing_since is not None:
             return
-        self.done, self.exit_code = True, exit_code
+        self.exit_code = exit_code
         if self.video is not None:
             self.video.close()
+        self.loop.env.close()
+        if exit_code != 0 or not self.server_diagnostics or self.final_diagnostics_wait_s <= 0:
+            self.write_report()
+            return
+        self.finishing_since = time.monotonic()
+        self.create_timer(WATCHDOG_PERIOD_S, self.finish_tick)
+
+    def finish_tick(self) -> None:
+        if not self.done and time.monotonic() - self.finishing_since > self.final_diagnostics_wait_s:
+            self.get_logger().warning(f"no diagnostics from the server within {self.final_diagnostics_wait_s:g} s "
+                                      "of the run's end; the report holds its last ones")
+            self.write_report()
+
+    def write_report(self) -> None:
+        if self.done:
+            return
+        self.done = True
         if self.report_path:
             with open(self.report_path, "w") as f:
                 json.dump(self.report(), f)
-        self.loop.env.close()
 
 
 def main(args=None) -> int:

@@ -9,7 +9,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+from std_msgs.msg import Float64MultiArray, MultiArrayDimension, String
 
 from qpolicy_hw.cache import cache_dir
 from qpolicy_hw.errors import QpolicyError
@@ -51,6 +51,8 @@ class PolicyServer(Node):
         self.diag_pub = self.create_publisher(DiagnosticArray, self.topics["diagnostics_topic"], 10)
         self.create_subscription(JointState, self.topics["observation_topic"], self.on_observation, qos)
         self.create_timer(period, self.publish_diagnostics)
+        # and at every episode's end: the bridge's report then holds figures for its whole run, however short
+        self.create_subscription(String, self.topics["episode_topic"], lambda _msg: self.publish_diagnostics(), 10)
         self.add_on_set_parameters_callback(self.on_parameters)
         int_path = self.policy.reference.act_path if self.policy.reference is not None else "none"
         self.get_logger().info(f"serving {self.bundle_path} with backend {self.policy.backend} "

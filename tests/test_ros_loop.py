@@ -48,6 +48,8 @@ def test_lockstep_over_dds_equals_the_offline_rollout(bundle_factory, tmp_path, 
     assert report["missing_commands"] == 0 and report["backend"] == backend
     assert report["actions"] == offline_actions          # every action, bit for bit
     assert report["returns"] == returns                  # and every return
+    # the report's server figures cover the whole run, however short (not a diagnostics message from its start)
+    assert int(report["server_diagnostics"]["served"]) == report["steps"]
 
 
 def _run_fuzzer(domain: int, n: int, out: Path) -> dict:
