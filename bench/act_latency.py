@@ -97,13 +97,6 @@ def mismatches(served, ref: IntegerPolicy, obs: np.ndarray) -> int:
     return int((np.array([served.act(o) for o in obs]) != expected).sum())
 
 
-def random_raw(bundle, n: int, seed: int = 11) -> np.ndarray:
-    norm = bundle.normalization
-    std = np.sqrt(np.asarray(norm["var"]) + norm["epsilon"])
-    rng = np.random.default_rng(seed)
-    return np.asarray(norm["mean"]) + rng.standard_normal((n, bundle.obs_dim)) * rng.choice([0.3, 1, 3], (n, 1)) * std
-
-
 def measure(path: str, n: int, check: int, spaced: int, period_s: float) -> dict:
     from qpolicy_hw.runtime import make_policy
 
@@ -114,7 +107,7 @@ def measure(path: str, n: int, check: int, spaced: int, period_s: float) -> dict
     torch_act = torch_peer(bundle)         # one peer for both timings
     row = {"bundle": path, "int_act_path": served.act_path,
            "checked_observations": len(obs) + check,
-           "mismatches": mismatches(served, ref, np.vstack([obs, random_raw(bundle, check)])),
+           "mismatches": mismatches(served, ref, np.vstack([obs, bundle.random_observations(check, 11, spreads=(0.3, 1.0, 3.0))])),
            "int_act": timed(served.act, obs, n), "int_act_numpy": timed(ref.act, obs, n),
            "int_reference_path": timed(lambda o: ref.decode(ref.codes(ref.quantize(o)[None])[0]), obs, n),
            "torch_fp32_eager": timed(torch_act, obs, n), "numpy_fp32": timed(numpy_peer(bundle), obs, n)}

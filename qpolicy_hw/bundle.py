@@ -189,6 +189,16 @@ class Bundle:
         """The action served when an input is rejected: the centre of the action box (zero torque for MuJoCo)."""
         return np.asarray(self.meta["task"]["safe_action"], dtype=np.float64)
 
+    def random_observations(self, n: int, seed: int = 0,
+                            spreads: tuple[float, ...] = (0.01, 0.3, 1.0, 3.0, 30.0)) -> np.ndarray:
+        """``n`` raw observations around the training data: the normalization's mean plus Gaussian noise of
+        its std times a spread drawn per row, so that checks reach both the centre and the clipped edges."""
+        norm = self.normalization
+        std = np.sqrt(np.asarray(norm["var"]) + norm["epsilon"])
+        rng = np.random.default_rng(seed)
+        spread = rng.choice(np.asarray(spreads, dtype=np.float64), size=(n, 1))
+        return np.asarray(norm["mean"]) + rng.standard_normal((n, self.obs_dim)) * spread * std
+
     def weights(self, i: int) -> np.ndarray:
         return self.arrays[f"{self.layers[i].name}.weight"]
 

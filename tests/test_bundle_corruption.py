@@ -46,13 +46,6 @@ def time_limit(seconds: int):
         signal.signal(signal.SIGALRM, old)
 
 
-def _raw_observations(bundle, n: int = 256, seed: int = 99) -> np.ndarray:
-    norm = bundle.normalization
-    std = np.sqrt(np.asarray(norm["var"]) + norm["epsilon"])
-    spread = np.repeat([0.5, 1.0, 3.0, 12.0], n // 4)[:, None]
-    return np.asarray(norm["mean"]) + np.random.default_rng(seed).standard_normal((n, bundle.obs_dim)) * spread * std
-
-
 def _actions(bundle, obs) -> np.ndarray:
     policy = IntegerPolicy(bundle)
     return np.array([policy.act(o) for o in obs])
@@ -126,7 +119,7 @@ def _judge(path: Path, reference_obs: np.ndarray, reference_actions: np.ndarray)
 def test_every_field_of_bundle_json(bundle_factory, tmp_path):
     source = bundle_factory()
     original = load_bundle(source)
-    obs = np.vstack([_raw_observations(original), np.load(source / "golden" / "obs.npy")])
+    obs = np.vstack([original.random_observations(256, 99, spreads=(0.5, 1.0, 3.0, 12.0)), np.load(source / "golden" / "obs.npy")])
     want = _actions(original, obs)
     meta0 = json.loads((source / "bundle.json").read_text())
     verdicts: dict[str, int] = {}

@@ -18,14 +18,6 @@ needs_cc = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc")
                               reason="no C compiler")
 
 
-def _raw(bundle, n: int, seed: int) -> np.ndarray:
-    norm = bundle.normalization
-    std = np.sqrt(np.asarray(norm["var"]) + norm["epsilon"])
-    rng = np.random.default_rng(seed)
-    spread = rng.choice([0.01, 0.3, 1.0, 3.0, 30.0], size=(n, 1))
-    return np.asarray(norm["mean"]) + rng.standard_normal((n, bundle.obs_dim)) * spread * std
-
-
 def _reference_actions(ref: IntegerPolicy, obs: np.ndarray) -> np.ndarray:
     """decode(codes(quantize(obs))) in batches: the reference path, not act()."""
     q = np.array([ref.quantize(o) for o in obs])
@@ -46,7 +38,7 @@ def test_compiled_act_equals_the_reference_on_golden_and_100k_random(bundle_fact
     policy = make_policy(bundle, "int")
     assert policy.act_path.startswith("compiled C"), policy.act_path
     ref = IntegerPolicy(bundle)
-    obs = np.vstack([np.load(bundle.path / "golden" / "obs.npy"), _raw(bundle, 100_000, 11)])
+    obs = np.vstack([np.load(bundle.path / "golden" / "obs.npy"), bundle.random_observations(100_000, 11)])
     got = np.array([policy.act(o) for o in obs])
     assert np.array_equal(got, _reference_actions(ref, obs))          # every action, bit for bit
     assert np.array_equal(np.array([policy.act(o) for o in np.load(bundle.path / "golden" / "obs.npy")]),

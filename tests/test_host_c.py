@@ -36,11 +36,7 @@ int main(void) {
 
 
 def _raw(bundle, n, seed):
-    norm = bundle.normalization
-    std = np.sqrt(np.asarray(norm["var"]) + norm["epsilon"])
-    rng = np.random.default_rng(seed)
-    spread = rng.choice([0.01, 0.3, 1.0, 3.0, 30.0], size=(n, 1))
-    obs = np.asarray(norm["mean"]) + rng.standard_normal((n, bundle.obs_dim)) * spread * std
+    obs = bundle.random_observations(n, seed)
     obs[:5] = np.array([1e300, -1e300, 0.0, 1e-300, -7.5])[:, None]   # far beyond the clip, and zeros
     return obs
 

@@ -60,11 +60,7 @@ class CompiledAct:
 
 
 def _self_test_observations(bundle: Bundle, n: int, seed: int = 0) -> np.ndarray:
-    norm = bundle.normalization
-    std = np.sqrt(np.asarray(norm["var"]) + norm["epsilon"])
-    rng = np.random.default_rng(seed)
-    spread = rng.choice([0.1, 1.0, 3.0, 30.0], size=(n, 1))
-    raw = np.asarray(norm["mean"]) + rng.standard_normal((n, bundle.obs_dim)) * spread * std
+    raw = bundle.random_observations(n, seed, spreads=(0.1, 1.0, 3.0, 30.0))
     return np.vstack([np.load(bundle.path / "golden" / "obs.npy"), raw])
 
 
