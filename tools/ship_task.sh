@@ -3,12 +3,14 @@
 # was shipped: bundles + training logs + 100-episode evaluations, the curves, a second evaluation seed, the
 # noise-robustness run (20 episodes per sigma), the trained hardware row and the README GIF.
 #
-#   tools/ship_task.sh humanoid Humanoid     # <lowercase name> <hw_rows name>
+#   tools/ship_task.sh humanoid Humanoid                          # <lowercase name> <hw_rows name>
+#   tools/ship_task.sh ant Ant "--every 2 --max-steps 400"         # [render flags]: 20 Hz tasks keep more frames
 # Prints what it runs; stops at the first failure. The README tables are then written by hand from the
 # printed figures (they are the record of what was measured).
 set -euo pipefail
 task=$1
 title=$2
+render_flags=${3:---every 8}
 q=.venv/bin/qpolicy
 dest=policies/$task
 for kind in selected fp32; do
@@ -26,4 +28,4 @@ $q noise "selected=$dest/selected" "fp32=$dest/fp32" --sigmas 0 0.1 0.2 0.3 0.4 
 $q plot --noise "$dest/noise.csv" --out "$dest"
 .venv/bin/python bench/hw_table.py "$dest/selected" --out bench_out/hw_trained --json > "bench_out/${task}_hw.json"
 cp "bench_out/hw_trained/${task}_selected/hw_row.json" "bench/results/hw_rows/${title}-trained.json"
-$q render "$dest/selected" --out "docs/media/${task}_selected.gif" --width 200 --height 150 --every 8
+$q render "$dest/selected" --out "docs/media/${task}_selected.gif" --width 200 --height 150 $render_flags
