@@ -168,6 +168,13 @@ def cmd_select(argv: list[str]) -> int:
 
         base = {"env_id": a.env_id, "algo": a.algo, "total_timesteps": a.steps, "scale_mode": a.scale_mode}
         decision = run_selection(base, a.seeds, a.out, a.jobs or default_jobs(), a.engine, a.eval_episodes)
+        from qpolicy_train.plots import plot_bit_sweep, plot_selection
+
+        out = Path(a.out)
+        (out / "selection.json").write_text(json.dumps(decision, indent=2))
+        figures = [plot_selection(decision["results"], out / "staged_selection.png"),
+                   plot_bit_sweep(decision["results"], out / "reward_vs_bits.png")]
+        print("wrote " + ", ".join(str(f) for f in [out / "selection.json", *figures]), file=sys.stderr)
     if a.json:
         _print_json(decision)
     else:
@@ -187,7 +194,8 @@ def cmd_plot(argv: list[str]) -> int:
     a = p.parse_args(argv)
     from pathlib import Path
 
-    from qpolicy_train.plots import plot_bit_sweep, plot_curves, plot_noise
+    from qpolicy_hw.errors import QpolicyError
+    from qpolicy_train.plots import plot_bit_sweep, plot_curves, plot_noise, plot_selection
 
     if not a.results and not a.noise and not a.curves:
         p.error("give a results CSV, --noise CSV or --curves LABEL=CSV ...")
@@ -201,6 +209,10 @@ def cmd_plot(argv: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if a.results:
         print(f"wrote {plot_bit_sweep(a.results, out / 'reward_vs_bits.png')}")
+        try:
+            print(f"wrote {plot_selection(a.results, out / 'staged_selection.png')}")
+        except QpolicyError as exc:   # a scopes sweep without FP32 runs has no selection to draw
+            print(f"no staged-selection figure: {exc}")
     if a.noise:
         print(f"wrote {plot_noise(a.noise, out / 'noise_robustness.png')}")
     if curves:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qpolicy_train.selection import config_of, read_results
+from qpolicy_train.selection import config_of, read_results, select
 
 SCOPES = {
     "all": lambda c, b: c.input_bits == c.core_bits == c.output_bits == b,
@@ -61,6 +61,56 @@ def plot_bit_sweep(results_csv: str | Path, out_png: str | Path, width: int = 25
         ax.invert_xaxis()
         ax.legend(fontsize=7)
     return _save(plt, fig, out_png)
+
+
+
+
+def plot_selection(results_csv: str | Path, out_png: str | Path) -> Path:
+    """The staged selection's evidence, one panel per stage: mean return (+- std over seeds) of each candidate,
+    the FP32 band, the parity threshold (FP32 mean - std) and the value the stage chose."""
+    plt = _plt()
+    rows = read_results(results_csv)
+    decision = select(rows)
+    fp32_mean, fp32_std = decision["fp32"]["mean"], decision["fp32"]["std"]
+    steps = sorted({int(r["steps"]) for r in rows if str(r.get("steps", "")).isdigit()})
+    seeds = sorted({len(e) for e in _seeds_per_config(rows).values()})
+    sel = decision["selected"]
+    labels = {"core_bits": "core bits (width 256, I/O 8 bits)",
+              "width": f"hidden width (core {sel['core_bits']} bits, I/O 8 bits)",
+              "input_bits": f"input bits (width {sel['width']}, core {sel['core_bits']} bits)"}
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), squeeze=False)
+    for ax, stage in zip(axes[0], decision["stages"], strict=True):
+        field = stage["field"]
+        points = sorted(((e["config"][field], e["mean"], e["std"], e["matches_fp32"]) for e in stage["evidence"]),
+                        reverse=True)
+        ax.axhspan(fp32_mean - fp32_std, fp32_mean + fp32_std, color="0.88", label="FP32 ± std")
+        ax.axhline(fp32_mean - fp32_std, color="0.4", ls="--", lw=1, label="parity threshold")
+        if points:
+            xs = [str(p[0]) for p in points]
+            ax.errorbar(xs, [p[1] for p in points], yerr=[p[2] for p in points], marker="o", capsize=3,
+                        color="C0", label="quantized")
+            for x, p in zip(xs, points, strict=True):
+                if p[0] == stage["chosen"] and p[3]:
+                    ax.plot([x], [p[1]], marker="*", ms=14, color="C3", ls="", label=f"chosen: {p[0]}")
+        if stage["missing"]:
+            ax.set_title(f"stage {stage['stage']}: {len(stage['missing'])} candidates not run", fontsize=9)
+        else:
+            ax.set_title(f"stage {stage['stage']}: {field} -> {stage['chosen']}", fontsize=9)
+        ax.set_xlabel(labels[field])
+        ax.set_ylabel("return")
+        ax.legend(fontsize=7)
+    tasks = ", ".join(sorted({r["env_id"] for r in rows}))
+    budget = f"{steps[0]:,} steps" if len(steps) == 1 else "steps " + "/".join(f"{s:,}" for s in steps)
+    n_seeds = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
+    fig.suptitle(f"staged selection, {tasks}: {budget} per run, {n_seeds} seeds per configuration", fontsize=10)
+    return _save(plt, fig, out_png)
+
+
+def _seeds_per_config(rows: list[dict]) -> dict:
+    per: dict = {}
+    for r in rows:
+        per.setdefault(config_of(r), set()).add(r["seed"])
+    return per
 
 
 NOISE_FIELDS = ("env_id", "model", "sigma", "seed", "mean_return", "std_return", "episodes")

@@ -138,11 +138,12 @@ def test_eval_cli_json(bundle_factory):
 
 def test_figures_are_drawn(tmp_path, bundle_factory):
     from qpolicy_train.evaluation import noise_table
-    from qpolicy_train.plots import plot_bit_sweep, plot_curves, plot_noise
+    from qpolicy_train.plots import plot_bit_sweep, plot_curves, plot_noise, plot_selection
 
     _write(_rows(), tmp_path / "results.csv")
     png = plot_bit_sweep(tmp_path / "results.csv", tmp_path / "bits.png")
     assert png.stat().st_size > 10_000
+    assert plot_selection(tmp_path / "results.csv", tmp_path / "stages.png").stat().st_size > 10_000
     rows = noise_table([("q", str(bundle_factory()))], [0.0, 0.5], 1, 0, str(tmp_path / "noise.csv"))
     assert [r["sigma"] for r in rows] == [0.0, 0.5]
     assert plot_noise(tmp_path / "noise.csv", tmp_path / "noise.png").stat().st_size > 10_000
