@@ -168,13 +168,7 @@ def cmd_select(argv: list[str]) -> int:
 
         base = {"env_id": a.env_id, "algo": a.algo, "total_timesteps": a.steps, "scale_mode": a.scale_mode}
         decision = run_selection(base, a.seeds, a.out, a.jobs or default_jobs(), a.engine, a.eval_episodes)
-        from qpolicy_train.plots import plot_bit_sweep, plot_selection
-
-        out = Path(a.out)
-        (out / "selection.json").write_text(json.dumps(decision, indent=2))
-        figures = [plot_selection(decision["results"], out / "staged_selection.png"),
-                   plot_bit_sweep(decision["results"], out / "reward_vs_bits.png")]
-        print("wrote " + ", ".join(str(f) for f in [out / "selection.json", *figures]), file=sys.stderr)
+        print(f"wrote {Path(a.out) / 'selection.json'}, " + ", ".join(decision["figures"]), file=sys.stderr)
     if a.json:
         _print_json(decision)
     else:

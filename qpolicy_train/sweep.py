@@ -126,7 +126,20 @@ def run_selection(base_args: dict, seeds: list[int], out_dir: str | Path, n_jobs
         decision = select(read_results(results))
         chosen = {k: decision["selected"][k] for k in ("core_bits", "width", "input_bits")}
     decision["results"] = str(results)
+    _write_decision(decision, out)
     return decision
+
+
+def _write_decision(decision: dict, out: Path) -> None:
+    """``selection.json`` and the figures beside the results table, redrawn after every (resumed) sweep."""
+    import json
+
+    from qpolicy_train.plots import plot_bit_sweep, plot_selection
+
+    figures = [plot_selection(decision["results"], out / "staged_selection.png"),
+               plot_bit_sweep(decision["results"], out / "reward_vs_bits.png")]
+    decision["figures"] = [str(f) for f in figures]
+    (out / "selection.json").write_text(json.dumps(decision, indent=2))
 
 
 def default_jobs() -> int:

@@ -31,6 +31,8 @@ def test_selection_sweep_runs_every_stage_and_resumes(tmp_path):
         assert bundle.parent.parent == tmp_path.resolve() / "runs"
         assert json.loads((bundle / "bundle.json").read_text())["schema"].startswith("qpolicy.bundle/")
     table = (tmp_path / "results.csv").read_text()
+    assert json.loads((tmp_path / "selection.json").read_text())["selected"] == selected
+    assert all((tmp_path / f).stat().st_size > 10_000 for f in ("staged_selection.png", "reward_vs_bits.png"))
 
     again = run_selection(TINY, seeds=[3], out_dir=tmp_path, n_jobs=2, eval_episodes=1, progress=False)
     assert (tmp_path / "results.csv").read_text() == table  # nothing retrained
