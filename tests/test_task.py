@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
     ("policies/hopper/selected", "Hopper-v5", 125.0),
     ("policies/walker2d/selected", "Walker2d-v5", 125.0),
     ("policies/hwref/HalfCheetah", "HalfCheetah-v5", 20.0),
-    ("policies/hwref/Ant", "Ant-v5", 20.0),
+    ("policies/ant/selected", "Ant-v5", 20.0),
     ("policies/humanoid/selected", "Humanoid-v5", 1 / 0.015),
 ])
 def test_the_bundle_sets_the_task_and_its_control_rate(bundle, env_id, rate):
