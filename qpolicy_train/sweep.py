@@ -63,11 +63,18 @@ def _execute(jobs: list[dict], n_jobs: int, engine: str, results: Path, progress
         with cf.ProcessPoolExecutor(max_workers=n_jobs) as pool:
             futures = [pool.submit(run_job, j) for j in jobs]
             for fut in cf.as_completed(futures):
-                append_result(results, fut.result())  # only the parent writes the table
-                if bar:
-                    bar.update(1)
+                _record(results, fut.result(), bar)   # only the parent writes the table
     if bar:
         bar.close()
+
+
+def _record(results: Path, row: dict, bar) -> None:
+    """One finished run: its row in the table, and a line saying what it scored (runs take many minutes)."""
+    append_result(results, row)
+    if bar:
+        bar.write(f"{Path(row['run_dir']).name}: {row['mean_return']:.1f} +- {row['std_return']:.1f} "
+                  f"({row['episodes']} episodes, {row['steps']:,} steps)")
+        bar.update(1)
 
 
 def _execute_on_ray(jobs: list[dict], n_jobs: int, results: Path, bar) -> None:
@@ -90,9 +97,7 @@ def _execute_on_ray(jobs: list[dict], n_jobs: int, results: Path, bar) -> None:
         pending = [remote.remote(j) for j in jobs]
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
-            append_result(results, ray.get(done[0]))
-            if bar:
-                bar.update(1)
+            _record(results, ray.get(done[0]), bar)
     finally:
         if started_here:
             ray.shutdown()
