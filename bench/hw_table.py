@@ -9,8 +9,7 @@ Vivado numbers, these are Yosys counts, so compare orders of magnitude, not sing
     .venv/bin/python bench/hw_table.py [BUNDLE ...] [--fold auto|none] [--out bench_out/hw_table] [--json] [--plot PNG]
     .venv/bin/python bench/hw_table.py --rows DIR/hw_row.json ... [--plot PNG]   # no re-measuring
 
-Without arguments it measures every shipped selection (`policies/*/selected`, and `policies/hopper/core3`) and
-the reference bundles of the tasks not trained yet (`policies/hwref/*`).
+Without arguments it measures every shipped selection (`policies/*/selected`) and `policies/hopper/core3`.
 """
 from __future__ import annotations
 
@@ -111,8 +110,7 @@ def main() -> None:
     a = p.parse_args()
     bundles = [] if a.rows else a.bundles or [
         *sorted(d for d in (ROOT / "policies").glob("*/selected") if (d / "bundle.json").exists()),
-        ROOT / "policies/hopper/core3",
-        *sorted(d for d in (ROOT / "policies/hwref").glob("*") if (d / "bundle.json").exists())]
+        ROOT / "policies/hopper/core3"]
     rows = [json.loads(f.read_text()) for f in a.rows or []]
     for b in bundles:
         # runs/X/bundle -> X; policies/walker2d/selected -> walker2d_selected (one folder per bundle)

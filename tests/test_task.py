@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize("bundle, env_id, rate", [
     ("policies/hopper/selected", "Hopper-v5", 125.0),
     ("policies/walker2d/selected", "Walker2d-v5", 125.0),
-    ("policies/hwref/HalfCheetah", "HalfCheetah-v5", 20.0),
+    ("policies/halfcheetah/selected", "HalfCheetah-v5", 20.0),
     ("policies/ant/selected", "Ant-v5", 20.0),
     ("policies/humanoid/selected", "Humanoid-v5", 1 / 0.015),
 ])

@@ -27,5 +27,5 @@ $q noise "selected=$dest/selected" "fp32=$dest/fp32" --sigmas 0 0.1 0.2 0.3 0.4 
     --out "$dest/noise.csv"
 $q plot --noise "$dest/noise.csv" --out "$dest"
 .venv/bin/python bench/hw_table.py "$dest/selected" --out bench_out/hw_trained --json > "bench_out/${task}_hw.json"
-cp "bench_out/hw_trained/${task}_selected/hw_row.json" "bench/results/hw_rows/${title}-trained.json"
+cp "bench_out/hw_trained/${task}_selected/hw_row.json" "bench/results/hw_rows/${title}.json"
 $q render "$dest/selected" --out "docs/media/${task}_selected.gif" --width 200 --height 150 $render_flags
