@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 from qpolicy_hw.bundle import load_bundle  # noqa: E402
 from qpolicy_hw.runtime.int_backend import IntegerPolicy  # noqa: E402
@@ -138,8 +139,7 @@ def figure(row: dict, key: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bundles", nargs="+", default=["policies/hopper/selected", "policies/walker2d/selected",
-                                                    "policies/humanoid/selected"])
+    ap.add_argument("--bundles", nargs="+", default=None, help="default: every shipped selection")
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--check", type=int, default=100_000, help="random raw observations checked before timing")
     ap.add_argument("--spaced", type=int, default=300, help="calls one control period apart (0: skip)")
@@ -147,7 +147,8 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     rows = []
-    for path in a.bundles:
+    shipped = sorted(str(d.relative_to(ROOT)) for d in ROOT.glob("policies/*/selected") if (d / "bundle.json").exists())
+    for path in a.bundles or shipped:
         r = measure(path, a.n, a.check, a.spaced, a.period_ms / 1e3)
         rows.append(r)
         fmt = functools.partial(figure, r)
