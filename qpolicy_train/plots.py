@@ -63,8 +63,6 @@ def plot_bit_sweep(results_csv: str | Path, out_png: str | Path, width: int = 25
     return _save(plt, fig, out_png)
 
 
-
-
 def plot_selection(results_csv: str | Path, out_png: str | Path) -> Path:
     """The staged selection's evidence, one panel per stage: mean return (+- std over seeds) of each candidate,
     the FP32 band, the parity threshold (FP32 mean - std) and the value the stage chose."""
