@@ -115,7 +115,7 @@ def run_selection(base_args: dict, seeds: list[int], out_dir: str | Path, n_jobs
     chosen = {"core_bits": 8, "width": 256, "input_bits": 8}
     decision: dict = {}
     for stage in (1, 2, 3):
-        configs = stage_candidates(stage, chosen) + ([FP32] if stage == 1 else [])
+        configs = ([FP32] if stage == 1 else []) + stage_candidates(stage, chosen)   # the reference first
         done = {r["run_dir"] for r in read_results(results)} if results.exists() else set()
         jobs = []
         for c in configs:
