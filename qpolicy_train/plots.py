@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qpolicy_train.selection import config_of, read_results, select
+from qpolicy_train.selection import config_of, read_results, select, summarize
 
 SCOPES = {
     "all": lambda c, b: c.input_bits == c.core_bits == c.output_bits == b,
@@ -71,7 +71,7 @@ def plot_selection(results_csv: str | Path, out_png: str | Path) -> Path:
     decision = select(rows)
     fp32_mean, fp32_std = decision["fp32"]["mean"], decision["fp32"]["std"]
     steps = sorted({int(r["steps"]) for r in rows if str(r.get("steps", "")).isdigit()})
-    seeds = sorted({len(e) for e in _seeds_per_config(rows).values()})
+    seeds = sorted({n for _mean, _std, n in summarize(rows).values()})   # seeds per configuration
     sel = decision["selected"]
     labels = {"core_bits": "core bits (width 256, I/O 8 bits)",
               "width": f"hidden width (core {sel['core_bits']} bits, I/O 8 bits)",
@@ -102,13 +102,6 @@ def plot_selection(results_csv: str | Path, out_png: str | Path) -> Path:
     n_seeds = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
     fig.suptitle(f"staged selection, {tasks}: {budget} per run, {n_seeds} seeds per configuration", fontsize=10)
     return _save(plt, fig, out_png)
-
-
-def _seeds_per_config(rows: list[dict]) -> dict:
-    per: dict = {}
-    for r in rows:
-        per.setdefault(config_of(r), set()).add(r["seed"])
-    return per
 
 
 NOISE_FIELDS = ("env_id", "model", "sigma", "seed", "mean_return", "std_return", "episodes")
