@@ -248,9 +248,25 @@ def test_killed_server_means_safe_action_and_a_restart_resumes(bundle_factory, t
     assert report["foreign_commands"] + report["late_commands"] > 1000
     assert all(FOREIGN_VALUE not in a for a in report["actions"])   # ...never applied
     assert max(safe) < report["steps"] - 100            # commands flowed again after the restart
-    # and before the kill: realtime does not wait for the first answer, so a loaded machine may miss the
-    # first period or two (the safe action is then right); the outage is the rest
-    assert len([s for s in safe if s <= 50]) <= 5 and len([s for s in safe if s > 50]) >= 100
+    # and before the kill: realtime does not wait for the first answer, so a loaded machine may apply the
+    # safe action for the first periods (right: there is nothing to hold yet); apart from that startup
+    # prefix and a stalled period or two, the outage is the one long stretch of safe actions
+    runs = _contiguous_runs(safe)
+    startup = runs.pop(0) if runs and runs[0][0] == 0 else []
+    assert len(startup) <= 125, f"no answer for the first {len(startup)} periods (over 1 s)"
+    outage = max(runs, key=len)
+    assert len(outage) >= 100 and outage[0] > len(startup), runs
+    assert sum(len(r) for r in runs if r is not outage) <= 25, runs
+
+
+def _contiguous_runs(steps: list[int]) -> list[list[int]]:
+    runs: list[list[int]] = []
+    for s in sorted(steps):
+        if runs and s == runs[-1][-1] + 1:
+            runs[-1].append(s)
+        else:
+            runs.append([s])
+    return runs
 
 
 def test_launch_file_names_real_executables_and_parameters():
