@@ -2,7 +2,9 @@
 
 Every (configuration, seed) is one ``train`` run in its own directory; a finished run is recorded
 as one row of ``OUT/results.csv`` and never run again, an interrupted one resumes from its
-checkpoint. After each stage the table decides what the next stage trains.
+checkpoint. After each stage the table decides what the next stage trains. The table names each run
+by its directory relative to OUT, so a table copied or committed elsewhere resumes there too (the
+run directories themselves stay out of git).
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             "input_bits": args.quant.input_bits, "core_bits": args.quant.core_bits,
             "output_bits": args.quant.output_bits,
             "seed": args.seed, "steps": args.total_timesteps, "mean_return": ev["mean_return"],
-            "std_return": ev["std_return"], "episodes": ev["episodes"], "run_dir": args.out_dir}
+            "std_return": ev["std_return"], "episodes": ev["episodes"], "run_dir": job["run_dir"]}
 
 
 def _execute(jobs: list[dict], n_jobs: int, engine: str, results: Path, progress: bool) -> None:
@@ -57,15 +59,68 @@ def _execute(jobs: list[dict], n_jobs: int, engine: str, results: Path, progress
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=len(jobs), unit="run", desc=f"sweep ({engine})")
-    if engine == "ray":
-        _execute_on_ray(jobs, n_jobs, results, bar)
-    else:
-        with cf.ProcessPoolExecutor(max_workers=n_jobs) as pool:
-            futures = [pool.submit(run_job, j) for j in jobs]
-            for fut in cf.as_completed(futures):
-                _record(results, fut.result(), bar)   # only the parent writes the table
-    if bar:
-        bar.close()
+    try:
+        if engine == "ray":
+            _execute_on_ray(jobs, n_jobs, results, bar)
+        else:
+            _execute_locally(jobs, n_jobs, results, bar)
+    finally:
+        if bar:
+            bar.close()   # before any error line, not after it
+
+
+def _execute_locally(jobs: list[dict], n_jobs: int, results: Path, bar) -> None:
+    """At most ``n_jobs`` runs in worker processes at a time; the parent alone writes the table.
+
+    Runs are handed out one at a time rather than queued up front, so that Ctrl-C or a failed run
+    stops the sweep: nothing new starts, the runs in flight end (Ctrl-C reaches the workers too and
+    each saves a checkpoint; after a failed run the others finish and are recorded), and the error
+    goes up. A queued pool would go on with every remaining run, unrecorded.
+    """
+    todo = list(reversed(jobs))
+    running: dict[cf.Future, dict] = {}
+    failure: BaseException | None = None
+
+    def collect(done) -> list[dict]:
+        """Record the finished runs; returns the jobs that ended without a result."""
+        nonlocal failure
+        unfinished = []
+        for fut in done:
+            job = running.pop(fut)
+            try:
+                row = fut.result()
+            except Exception as exc:
+                failure = failure or exc
+                unfinished.append(job)
+                continue
+            _record(results, row, bar)
+        return unfinished
+
+    with cf.ProcessPoolExecutor(max_workers=n_jobs) as pool:
+        try:
+            while running or (todo and failure is None):
+                while todo and failure is None and len(running) < n_jobs:
+                    job = todo.pop()
+                    running[pool.submit(run_job, job)] = job
+                done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                collect(done)
+        except KeyboardInterrupt:
+            done, _ = cf.wait(running)
+            where = "; ".join(_resume_point(job) for job in collect(done))   # a run that ended just then counts
+            raise QpolicyError(f"interrupted ({where or 'no run in flight'}); the same command resumes the "
+                               "sweep") from None
+    if failure is not None:
+        raise failure
+
+
+def _resume_point(job: dict) -> str:
+    from qpolicy_train.checkpoint import CheckpointError, load_checkpoint
+
+    run = Path(job["args"]["out_dir"])
+    try:
+        return f"{run.name} resumes at step {load_checkpoint(run / 'checkpoint.pt')['global_step']:,}"
+    except (CheckpointError, KeyError):
+        return f"{run.name} starts over"
 
 
 def _record(results: Path, row: dict, bar) -> None:
@@ -116,17 +171,19 @@ def run_selection(base_args: dict, seeds: list[int], out_dir: str | Path, n_jobs
     decision: dict = {}
     for stage in (1, 2, 3):
         configs = ([FP32] if stage == 1 else []) + stage_candidates(stage, chosen)   # the reference first
-        done = {r["run_dir"] for r in read_results(results)} if results.exists() else set()
+        # by directory name: rows written with an absolute path count as well
+        done = {Path(r["run_dir"]).name for r in read_results(results)} if results.exists() else set()
         jobs = []
         for c in configs:
             for seed in seeds:
-                run_dir = str(out / "runs" / run_dir_name(c, seed))
-                if run_dir in done:
+                name = run_dir_name(c, seed)
+                if name in done:
                     continue
                 quant = replace(template.quant, width=c.width, input_bits=c.input_bits, core_bits=c.core_bits,
                                 output_bits=c.output_bits, quantized=c.quantized)
-                args = replace(template, seed=seed, quant=quant, out_dir=run_dir)
-                jobs.append({"args": args.to_dict(), "eval_episodes": eval_episodes, "eval_seed": 10_000})
+                args = replace(template, seed=seed, quant=quant, out_dir=str(out / "runs" / name))
+                jobs.append({"args": args.to_dict(), "eval_episodes": eval_episodes, "eval_seed": 10_000,
+                             "run_dir": f"runs/{name}"})
         _execute(jobs, n_jobs, engine, results, progress)
         decision = select(read_results(results))
         chosen = {k: decision["selected"][k] for k in ("core_bits", "width", "input_bits")}

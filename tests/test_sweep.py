@@ -4,12 +4,21 @@ tested on a synthetic table in test_selection_and_eval)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from qpolicy_train.args import Args, TrainError
+from qpolicy_train.checkpoint import load_checkpoint
 from qpolicy_train.selection import BITS, WIDTHS, read_results
 from qpolicy_train.sweep import _execute, run_job, run_selection
+
+ROOT = Path(__file__).resolve().parent.parent
 
 TINY = dict(env_id="Hopper-v5", total_timesteps=510, learning_starts=200, batch_size=16, buffer_size=1000,
             eval_every=10**9, eval_episodes=1, checkpoint_every=10**9)
@@ -26,9 +35,9 @@ def test_selection_sweep_runs_every_stage_and_resumes(tmp_path):
     assert [s["stage"] for s in decision["stages"]] == [1, 2, 3]
     selected = decision["selected"]
     assert selected["core_bits"] in BITS and selected["width"] in WIDTHS and selected["input_bits"] in BITS
-    for r in rows:  # each row's run left its bundle under the sweep's directory
-        bundle = Path(r["run_dir"]) / "bundle"
-        assert bundle.parent.parent == tmp_path.resolve() / "runs"
+    for r in rows:  # each row's run left its bundle under the sweep's directory, named relative to it
+        assert r["run_dir"].startswith("runs/")
+        bundle = tmp_path / r["run_dir"] / "bundle"
         assert json.loads((bundle / "bundle.json").read_text())["schema"].startswith("qpolicy.bundle/")
     table = (tmp_path / "results.csv").read_text()
     assert json.loads((tmp_path / "selection.json").read_text())["selected"] == selected
@@ -38,6 +47,14 @@ def test_selection_sweep_runs_every_stage_and_resumes(tmp_path):
     assert (tmp_path / "results.csv").read_text() == table  # nothing retrained
     assert again["selected"] == selected
 
+    # the table alone (committed, or copied to another checkout) resumes elsewhere: nothing is retrained
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    (moved / "results.csv").write_text(table)
+    assert run_selection(TINY, seeds=[3], out_dir=moved, n_jobs=2, eval_episodes=1,
+                         progress=False)["selected"] == selected
+    assert (moved / "results.csv").read_text() == table and not (moved / "runs").exists()
+
 
 def test_ray_engine_runs_the_same_jobs(tmp_path):
     pytest.importorskip("ray", reason="Ray is the optional extra: pip install -r requirements/ray.txt")
@@ -45,7 +62,7 @@ def test_ray_engine_runs_the_same_jobs(tmp_path):
 
     jobs = [{"args": Args.from_dict(dict(**TINY, seed=s, width=16, core_bits=2, input_bits=6, out_dir=str(tmp_path / f"r{s}"),
                                            progress=False, export_bundle=False)).to_dict(),
-             "eval_episodes": 1, "eval_seed": 10_000}
+             "eval_episodes": 1, "eval_seed": 10_000, "run_dir": f"r{s}"}
             for s in (1, 2)]
     _execute(jobs, 2, "ray", tmp_path / "results.csv", progress=False)
     rows = sorted(read_results(tmp_path / "results.csv"), key=lambda r: r["seed"])
@@ -53,3 +70,57 @@ def test_ray_engine_runs_the_same_jobs(tmp_path):
     # a Ray task computes exactly what a local worker does (same seed, same returns)
     local = run_job({**jobs[0], "args": {**jobs[0]["args"], "out_dir": str(tmp_path / "local")}})
     assert local["mean_return"] == rows[0]["mean_return"]
+
+
+def _tiny_job(out_dir: Path, seed: int) -> dict:
+    args = Args.from_dict(dict(**TINY, seed=seed, width=16, core_bits=2, input_bits=6, out_dir=str(out_dir),
+                               progress=False, export_bundle=False))
+    return {"args": args.to_dict(), "eval_episodes": 1, "eval_seed": 10_000, "run_dir": out_dir.name}
+
+
+def test_a_failed_run_stops_the_sweep_and_the_run_in_flight_still_counts(tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "checkpoint.pt").write_bytes(b"not a checkpoint")   # refused before it trains
+    jobs = [_tiny_job(bad, 1), _tiny_job(tmp_path / "ok", 2), _tiny_job(tmp_path / "never", 3)]
+    with pytest.raises(TrainError, match="move it away"):
+        _execute(jobs, 2, "local", tmp_path / "results.csv", progress=False)
+    assert [r["run_dir"] for r in read_results(tmp_path / "results.csv")] == ["ok"]
+    assert not (tmp_path / "never").exists()          # nothing new starts after a failure
+    assert (bad / "checkpoint.pt").read_bytes() == b"not a checkpoint"   # and nothing is lost
+
+
+def test_ctrl_c_stops_the_sweep_with_checkpoints_and_one_line(tmp_path):
+    """Ctrl-C (SIGINT to the terminal's process group) ends the sweep: the runs in flight save their
+    checkpoints, no queued run starts, and the same command resumes."""
+    out = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "qpolicy_cli.main", "select", "--env-id", "Hopper-v5", "--seeds", "5",
+           "--steps", "100000", "--jobs", "2", "--eval-episodes", "1", "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    runs = out / "runs"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and \
+            len([d for d in runs.glob("*") if (d / "progress.csv").exists()]) < 2:
+        time.sleep(0.1)
+    time.sleep(2.0)   # both runs are stepping
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    assert proc.returncode == 2, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("qpolicy select: error: interrupted (") and "Traceback" not in err, err
+    assert last.endswith("); the same command resumes the sweep")
+    started = sorted(d.name for d in runs.iterdir())
+    assert started == ["fp32-w256-s5", "w256-i8-c8-o8-s5"]   # the first two of stage 1, no third
+    for name in started:   # each says where it resumes, and that is where its checkpoint is (if any)
+        ckpt = runs / name / "checkpoint.pt"
+        said = f"{name} resumes at step {load_checkpoint(ckpt)['global_step']:,}" if ckpt.exists() else \
+            f"{name} starts over"
+        assert said in last
+    # the FP32 run has no activation-scale warm-up, so Ctrl-C always leaves its checkpoint
+    assert (runs / "fp32-w256-s5" / "checkpoint.pt").exists()
+    assert not (out / "results.csv").exists()
