@@ -15,6 +15,7 @@ import math
 import os
 import subprocess
 import tempfile
+import warnings
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -145,7 +146,10 @@ def action_table(squash: SquashedAction, output_scale: float, output_bits: int, 
 
 def qonnx_bytes(body: QuantActorBody, obs_dim: int) -> bytes:
     """The quantized actor body as a QONNX graph (batch size 1, TorchScript exporter)."""
-    from brevitas.export import export_qonnx
+    with warnings.catch_warnings():
+        # brevitas.graph warns that an optional CUDA kernel (Hadamard rotations) is missing: export never uses it
+        warnings.filterwarnings("ignore", message="fast_hadamard_transform package not found")
+        from brevitas.export import export_qonnx
 
     body.eval()
     with tempfile.TemporaryDirectory() as tmp:
