@@ -173,7 +173,10 @@ def cmd_select(argv: list[str]) -> int:
         _print_json(decision)
     else:
         sel = decision["selected"]
-        print(f"FP32 {decision['fp32']['mean']:.1f} +- {decision['fp32']['std']:.1f}; selected: width {sel['width']}, "
+        open_stage = next((st for st in decision["stages"] if st["missing"]), None)
+        verdict = "selected" if decision["complete"] else \
+            f"provisional (stage {open_stage['stage']} lacks {len(open_stage['missing'])} configurations)"
+        print(f"FP32 {decision['fp32']['mean']:.1f} +- {decision['fp32']['std']:.1f}; {verdict}: width {sel['width']}, "
               f"core {sel['core_bits']} bits, input {sel['input_bits']} bits, output {sel['output_bits']} bits")
     return 0
 

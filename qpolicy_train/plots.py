@@ -89,9 +89,12 @@ def plot_selection(results_csv: str | Path, out_png: str | Path) -> Path:
                         color="C0", label="quantized")
             for x, p in zip(xs, points, strict=True):
                 if p[0] == stage["chosen"] and p[3]:
-                    ax.plot([x], [p[1]], marker="*", ms=14, color="C3", ls="", label=f"chosen: {p[0]}")
+                    verb = "chosen" if stage["complete"] else "so far"
+                    ax.plot([x], [p[1]], marker="*", ms=14, color="C3", ls="", label=f"{verb}: {p[0]}")
         if stage["missing"]:
-            ax.set_title(f"stage {stage['stage']}: {len(stage['missing'])} candidates not run", fontsize=9)
+            ax.set_title(f"stage {stage['stage']}: {len(stage['missing'])} candidates not run yet", fontsize=9)
+        elif not stage["complete"]:
+            ax.set_title(f"stage {stage['stage']}: {field} -> {stage['chosen']} (after an open stage)", fontsize=9)
         else:
             ax.set_title(f"stage {stage['stage']}: {field} -> {stage['chosen']}", fontsize=9)
         ax.set_xlabel(labels[field])

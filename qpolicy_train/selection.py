@@ -102,8 +102,10 @@ def stage_candidates(stage: int, chosen: dict) -> list[Config]:
 def select(rows: list[dict]) -> dict:
     """Run the three stages on a results table; returns the choice and each stage's evidence.
 
-    A stage whose candidates are missing from the table stops the selection there and says which
-    runs are needed (``missing``); a stage where nothing matches keeps the previous setting.
+    A stage whose candidates are not all in the table (a sweep still running) decides from the ones
+    that are, says which runs are needed (``missing``) and is ``complete: False``, and so are the stages
+    after it: their choices are provisional, and so is the decision (``complete``). A stage where nothing
+    matches keeps the previous setting.
     """
     table = summarize(rows)
     fp32 = [v for c, v in table.items() if not c.quantized]
@@ -112,6 +114,7 @@ def select(rows: list[dict]) -> dict:
     fp32_mean, fp32_std, _ = max(fp32, key=lambda v: v[2])
     chosen = {"core_bits": 8, "width": 256, "input_bits": 8, "output_bits": 8}
     stages = []
+    complete = True
     for stage, field, _order in ((1, "core_bits", BITS), (2, "width", WIDTHS), (3, "input_bits", BITS)):
         cands = stage_candidates(stage, chosen)
         present = [c for c in cands if c in table]
@@ -122,6 +125,8 @@ def select(rows: list[dict]) -> dict:
         if ok:
             # smallest bit width / width that matches
             chosen[field] = min(getattr(c, field) for c in ok)
+        complete = complete and not missing
         stages.append({"stage": stage, "field": field, "chosen": chosen[field], "evidence": evidence,
-                       "missing": [c.__dict__ for c in missing]})
-    return {"fp32": {"mean": fp32_mean, "std": fp32_std}, "selected": chosen, "stages": stages}
+                       "missing": [c.__dict__ for c in missing], "complete": complete})
+    return {"fp32": {"mean": fp32_mean, "std": fp32_std}, "selected": chosen, "stages": stages,
+            "complete": complete}

@@ -62,7 +62,7 @@ def test_selection_picks_the_paper_configuration(tmp_path):
     assert decision["selected"] == {"core_bits": 3, "width": 32, "input_bits": 5, "output_bits": 8}
     stage1 = {e["config"]["core_bits"]: e["matches_fp32"] for e in decision["stages"][0]["evidence"]}
     assert stage1[2] is False and stage1[3] is True
-    assert all(not s["missing"] for s in decision["stages"])
+    assert all(not s["missing"] and s["complete"] for s in decision["stages"]) and decision["complete"]
 
 
 def test_selection_keeps_the_default_when_nothing_matches(tmp_path):
@@ -90,6 +90,19 @@ def test_select_cli_from_table(tmp_path):
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["selected"]["width"] == 32
+
+
+def test_a_partial_table_gives_a_provisional_decision(tmp_path):
+    """A sweep still running: stage 2 lacks two widths, so stages 2 and 3 (and the decision) are provisional."""
+    rows = [r for r in _rows() if r["width"] not in (16, 64) or not r["quantized"]]
+    _write(rows, tmp_path / "results.csv")
+    decision = select(read_results(tmp_path / "results.csv"))
+    assert [s["complete"] for s in decision["stages"]] == [True, False, False] and not decision["complete"]
+    assert sorted(c["width"] for c in decision["stages"][1]["missing"]) == [16, 64]
+    out = subprocess.run([sys.executable, "-m", "qpolicy_cli.main", "select", "--from-table",
+                          str(tmp_path / "results.csv")], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "provisional (stage 2 lacks 2 configurations): width 32" in out.stdout
 
 
 def test_noise_is_added_to_the_normalized_observation_exactly(bundle_factory):
