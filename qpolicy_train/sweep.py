@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import os
+import signal
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,21 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             "output_bits": args.quant.output_bits,
             "seed": args.seed, "steps": args.total_timesteps, "mean_return": ev["mean_return"],
             "std_return": ev["std_return"], "episodes": ev["episodes"], "run_dir": job["run_dir"]}
+
+
+def _idle_worker_ignores_ctrl_c() -> None:
+    # Ctrl-C goes to the whole process group. An idle worker that died of it would break the pool, and
+    # the pool would then kill the busy workers before they save their checkpoints.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _run_job_in_worker(job: dict[str, Any]) -> dict[str, Any]:
+    """``run_job`` with Ctrl-C armed while it trains (the run saves a checkpoint), ignored again after."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return run_job(job)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _execute(jobs: list[dict], n_jobs: int, engine: str, results: Path, progress: bool) -> None:
@@ -96,12 +112,12 @@ def _execute_locally(jobs: list[dict], n_jobs: int, results: Path, bar) -> None:
             _record(results, row, bar)
         return unfinished
 
-    with cf.ProcessPoolExecutor(max_workers=n_jobs) as pool:
+    with cf.ProcessPoolExecutor(max_workers=n_jobs, initializer=_idle_worker_ignores_ctrl_c) as pool:
         try:
             while running or (todo and failure is None):
                 while todo and failure is None and len(running) < n_jobs:
                     job = todo.pop()
-                    running[pool.submit(run_job, job)] = job
+                    running[pool.submit(_run_job_in_worker, job)] = job
                 done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
                 collect(done)
         except KeyboardInterrupt:

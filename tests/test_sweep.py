@@ -124,3 +124,43 @@ def test_ctrl_c_stops_the_sweep_with_checkpoints_and_one_line(tmp_path):
     # the FP32 run has no activation-scale warm-up, so Ctrl-C always leaves its checkpoint
     assert (runs / "fp32-w256-s5" / "checkpoint.pt").exists()
     assert not (out / "results.csv").exists()
+
+
+IDLE_WORKER_SWEEP = """
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from test_sweep import TINY, _tiny_job
+from qpolicy_hw.errors import QpolicyError
+from qpolicy_train.args import Args
+from qpolicy_train.sweep import _execute
+out = Path(sys.argv[2])
+long = _tiny_job(out / "long", 2)
+long["args"] = Args.from_dict({**long["args"], "total_timesteps": 100_000, "checkpoint_every": 10**9}).to_dict()
+try:
+    _execute([_tiny_job(out / "short", 1), long], 2, "local", out / "results.csv", progress=False)
+except QpolicyError as exc:
+    print(exc, file=sys.stderr)
+    sys.exit(2)
+"""
+
+
+def test_ctrl_c_with_an_idle_worker_still_saves_the_busy_ones(tmp_path):
+    """After the short run ends its worker idles; Ctrl-C then must not kill that worker (which would break
+    the pool and take the long run down before it saves its checkpoint)."""
+    proc = subprocess.Popen([sys.executable, "-c", IDLE_WORKER_SWEEP, str(ROOT / "tests"), str(tmp_path)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not (tmp_path / "results.csv").exists():
+        time.sleep(0.1)
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    assert proc.returncode == 2 and "Traceback" not in err, err
+    ckpt = tmp_path / "long" / "checkpoint.pt"
+    assert f"long resumes at step {load_checkpoint(ckpt)['global_step']:,}" in err.strip().splitlines()[-1]
+    assert [r["run_dir"] for r in read_results(tmp_path / "results.csv")] == ["short"]
