@@ -100,9 +100,10 @@ class Agent:
             status = WRONG_VERSION
         elif digest != self.digest:
             status = WRONG_BUNDLE
+        if status != OK:
+            self.refused += 1   # counted before the host hears it, so a host that saw the refusal sees the count
         conn.sendall(WELCOME.pack(MAGIC, VERSION, status, self.n_in, self.n_out, self.digest))
         if status != OK:
-            self.refused += 1
             self.log(f"qpolicy agent: refused {peer[0]}:{peer[1]}: "
                      + ("another protocol" if status == WRONG_VERSION else f"bundle {digest.hex()[:16]}..."))
             return
