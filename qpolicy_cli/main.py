@@ -168,7 +168,8 @@ def cmd_select(argv: list[str]) -> int:
 
         base = {"env_id": a.env_id, "algo": a.algo, "total_timesteps": a.steps, "scale_mode": a.scale_mode}
         decision = run_selection(base, a.seeds, a.out, a.jobs or default_jobs(), a.engine, a.eval_episodes)
-        print(f"wrote {Path(a.out) / 'selection.json'}, " + ", ".join(decision["figures"]), file=sys.stderr)
+        print("wrote " + ", ".join(str(Path(a.out) / f) for f in ("selection.json", *decision["figures"])),
+              file=sys.stderr)
     if a.json:
         _print_json(decision)
     else:

@@ -203,21 +203,23 @@ def run_selection(base_args: dict, seeds: list[int], out_dir: str | Path, n_jobs
         _execute(jobs, n_jobs, engine, results, progress)
         decision = select(read_results(results))
         chosen = {k: decision["selected"][k] for k in ("core_bits", "width", "input_bits")}
-    decision["results"] = str(results)
-    _write_decision(decision, out)
+        _write_decision(decision, out)   # after every stage: an interrupted sweep leaves its current figures
     return decision
 
 
 def _write_decision(decision: dict, out: Path) -> None:
-    """``selection.json`` and the figures beside the results table, redrawn after every (resumed) sweep."""
+    """``selection.json`` and the figures beside the results table (paths in the JSON relative to it, so
+    the folder can be committed or moved)."""
     import json
 
     from qpolicy_train.plots import plot_bit_sweep, plot_selection
 
-    figures = [plot_selection(decision["results"], out / "staged_selection.png"),
-               plot_bit_sweep(decision["results"], out / "reward_vs_bits.png")]
-    decision["figures"] = [str(f) for f in figures]
-    (out / "selection.json").write_text(json.dumps(decision, indent=2))
+    results = out / "results.csv"
+    figures = [plot_selection(results, out / "staged_selection.png"),
+               plot_bit_sweep(results, out / "reward_vs_bits.png")]
+    decision["results"] = results.name
+    decision["figures"] = [f.name for f in figures]
+    (out / "selection.json").write_text(json.dumps(decision, indent=2) + "\n")
 
 
 def default_jobs() -> int:

@@ -40,7 +40,10 @@ def test_selection_sweep_runs_every_stage_and_resumes(tmp_path):
         bundle = tmp_path / r["run_dir"] / "bundle"
         assert json.loads((bundle / "bundle.json").read_text())["schema"].startswith("qpolicy.bundle/")
     table = (tmp_path / "results.csv").read_text()
-    assert json.loads((tmp_path / "selection.json").read_text())["selected"] == selected
+    written = json.loads((tmp_path / "selection.json").read_text())
+    assert written["selected"] == selected and written["complete"]
+    # names relative to the folder, which can be committed or moved
+    assert written["results"] == "results.csv" and written["figures"] == ["staged_selection.png", "reward_vs_bits.png"]
     assert all((tmp_path / f).stat().st_size > 10_000 for f in ("staged_selection.png", "reward_vs_bits.png"))
 
     again = run_selection(TINY, seeds=[3], out_dir=tmp_path, n_jobs=2, eval_episodes=1, progress=False)
