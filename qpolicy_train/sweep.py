@@ -183,6 +183,8 @@ def run_selection(base_args: dict, seeds: list[int], out_dir: str | Path, n_jobs
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.csv"
     template = Args.from_dict({**base_args, "progress": False, "export_bundle": False}).validate()
+    if results.exists():
+        _check_table_fits(read_results(results), template, results)
     chosen = {"core_bits": 8, "width": 256, "input_bits": 8}
     decision: dict = {}
     for stage in (1, 2, 3):
@@ -205,6 +207,16 @@ def run_selection(base_args: dict, seeds: list[int], out_dir: str | Path, n_jobs
         chosen = {k: decision["selected"][k] for k in ("core_bits", "width", "input_bits")}
         _write_decision(decision, out)   # after every stage: an interrupted sweep leaves its current figures
     return decision
+
+
+def _check_table_fits(rows: list[dict], template, results: Path) -> None:
+    """A table of another task, algorithm or budget would count its runs as done here (same names): refuse."""
+    want = {"env_id": template.env_id, "algo": template.algo, "steps": str(template.total_timesteps)}
+    for i, row in enumerate(rows, start=2):
+        for key, value in want.items():
+            if str(row.get(key)) != value:
+                raise QpolicyError(f"{results}:{i}: a run with {key} {row.get(key)}, this sweep's is {value}; "
+                                   "use another --out for another sweep")
 
 
 def _write_decision(decision: dict, out: Path) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from qpolicy_hw.errors import QpolicyError
 from qpolicy_train.args import Args, TrainError
 from qpolicy_train.checkpoint import load_checkpoint
 from qpolicy_train.selection import BITS, WIDTHS, read_results
@@ -167,3 +168,15 @@ def test_ctrl_c_with_an_idle_worker_still_saves_the_busy_ones(tmp_path):
     ckpt = tmp_path / "long" / "checkpoint.pt"
     assert f"long resumes at step {load_checkpoint(ckpt)['global_step']:,}" in err.strip().splitlines()[-1]
     assert [r["run_dir"] for r in read_results(tmp_path / "results.csv")] == ["short"]
+
+
+def test_a_table_of_another_sweep_is_refused_before_anything_runs(tmp_path):
+    """Run names carry no task or budget: a Hopper table must not count as done for Walker2d or 100k steps."""
+    row = ("env_id,algo,quantized,width,input_bits,core_bits,output_bits,seed,steps,mean_return,std_return,"
+           "episodes,run_dir\nHopper-v5,sac,False,256,8,8,8,3,510,100.0,0.0,1,runs/fp32-w256-s3\n")
+    (tmp_path / "results.csv").write_text(row)
+    for other, message in (({"env_id": "Walker2d-v5"}, "env_id Hopper-v5, this sweep's is Walker2d-v5"),
+                           ({"total_timesteps": 1000}, "steps 510, this sweep's is 1000")):
+        with pytest.raises(QpolicyError, match=message):
+            run_selection({**TINY, **other}, seeds=[3], out_dir=tmp_path, n_jobs=1, progress=False)
+    assert (tmp_path / "results.csv").read_text() == row and not (tmp_path / "runs").exists()
