@@ -62,12 +62,7 @@ def test_selection_sweep_runs_every_stage_and_resumes(tmp_path):
 
 def test_ray_engine_runs_the_same_jobs(tmp_path):
     pytest.importorskip("ray", reason="Ray is the optional extra: pip install -r requirements/ray.txt")
-    from qpolicy_train.args import Args
-
-    jobs = [{"args": Args.from_dict(dict(**TINY, seed=s, width=16, core_bits=2, input_bits=6, out_dir=str(tmp_path / f"r{s}"),
-                                           progress=False, export_bundle=False)).to_dict(),
-             "eval_episodes": 1, "eval_seed": 10_000, "run_dir": f"r{s}"}
-            for s in (1, 2)]
+    jobs = [_tiny_job(tmp_path / f"r{s}", s) for s in (1, 2)]
     _execute(jobs, 2, "ray", tmp_path / "results.csv", progress=False)
     rows = sorted(read_results(tmp_path / "results.csv"), key=lambda r: r["seed"])
     assert [r["seed"] for r in rows] == [1, 2]
@@ -80,6 +75,16 @@ def _tiny_job(out_dir: Path, seed: int) -> dict:
     args = Args.from_dict(dict(**TINY, seed=seed, width=16, core_bits=2, input_bits=6, out_dir=str(out_dir),
                                progress=False, export_bundle=False))
     return {"args": args.to_dict(), "eval_episodes": 1, "eval_seed": 10_000, "run_dir": out_dir.name}
+
+
+def _ctrl_c(proc: subprocess.Popen) -> str:
+    """SIGINT to the process group, as a terminal's Ctrl-C; returns stderr once it has exited."""
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        return proc.communicate(timeout=60)[1]
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
 
 
 def test_a_failed_run_stops_the_sweep_and_the_run_in_flight_still_counts(tmp_path):
@@ -108,12 +113,7 @@ def test_ctrl_c_stops_the_sweep_with_checkpoints_and_one_line(tmp_path):
             len([d for d in runs.glob("*") if (d / "progress.csv").exists()]) < 2:
         time.sleep(0.1)
     time.sleep(2.0)   # both runs are stepping
-    os.killpg(proc.pid, signal.SIGINT)
-    try:
-        _, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise
+    err = _ctrl_c(proc)
     assert proc.returncode == 2, err
     last = err.strip().splitlines()[-1]
     assert last.startswith("qpolicy select: error: interrupted (") and "Traceback" not in err, err
@@ -158,12 +158,7 @@ def test_ctrl_c_with_an_idle_worker_still_saves_the_busy_ones(tmp_path):
     while time.time() < deadline and proc.poll() is None and not (tmp_path / "results.csv").exists():
         time.sleep(0.1)
     time.sleep(1.0)
-    os.killpg(proc.pid, signal.SIGINT)
-    try:
-        _, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise
+    err = _ctrl_c(proc)
     assert proc.returncode == 2 and "Traceback" not in err, err
     ckpt = tmp_path / "long" / "checkpoint.pt"
     assert f"long resumes at step {load_checkpoint(ckpt)['global_step']:,}" in err.strip().splitlines()[-1]
