@@ -10,7 +10,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qpolicy_hw.bundle import Bundle, channel_acc_range, code_range
+from qpolicy_hw.bundle_schema import Bundle
+from qpolicy_hw.integer_ranges import channel_acc_range, code_range
+
+_BROADCAST_LIMIT = 1 << 22  # elements of the (batch, out, thresholds) comparison before switching to searchsorted
+
+
+def requantize(acc: np.ndarray, thresholds: np.ndarray, lo: int) -> np.ndarray:
+    """``lo + #{k : acc[..., c] >= thresholds[c, k]}`` for every channel c (thresholds sorted per channel);
+    memory stays linear in the batch for any number of thresholds."""
+    acc2 = acc.reshape(-1, acc.shape[-1])
+    n, c = acc2.shape
+    if n * c * thresholds.shape[1] <= _BROADCAST_LIMIT:
+        counts = (acc2[:, :, None] >= thresholds[None, :, :]).sum(axis=2)
+    else:
+        counts = np.empty((n, c), dtype=np.int64)
+        for ch in range(c):
+            counts[:, ch] = np.searchsorted(thresholds[ch], acc2[:, ch], side="right")
+    return (counts + lo).reshape(acc.shape)
 
 
 @dataclass(frozen=True)
@@ -44,7 +61,7 @@ class IntLayer:
 
     def __call__(self, q: np.ndarray) -> np.ndarray:
         acc = np.asarray(q, np.int64) @ self.weights.T + self.bias
-        return self.out_range[0] + (acc[..., :, None] >= self.thresholds[None]).sum(-1)
+        return requantize(acc, self.thresholds, self.out_range[0])
 
 
 def bundle_layers(bundle: Bundle) -> list[IntLayer]:

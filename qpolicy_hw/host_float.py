@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from qpolicy_hw.integer_ranges import signed_range
+
 NORM_EPSILON = 1e-8
 """Added to the running variance before the square root (Gymnasium's convention)."""
 
@@ -21,8 +23,6 @@ def normalize_observation(obs: np.ndarray, mean: np.ndarray, var: np.ndarray,
 def quantize_input(normalized: np.ndarray, scale: np.float32, bits: int) -> np.ndarray:
     """Signed ``bits``-bit input codes: ``clip(round_half_even(n / s))`` in float32, as Brevitas does."""
     y = np.asarray(normalized, dtype=np.float32) / np.float32(scale)
-    from qpolicy_hw.bundle import signed_range
-
     lo, hi = signed_range(bits)
     return np.clip(np.rint(y), lo, hi).astype(np.int64)
 

@@ -17,23 +17,9 @@ from __future__ import annotations
 import numpy as np
 
 from qpolicy_hw.bundle import Bundle, Layer
+from qpolicy_hw.core_function import requantize
 from qpolicy_hw.errors import BundleError, CoreFault, ObservationError
 from qpolicy_hw.host_float import ObservationHost, quantize_input
-
-_BROADCAST_LIMIT = 1 << 22  # elements of the (batch, out, thresholds) comparison before switching to searchsorted
-
-
-def requantize(acc: np.ndarray, thresholds: np.ndarray, lo: int) -> np.ndarray:
-    """``lo + #{k : acc[..., c] >= thresholds[c, k]}`` for every channel c (thresholds sorted per channel)."""
-    acc2 = acc.reshape(-1, acc.shape[-1])
-    n, c = acc2.shape
-    if n * c * thresholds.shape[1] <= _BROADCAST_LIMIT:
-        counts = (acc2[:, :, None] >= thresholds[None, :, :]).sum(axis=2)
-    else:
-        counts = np.empty((n, c), dtype=np.int64)
-        for ch in range(c):
-            counts[:, ch] = np.searchsorted(thresholds[ch], acc2[:, ch], side="right")
-    return (counts + lo).reshape(acc.shape)
 
 
 def shift_requantize(acc: np.ndarray, shift: int, lo: int, hi: int) -> np.ndarray:
