@@ -21,7 +21,7 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=["qpolicy_train", "qpolicy_train.*", "qpolicy_hw", "qpolicy_hw.*",
-                                    "qpolicy_ros", "qpolicy_ros.*", "qpolicy_cli", "qpolicy_cli.*"]),
+                                    "qpolicy_ros", "qpolicy_ros.*", "qpolicy_cli", "qpolicy_cli.*", "qpolicy_sim", "qpolicy_sim.*"]),
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

@@ -13,6 +13,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from qpolicy_cli.options import add_env_module_option, add_trust_options, trust_from
+from qpolicy_hw.errors import QpolicyError
+
 EXIT_USAGE = 2
 EXIT_FAILED_CHECK = 1
 EXIT_INTERNAL = 70   # EX_SOFTWARE: a bug, not bad input
@@ -26,6 +29,7 @@ def cmd_train(argv: list[str]) -> int:
     """qpolicy train [--preset NAME] [ARGS...]: run or resume one SAC/DDPG run."""
     import tyro
 
+    from qpolicy_cli.options import tyro_cli
     from qpolicy_train.args import Args
     from qpolicy_train.presets import load_preset
     from qpolicy_train.training import train
@@ -35,8 +39,8 @@ def cmd_train(argv: list[str]) -> int:
     known, rest = pre.parse_known_args(argv)
     default = load_preset(known.preset) if known.preset else Args()
     # the quantized actor's fields keep flat flags (--width, --core-bits, ...)
-    args = tyro.cli(tyro.conf.OmitArgPrefixes[Args], default=default, args=rest, prog="qpolicy train",
-                     description="Train a quantized SAC/DDPG actor. --preset NAME loads config/train/NAME.yaml first.")
+    args = tyro_cli(tyro.conf.OmitArgPrefixes[Args], default, rest, "qpolicy train",
+                    "Train a quantized SAC/DDPG actor. --preset NAME loads config/train/NAME.yaml first.")
     summary = train(args)
     if args.export_bundle:
         from qpolicy_train.export import export_checkpoint
@@ -69,6 +73,7 @@ def cmd_export(argv: list[str]) -> int:
 
 
 def cmd_verify(argv: list[str]) -> int:
+    from qpolicy_hw.bundle import load_bundle
     from qpolicy_hw.verify import RUNGS, verify
 
     p = argparse.ArgumentParser(prog="qpolicy verify",
@@ -76,8 +81,10 @@ def cmd_verify(argv: list[str]) -> int:
     p.add_argument("bundle")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--rung", action="append", choices=sorted(RUNGS), help="run only this rung (repeatable)")
+    add_trust_options(p)
     a = p.parse_args(argv)
     t0 = time.perf_counter()
+    load_bundle(a.bundle, trust=trust_from(a))   # a bundle the trust options refuse is refused before any rung
     result = verify(a.bundle, a.rung,
                     progress=lambda msg: print(f"[{time.perf_counter() - t0:6.1f} s] {msg}", file=sys.stderr, flush=True))
     if a.json:
@@ -105,13 +112,20 @@ def cmd_eval(argv: list[str]) -> int:
     p.add_argument("--seed", type=int, default=0, help="episode i resets with seed + i")
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", help="also write the JSON result to this file")
+    add_env_module_option(p)
+    add_trust_options(p)
     a = p.parse_args(argv)
+    from qpolicy_hw.bundle import load_bundle
     from qpolicy_train.evaluation import evaluate_bundle
 
-    result = evaluate_bundle(a.bundle, a.episodes, a.backend, a.noise, a.seed)
+    load_bundle(a.bundle, trust=trust_from(a))
+    if a.out and Path(a.out).is_dir():
+        raise QpolicyError(f"--out {a.out} is a folder; give a JSON file")
+    result = evaluate_bundle(a.bundle, a.episodes, a.backend, a.noise, a.seed, env_module=a.env_module)
     if a.out:
-        with open(a.out, "w") as f:
-            json.dump(result, f, indent=2)
+        tmp = Path(a.out).with_name(f".{Path(a.out).name}.partial")
+        tmp.write_text(json.dumps(result, indent=2))
+        os.replace(tmp, a.out)
     if a.json:
         _print_json(result)
     else:
@@ -190,9 +204,6 @@ def cmd_plot(argv: list[str]) -> int:
     p.add_argument("--reference", type=float, help="a horizontal reference return on the curves figure")
     p.add_argument("--out", default=".", help="directory for the PNG files")
     a = p.parse_args(argv)
-    from pathlib import Path
-
-    from qpolicy_hw.errors import QpolicyError
     from qpolicy_train.plots import plot_bit_sweep, plot_curves, plot_noise, plot_selection
 
     if not a.results and not a.noise and not a.curves:
@@ -224,42 +235,44 @@ def cmd_plot(argv: list[str]) -> int:
 def cmd_ship(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="qpolicy ship", description=(
         "Package a training run as a shipped policy: the bundle, its training log and the evaluation "
-        "that produced its figures (the evaluation is also recorded in the bundle's provenance)."))
+        "that produced its figures (the evaluation is also recorded in the bundle's provenance). --out must be "
+        "new, empty, or a previous ship; nothing else is ever deleted."))
     p.add_argument("run", help="training run directory (actor.pt or checkpoint.pt)")
     p.add_argument("--out", required=True, help="e.g. policies/hopper/selected")
     p.add_argument("--episodes", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--signing-key", metavar="KEY.pem", help="sign the bundle with this Ed25519 key (qpolicy keygen)")
     a = p.parse_args(argv)
-    import shutil
+    from qpolicy_train.ship import ship
 
-    from qpolicy_hw.bundle import record_evaluation
-    from qpolicy_train.evaluation import evaluate_bundle
-    from qpolicy_train.export import export_checkpoint
+    evaluation = ship(a.run, a.out, a.episodes, a.seed, a.signing_key)
+    print(f"shipped {a.out}: {evaluation['mean_return']:.1f} +- {evaluation['std_return']:.1f} over "
+          f"{a.episodes} episodes ({evaluation['backend']} backend)" + (", signed" if a.signing_key else ""))
+    return 0
 
-    out = Path(a.out)
-    # built beside the target and moved in only when complete: a failure (no such run, an unfinished
-    # warm-up, an unwritable folder) leaves an existing bundle as it was
-    staging = out.with_name(out.name + ".shipping")
-    if staging.exists():
-        shutil.rmtree(staging)
-    try:
-        export_checkpoint(a.run, staging)
-        backend = "int" if json.loads((staging / "bundle.json").read_text())["kind"] == "integer" else "float"
-        evaluation = evaluate_bundle(str(staging), a.episodes, backend, 0.0, a.seed)
-        evaluation["bundle"] = str(out)
-        record_evaluation(staging, {k: v for k, v in evaluation.items() if k != "returns"})
-        (staging / "evaluation.json").write_text(json.dumps(evaluation, indent=2) + "\n")
-        log = Path(a.run) / "progress.csv" if Path(a.run).is_dir() else Path(a.run).parent / "progress.csv"
-        if log.exists():
-            shutil.copy(log, staging / "training_log.csv")
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    print(f"shipped {out}: {evaluation['mean_return']:.1f} +- {evaluation['std_return']:.1f} over "
-          f"{a.episodes} episodes ({backend} backend)")
+
+def cmd_keygen(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="qpolicy keygen", description="A new Ed25519 key pair for signing bundles.")
+    p.add_argument("--out", required=True, metavar="NAME", help="writes NAME.pem (private, mode 600) and NAME.pub.pem")
+    a = p.parse_args(argv)
+    from qpolicy_hw.trust import generate_key_pair
+
+    kid = generate_key_pair(f"{a.out}.pem", f"{a.out}.pub.pem")
+    print(f"key {kid}: private {a.out}.pem (keep it secret), public {a.out}.pub.pem (give it to servers)")
+    return 0
+
+
+def cmd_sign(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="qpolicy sign", description=(
+        "Sign a bundle (its verified digest) with an Ed25519 key: writes BUNDLE/signature.json."))
+    p.add_argument("bundle")
+    p.add_argument("--signing-key", required=True, metavar="KEY.pem")
+    a = p.parse_args(argv)
+    from qpolicy_hw.bundle import load_bundle
+    from qpolicy_hw.trust import sign_bundle
+
+    bundle = load_bundle(a.bundle)
+    print(f"signed {bundle.digest[:16]}...: {sign_bundle(bundle.path, a.signing_key, bundle.digest)}")
     return 0
 
 
@@ -310,6 +323,8 @@ def cmd_demo(argv: list[str]) -> int:
     p.add_argument("--record", metavar="BAG", help="also record the loop to a rosbag2 (MCAP) bag at BAG")
     p.add_argument("--env-id", default="", help="environment (default: the bundle's task)")
     p.add_argument("--rate-hz", type=float, default=0.0, help="realtime control rate (default: the task's, 1/env.dt)")
+    p.add_argument("--auth-key", metavar="FILE", help="backend remote: the agent's shared key file")
+    add_trust_options(p)
     p.add_argument("--domain-id", type=int, default=None,
                    help="ROS_DOMAIN_ID of the run (default: $ROS_DOMAIN_ID if set, else a private one from the pid)")
     a = p.parse_args(argv)
@@ -319,8 +334,12 @@ def cmd_demo(argv: list[str]) -> int:
         p.error("--rate-hz must be positive (or 0 for the task's rate)")
     from qpolicy_ros.demo import demo
 
+    trust = trust_from(a)
+    server_params = {"trusted_key": ",".join(str(Path(k).resolve()) for k in trust.trusted_keys),
+                     "expected_digest": trust.expected_digest or "",
+                     "auth_key": str(Path(a.auth_key).resolve()) if a.auth_key else ""}
     return demo(a.policy, a.backend, a.mode, a.episodes, a.seed, a.out, a.json, a.record, a.env_id, a.rate_hz,
-                a.domain_id, a.remote, a.video)
+                a.domain_id, a.remote, a.video, trust=trust, server_params=server_params)
 
 
 def cmd_render(argv: list[str]) -> int:
@@ -335,10 +354,12 @@ def cmd_render(argv: list[str]) -> int:
     p.add_argument("--every", type=int, default=1, help="keep every Nth frame (smaller GIFs)")
     p.add_argument("--max-steps", type=int, default=1000)
     p.add_argument("--json", action="store_true")
+    add_env_module_option(p)
     a = p.parse_args(argv)
     from qpolicy_train.render import render_episode
 
-    result = render_episode(a.bundle, a.out, a.backend, a.seed, a.width, a.height, a.every, None, a.max_steps)
+    result = render_episode(a.bundle, a.out, a.backend, a.seed, a.width, a.height, a.every, None, a.max_steps,
+                            env_module=a.env_module)
     if a.json:
         _print_json(result)
     else:
@@ -358,13 +379,19 @@ def cmd_agent(argv: list[str]) -> int:
                    help="board: the overlay through pynq; sim: the Verilated AXI-Lite slave (no board needed)")
     p.add_argument("--done-timeout-s", type=float, default=None,
                    help="an inference without DONE after this long is a fault (default: 2 ms; 0.5 s with --mmio sim)")
+    p.add_argument("--auth-key", metavar="FILE", help="require hosts to prove they hold this shared key (HMAC)")
+    p.add_argument("--max-clients", type=int, default=8, help="connections held at once (default 8)")
+    add_trust_options(p)
     a = p.parse_args(argv)
-    from qpolicy_hw.agent import Agent, driver_infer, parse_address
+    from qpolicy_hw.agent import Agent, driver_infer, parse_address, read_shared_key
     from qpolicy_hw.axi import PolicyCoreDriver
     from qpolicy_hw.bundle import load_bundle
 
     parse_address(a.listen, listening=True)
-    bundle = load_bundle(a.bundle)
+    auth_key = read_shared_key(a.auth_key) if a.auth_key else None
+    if a.max_clients < 1:
+        raise QpolicyError("--max-clients must be at least 1")
+    bundle = load_bundle(a.bundle, trust=trust_from(a))
     if a.mmio == "sim":
         from qpolicy_hw.axi import VerilatedMMIO, build_axi
         from qpolicy_hw.cache import cache_dir
@@ -382,7 +409,8 @@ def cmd_agent(argv: list[str]) -> int:
     driver = PolicyCoreDriver(mmio, bundle.obs_dim, bundle.act_dim, bundle.bits["input"], bundle.bits["output"],
                               digest=bundle.digest,
                               done_timeout_s=a.done_timeout_s or (0.5 if a.mmio == "sim" else 0.002))
-    Agent(bundle, driver_infer(driver), log=lambda m: print(m, flush=True)).serve_forever(a.listen)
+    Agent(bundle, driver_infer(driver), log=lambda m: print(m, flush=True), auth_key=auth_key,
+          max_clients=a.max_clients).serve_forever(a.listen)
     return 0
 
 
@@ -399,6 +427,8 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "demo": cmd_demo,
     "agent": cmd_agent,
     "render": cmd_render,
+    "keygen": cmd_keygen,
+    "sign": cmd_sign,
 }
 
 
@@ -426,7 +456,9 @@ def _main(argv: list[str]) -> int:
               "  ship     package a training run as a shipped policy (bundle, training log, evaluation)\n"
               "  demo     run the Hopper closed loop (main job)\n"
               "  render   one episode of a bundle to .mp4 or .gif (off-screen)\n"
-              "  agent    serve a bundle's FPGA core over the network (on the board; the remote backend's peer)\n\n"
+              "  agent    serve a bundle's FPGA core over the network (on the board; the remote backend's peer)\n"
+              "  keygen   a new Ed25519 key pair for signing bundles\n"
+              "  sign     sign a bundle with a key (servers with --trusted-key accept only signed bundles)\n\n"
               "  --debug  (any command) show the traceback of an unexpected error\n")
         return 0 if argv else EXIT_USAGE
     name, rest = argv[0], argv[1:]

@@ -64,6 +64,7 @@ from qpolicy_hw.integer_ranges import (  # noqa: F401
     signed_width,
     unsigned_range,
 )
+from qpolicy_hw.trust import TrustPolicy
 
 SCHEMA = "qpolicy.bundle/1"
 ARRAYS_FILE = "arrays.npz"
@@ -151,13 +152,16 @@ def _read_meta(meta_path: Path) -> dict[str, Any]:
     return meta
 
 
-def load_bundle(path: str | Path, verify_hashes: bool = True) -> Bundle:
+def load_bundle(path: str | Path, verify_hashes: bool = True, trust: TrustPolicy | None = None) -> Bundle:
     """Load and validate a bundle; any inconsistency raises :class:`BundleError` naming it, in one line.
 
     Besides the digest, the hashes and the fields, loading runs a self-test: the integer function must
     reproduce the bundle's golden codes and, from raw observations, its golden actions (a few milliseconds),
     so a semantic edit that was re-hashed is still refused unless its golden files were forged with it.
-    ``verify_hashes=False`` skips the digest and the file hashes (for tools that rewrite a bundle)."""
+    ``verify_hashes=False`` skips the digest and the file hashes (for tools that rewrite a bundle). With an
+    active ``trust`` policy, a bundle it does not accept is refused right after the digest check."""
+    if trust is not None and trust.active and not verify_hashes:
+        raise ValueError("a trust policy needs the digest verified")
     root = Path(path)
     if not root.exists():
         raise BundleError(f"no policy bundle at {root}")
@@ -167,7 +171,7 @@ def load_bundle(path: str | Path, verify_hashes: bool = True) -> Bundle:
         raise BundleError(f"{root}: not a policy bundle (no bundle.json)")
     meta = _read_meta(meta_path)
     try:
-        return _load(root, meta, verify_hashes)
+        return _load(root, meta, verify_hashes, trust)
     except BundleError:
         raise
     except RecursionError:
@@ -178,7 +182,7 @@ def load_bundle(path: str | Path, verify_hashes: bool = True) -> Bundle:
 
 
 
-def _load(root: Path, meta: dict[str, Any], verify_hashes: bool) -> Bundle:
+def _load(root: Path, meta: dict[str, Any], verify_hashes: bool, trust: TrustPolicy | None = None) -> Bundle:
     for key in ("kind", "task", "normalization", "files", "digest"):
         if key not in meta:
             raise BundleError(f"{root}: bundle.json has no {key!r} field" + (
@@ -189,6 +193,8 @@ def _load(root: Path, meta: dict[str, Any], verify_hashes: bool) -> Bundle:
     if verify_hashes and meta["digest"] != bundle_digest(meta):
         raise BundleError(f"{root}: bundle.json changed after export (its content does not match its digest "
                           f"{str(meta['digest'])[:16]}...)")
+    if trust is not None and trust.active:
+        trust.check(root, meta["digest"])
     files = meta["files"]
     if not isinstance(files, dict):
         raise BundleError(f"{root}: bundle.json 'files' must map file names to SHA-256 digests")

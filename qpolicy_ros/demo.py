@@ -161,12 +161,13 @@ def plot_report(report: dict, path: Path) -> Path:
 def demo(policy: str | None = None, backend: str = "auto", mode: str = "lockstep", episodes: int = 3,
          seed: int = 0, out_dir: str = "demo_out", as_json: bool = False, record: str | None = None,
          env_id: str = "", rate_hz: float = 0.0, domain_id: int | None = None, remote: str = "",
-         video: str | None = None) -> int:
+         video: str | None = None, trust=None, server_params: dict | None = None) -> int:
     from qpolicy_hw.bundle import load_bundle
     from qpolicy_ros.loop_core import format_split, latency_split
 
     policy_path = Path(policy) if policy else DEFAULT_POLICY
-    bundle = load_bundle(policy_path)  # a bad or missing bundle fails here, in one line, before any node starts
+    # a bad, missing or untrusted bundle fails here, in one line, before any node starts
+    bundle = load_bundle(policy_path, trust=trust)
     t0 = time.perf_counter()
     if episodes <= 0:
         raise QpolicyError(f"--episodes {episodes}: must be positive")
@@ -176,7 +177,7 @@ def demo(policy: str | None = None, backend: str = "auto", mode: str = "lockstep
     if backend == "remote" and not remote:
         raise QpolicyError("--backend remote needs --remote HOST:PORT (the board agent)")
     report = run_loop(bundle, backend, mode, episodes, seed, rate_hz, out_dir, record=record, env_id=env_id,
-                      domain_id=domain_id, remote=remote, video=video)
+                      domain_id=domain_id, remote=remote, video=video, extra_server=server_params)
     env_id, rate_hz = report["env_id"], report["rate_hz"]   # resolved (and checked) by run_loop, before any node
     summary = {"returns": report["returns"], "mean_return": report["mean_return"],
                "latency_us": {k: report["latency_us"][k] for k in ("p50", "p99")},

@@ -23,6 +23,10 @@ ARGUMENTS: dict[str, tuple[str | None, str]] = {
     "record": ("false", "also record the loop to a rosbag2 (MCAP) bag at bag_path"),
     "bag_path": ("qpolicy_bag", "where the bag goes when record:=true"),
     "remote_address": (None, "backend remote: the board agent, HOST:PORT"),
+    "auth_key": ("", "backend remote: the board agent's shared key file"),
+    "trusted_key": ("", "serve only bundles signed by this Ed25519 public key (PEM; comma-separated for several)"),
+    "expected_digest": ("", "serve only the bundle with this digest"),
+    "env_module": ("", "a package of yours to import first: it registers your Gymnasium environment"),
 }
 """name -> (default, or None for the parameter file's value; description)."""
 
@@ -66,7 +70,20 @@ def check_arguments(raw: dict[str, str]) -> dict[str, Any]:
         from qpolicy_hw.agent import parse_address
 
         parse_address(values["remote_address"])   # a missing or malformed address fails here
+    values["auth_key"] = raw["auth_key"]
+    if raw["auth_key"]:
+        from qpolicy_hw.agent import read_shared_key
+
+        read_shared_key(raw["auth_key"])
+    from qpolicy_hw.bundle import load_bundle
+    from qpolicy_hw.trust import TrustPolicy
+
+    trusted = tuple(k.strip() for k in raw["trusted_key"].split(",") if k.strip())
+    trust = TrustPolicy(trusted, raw["expected_digest"] or None)   # a bad key or digest fails here
+    values["trusted_key"], values["expected_digest"] = ",".join(trusted), trust.expected_digest or ""
     values["policy"] = str(find_policy(raw["policy"]).resolve())
-    values["env_id"] = raw["env_id"]
-    resolve_task(values["policy"], values["env_id"], values["rate_hz"])   # the bundle fits its environment
+    load_bundle(values["policy"], trust=trust)   # an untrusted bundle is refused before any node starts
+    values["env_id"], values["env_module"] = raw["env_id"], raw["env_module"]
+    resolve_task(values["policy"], values["env_id"], values["rate_hz"],   # the bundle fits its environment
+                 env_module=values["env_module"] or None)
     return values

@@ -5,7 +5,8 @@ policy_server (FPGA overlay, or the bit-exact int fallback) and mujoco_bridge ru
 config/hopper_fpga.yaml (topic names and QoS are defined there, once); the bridge takes the environment id
 and the control rate (1 / env.dt) from the bundle unless env_id:= or rate_hz:= override them. Arguments:
 [policy:=...] [backend:=auto] [env_id:=] [mode:=lockstep] [rate_hz:=0 (the task's)] [episodes:=3] [seed:=0]
-[record:=false] [bag_path:=qpolicy_bag]. The arguments are checked (``loop_arguments.check_arguments``: types,
+[record:=false] [bag_path:=qpolicy_bag] [auth_key:=] [trusted_key:=] [expected_digest:=] [env_module:=]. The
+arguments are checked (``loop_arguments.check_arguments``: types,
 choices, and that the bundle fits its environment) before any node starts; a bad one ends the launch with
 its reason and starts nothing. When any node exits, the launch ends, saying which one and its exit code.
 Without a ROS 2 install, `qpolicy demo` starts the same nodes with the same parameters.
@@ -46,11 +47,12 @@ def _nodes(context):
         return [LogInfo(msg=reason), EmitEvent(event=Shutdown(reason=reason))]
     server = Node(package="qpolicy", executable="policy_server", name="policy_server", output="screen",
                   parameters=[{**node_parameters("policy_server"), "policy": a["policy"], "backend": a["backend"],
-                               "remote_address": a["remote_address"]}])
+                               "remote_address": a["remote_address"], "auth_key": a["auth_key"],
+                               "trusted_key": a["trusted_key"], "expected_digest": a["expected_digest"]}])
     bridge = Node(package="qpolicy", executable="mujoco_bridge", name="mujoco_bridge", output="screen",
                   parameters=[{**node_parameters("mujoco_bridge"), "policy": a["policy"], "env_id": a["env_id"],
                                "mode": a["mode"], "rate_hz": a["rate_hz"], "episodes": a["episodes"],
-                               "seed": a["seed"],
+                               "seed": a["seed"], "env_module": a["env_module"],
                                # with a recorder, start once both it and the server hear the observations
                                "min_observation_subscribers": 2 if a["record"] else 1}])
     actions = [server, bridge, _end_when_it_exits(bridge, "mujoco_bridge", ": the run is over"),

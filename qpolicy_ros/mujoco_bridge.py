@@ -10,7 +10,6 @@ import os
 import sys
 import time
 
-import gymnasium as gym
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
@@ -20,6 +19,7 @@ from qpolicy_hw.errors import ObservationError, QpolicyError
 from qpolicy_ros.bridge_loop import BridgeLoop, Outgoing
 from qpolicy_ros.params import declare_topics, loop_qos, spin_node
 from qpolicy_ros.task import resolve_task
+from qpolicy_sim.envs import make_env
 
 WATCHDOG_PERIOD_S = 0.05
 
@@ -32,8 +32,9 @@ class MujocoBridge(Node):
         p = self.declare_parameter
         # the task and its control rate come from the policy bundle unless set (see task.py)
         policy, env_id, rate_hz = p("policy", "").value, p("env_id", "").value, float(p("rate_hz", 0.0).value)
+        self.env_module = p("env_module", "").value or None   # the user's package that registers their task
         if policy:
-            self.env_id, self.rate_hz = resolve_task(policy, env_id, rate_hz)
+            self.env_id, self.rate_hz = resolve_task(policy, env_id, rate_hz, env_module=self.env_module)
         elif env_id and rate_hz > 0:
             self.env_id, self.rate_hz = env_id, rate_hz
         else:
@@ -48,17 +49,14 @@ class MujocoBridge(Node):
         self.video_path = p("video_path", "").value              # record the run (every video_every-th step)
         self.video_every = int(p("video_every", 4).value)
         self.video, after_step = None, None
-        try:
-            if self.video_path:
-                os.environ.setdefault("MUJOCO_GL", "egl")        # off-screen, before MuJoCo's renderer loads
-                from qpolicy_hw.files import track_robot
+        if self.video_path:
+            os.environ.setdefault("MUJOCO_GL", "egl")        # off-screen, before MuJoCo's renderer loads
+            from qpolicy_sim.video import track_robot
 
-                env = track_robot(gym.make(self.env_id, render_mode="rgb_array", width=240, height=180))
-                after_step = self.record_frame
-            else:
-                env = gym.make(self.env_id)
-        except gym.error.Error as exc:
-            raise QpolicyError(f"cannot make {self.env_id!r}: {exc}") from None
+            env = track_robot(make_env(self.env_id, self.env_module, render_mode="rgb_array", width=240, height=180))
+            after_step = self.record_frame
+        else:
+            env = make_env(self.env_id, self.env_module)
         self.loop = BridgeLoop(
             env, mode=p("mode", "lockstep").value, episodes=int(p("episodes", 3).value),
             seed=int(p("seed", 0).value), max_steps=int(p("max_steps", 0).value),  # max_steps 0: no limit
@@ -67,7 +65,7 @@ class MujocoBridge(Node):
             record_actions=int(p("record_actions", 10_000).value), after_step=after_step,
             period_s=1.0 / self.rate_hz if self.rate_hz > 0 else None)
         if self.video_path:
-            from qpolicy_hw.files import video_writer
+            from qpolicy_sim.video import video_writer
 
             if self.video_every <= 0:
                 raise QpolicyError("video_every must be positive")

@@ -11,11 +11,13 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension, String
 
+from qpolicy_hw.agent import read_shared_key
 from qpolicy_hw.cache import cache_dir
 from qpolicy_hw.errors import QpolicyError
 from qpolicy_hw.latency import LatencyStats
 from qpolicy_hw.runtime import make_policy
 from qpolicy_hw.runtime.guard import GuardedPolicy
+from qpolicy_hw.trust import TrustPolicy
 from qpolicy_ros.loop_core import Counters, serve
 from qpolicy_ros.params import declare_topics, loop_qos, spin_node
 from qpolicy_ros.task import find_policy
@@ -39,6 +41,11 @@ class PolicyServer(Node):
         self.fpga_timeout_s = float(p("fpga_timeout_s", 0.002).value)
         self.remote_address = p("remote_address", "").value            # backend remote: the board agent
         self.remote_timeout_s = float(p("remote_timeout_s", 0.005).value)
+        auth_key_file = p("auth_key", "").value                         # the board agent's shared key file
+        self.auth_key = read_shared_key(auth_key_file) if auth_key_file else None
+        # serve only a bundle signed by a trusted key and/or the one with this digest (docs/integer_contract.md)
+        trusted = [k for k in p("trusted_key", "").value.split(",") if k.strip()]
+        self.trust = TrustPolicy(tuple(k.strip() for k in trusted), p("expected_digest", "").value or None)
         if self.fpga_timeout_s <= 0 or self.guard_options["shadow_every"] < 0:
             raise QpolicyError("fpga_timeout_s must be positive and shadow_every >= 0")
         self.rejected = Counters()
@@ -62,7 +69,7 @@ class PolicyServer(Node):
         """The policy for ``backend``, guarded by the int reference; ``auto`` (see ``runtime.BACKENDS``) falls
         back to ``int`` loudly."""
         policy = make_policy(self.bundle_path, backend, address=self.remote_address or None,
-                             timeout_s=self.remote_timeout_s)
+                             timeout_s=self.remote_timeout_s, trust=self.trust, auth_key=self.auth_key)
         if getattr(policy, "fallback_reason", None):
             self.fallbacks += 1
             self.get_logger().warning(f"no FPGA backend ({policy.fallback_reason}); serving the bit-exact int fallback")

@@ -39,20 +39,16 @@ def control_rate_hz(env) -> float:
     return 1.0 / float(env.unwrapped.dt)
 
 
-def resolve_task(policy, env_id: str = "", rate_hz: float = 0.0) -> tuple[str, float]:
+def resolve_task(policy, env_id: str = "", rate_hz: float = 0.0, env_module: str | None = None) -> tuple[str, float]:
     """``(env_id, rate_hz)`` for a run of ``policy`` (a bundle path, or a loaded ``Bundle``): the bundle's
     task and its control rate where the arguments are empty/zero. Raises :class:`QpolicyError` when the
     bundle cannot drive that environment."""
-    import gymnasium as gym
-
     from qpolicy_hw.bundle import Bundle, load_bundle
+    from qpolicy_sim.envs import make_env
 
     bundle = policy if isinstance(policy, Bundle) else load_bundle(find_policy(policy))
     env_id = env_id or bundle.env_id
-    try:
-        env = gym.make(env_id)
-    except gym.error.Error as exc:
-        raise QpolicyError(f"cannot make {env_id!r}: {exc}") from None
+    env = make_env(env_id, env_module)
     try:
         obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
         if (obs_dim, act_dim) != (bundle.obs_dim, bundle.act_dim):

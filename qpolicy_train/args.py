@@ -135,7 +135,9 @@ class Args:
 
 
 def make_env(env_id: str, seed: int, render_mode: str | None = None) -> gym.Env:
-    env = gym.make(env_id, render_mode=render_mode)
+    from qpolicy_sim.envs import make_env as make_checked_env
+
+    env = make_checked_env(env_id, render_mode=render_mode)
     env = gym.wrappers.RecordEpisodeStatistics(env)
     env.action_space.seed(seed)
     return env

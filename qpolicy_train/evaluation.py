@@ -18,15 +18,16 @@ NOISE_STREAM = 0x5EED
 
 
 def rollout(policy, env_id: str, episodes: int, seed: int, noise: float = 0.0,
-            on_step: Callable[[np.ndarray, np.ndarray, np.ndarray], None] | None = None) -> list[float]:
+            on_step: Callable[[np.ndarray, np.ndarray, np.ndarray], None] | None = None,
+            env_module: str | None = None) -> list[float]:
     """Episode ``i`` resets with ``seed + i``. ``on_step(obs, policy_input, action)`` sees every step."""
-    import gymnasium as gym
+    from qpolicy_sim.envs import make_env
 
     if episodes <= 0:
         raise QpolicyError(f"episodes={episodes} must be positive")
     if not np.isfinite(noise) or noise < 0:
         raise QpolicyError(f"noise={noise} must be a finite standard deviation >= 0")
-    env = gym.make(env_id)
+    env = make_env(env_id, env_module)
     noise_rng = np.random.default_rng((seed, NOISE_STREAM))
     returns = []
     try:
@@ -50,10 +51,10 @@ def rollout(policy, env_id: str, episodes: int, seed: int, noise: float = 0.0,
 
 
 def evaluate_bundle(bundle_path: str, episodes: int = 10, backend: str = "int", noise: float = 0.0,
-                    seed: int = 0) -> dict[str, Any]:
+                    seed: int = 0, env_module: str | None = None) -> dict[str, Any]:
     """``qpolicy eval``: the summary printed as JSON."""
     policy = make_policy(bundle_path, backend)
-    returns = rollout(policy, policy.bundle.env_id, episodes, seed, noise)
+    returns = rollout(policy, policy.bundle.env_id, episodes, seed, noise, env_module=env_module)
     return {"env": policy.bundle.env_id, "episodes": episodes, "mean_return": float(np.mean(returns)),
             "std_return": float(np.std(returns)), "backend": policy.backend, "noise": noise, "seed": seed,
             "bundle": str(policy.bundle.path), "returns": returns}
@@ -61,18 +62,45 @@ def evaluate_bundle(bundle_path: str, episodes: int = 10, backend: str = "int", 
 
 def noise_table(bundles: list[tuple[str, str]], sigmas: list[float], episodes: int, seed: int,
                 out_csv: str) -> list[dict[str, Any]]:
-    """Returns of each ``(label, bundle)`` at each noise sigma, written to ``out_csv`` row by row."""
+    """Returns of each ``(label, bundle)`` at each noise sigma, written to ``out_csv`` row by row.
+
+    Every input (the sigmas, the episode count, every bundle) is checked before the CSV is touched, and the
+    rows go to a temporary file beside it that replaces it only when the table is complete: a refused or
+    interrupted run leaves an existing ``out_csv`` as it was."""
+    import os
+    from pathlib import Path
+
+    if episodes <= 0:
+        raise QpolicyError(f"episodes={episodes} must be positive")
+    bad = [s for s in sigmas if not np.isfinite(s) or s < 0]
+    if bad:
+        raise QpolicyError(f"sigma {bad[0]}: noise must be a finite standard deviation >= 0")
+    policies = [(label, path, make_policy(path, "auto")) for label, path in bundles]
+    out = Path(out_csv)
+    if out.is_dir():
+        raise QpolicyError(f"--out {out} is a folder; give a CSV file")
+    tmp = out.with_name(f".{out.name}.partial")
+    rows = []
+    try:
+        rows = _write_noise_rows(tmp, policies, sigmas, episodes, seed)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, out)
+    return rows
+
+
+def _write_noise_rows(tmp, policies, sigmas, episodes, seed) -> list[dict[str, Any]]:
     import csv
     from pathlib import Path
 
     from qpolicy_train.plots import NOISE_FIELDS
 
     rows = []
-    with open(out_csv, "w", newline="") as f:
+    with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=NOISE_FIELDS)
         writer.writeheader()
-        for label, path in bundles:
-            policy = make_policy(path, "auto")
+        for label, path, policy in policies:
             for sigma in sigmas:
                 rets = rollout(policy, policy.bundle.env_id, episodes, seed, sigma)
                 row = {"env_id": policy.bundle.env_id, "model": label or Path(path).name, "sigma": sigma,

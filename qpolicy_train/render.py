@@ -17,7 +17,7 @@ from qpolicy_hw.errors import QpolicyError
 
 def render_episode(bundle_path: str | Path, out: str | Path, backend: str = "int", seed: int = 0,
                    width: int = 480, height: int = 360, every: int = 1, fps: float | None = None,
-                   max_steps: int = 1000) -> dict:
+                   max_steps: int = 1000, env_module: str | None = None) -> dict:
     """Render episode ``seed`` of ``bundle_path`` to ``out`` (.mp4 or .gif); returns its return and frames."""
     out = Path(out)
     if out.suffix.lower() not in (".mp4", ".gif"):
@@ -25,13 +25,13 @@ def render_episode(bundle_path: str | Path, out: str | Path, backend: str = "int
     if width <= 0 or height <= 0 or every <= 0 or max_steps <= 0:
         raise QpolicyError("width, height, --every and --max-steps must be positive")
     os.environ.setdefault("MUJOCO_GL", "egl")            # before mujoco is imported: off-screen, no display
-    import gymnasium as gym
 
-    from qpolicy_hw.files import track_robot, video_writer
     from qpolicy_hw.runtime import make_policy
+    from qpolicy_sim.envs import make_env
+    from qpolicy_sim.video import track_robot, video_writer
 
     policy = make_policy(bundle_path, backend)
-    env = track_robot(gym.make(policy.bundle.env_id, render_mode="rgb_array", width=width, height=height))
+    env = track_robot(make_env(policy.bundle.env_id, env_module, render_mode="rgb_array", width=width, height=height))
     fps = fps or 1.0 / (env.unwrapped.dt * every)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:

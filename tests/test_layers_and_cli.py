@@ -42,7 +42,9 @@ def _imports(path: Path) -> set[str]:
 
 # What each layer may not import: the flow is qpolicy_train -> qpolicy_hw <- qpolicy_ros, qpolicy_cli on top.
 FORBIDDEN = {
-    "qpolicy_hw": {"qpolicy_train", "qpolicy_ros", "qpolicy_cli", "torch", "brevitas", "rclpy", "gymnasium"},
+    "qpolicy_hw": {"qpolicy_train", "qpolicy_ros", "qpolicy_cli", "qpolicy_sim", "torch", "brevitas", "rclpy",
+                   "gymnasium"},
+    "qpolicy_sim": {"qpolicy_train", "qpolicy_ros", "qpolicy_cli", "torch", "brevitas", "rclpy"},
     "qpolicy_train": {"qpolicy_ros", "qpolicy_cli", "rclpy"},
     "qpolicy_ros": {"qpolicy_train", "qpolicy_cli", "torch", "brevitas"},
 }

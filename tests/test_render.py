@@ -65,7 +65,7 @@ def test_the_video_camera_follows_the_robot(env_id, body):
     root body where the task names none), so the torso stays in the picture as the robot runs off."""
     import mujoco
 
-    from qpolicy_hw.files import track_robot
+    from qpolicy_sim.video import track_robot
 
     env = track_robot(gym.make(env_id, render_mode="rgb_array", width=32, height=24))
     env.reset(seed=0)

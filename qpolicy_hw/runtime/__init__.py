@@ -12,6 +12,7 @@ from types import ModuleType
 
 from qpolicy_hw.bundle import Bundle, load_bundle
 from qpolicy_hw.errors import BackendUnavailable, QpolicyError
+from qpolicy_hw.trust import TrustPolicy
 
 BACKENDS = ("auto", "int", "float", "rtl", "pynq", "remote")
 """``auto``: ``pynq`` where an overlay answers, else ``int`` (``float`` for a float bundle). ``remote``: a board
@@ -31,11 +32,14 @@ def float_reference() -> ModuleType:
 
 
 def make_policy(bundle: Bundle | str | Path, backend: str = "int", address: str | None = None,
-                timeout_s: float | None = None):
+                timeout_s: float | None = None, trust: TrustPolicy | None = None, auth_key: bytes | None = None):
     """A policy serving ``bundle`` through ``backend`` (see :data:`BACKENDS`); ``address`` and ``timeout_s``
-    are the ``remote`` backend's agent and answer deadline."""
+    are the ``remote`` backend's agent and answer deadline, ``auth_key`` the agent's shared key. With an active ``trust`` policy, a bundle it does
+    not accept is refused before any backend is built (nothing compiled, nothing served)."""
     if not isinstance(bundle, Bundle):
-        bundle = load_bundle(bundle)
+        bundle = load_bundle(bundle, trust=trust)
+    elif trust is not None and trust.active:
+        trust.check(bundle.path, bundle.digest)
     if backend not in BACKENDS:
         raise QpolicyError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend == "auto":
@@ -67,6 +71,6 @@ def make_policy(bundle: Bundle | str | Path, backend: str = "int", address: str 
 
         if not address:
             raise QpolicyError("the remote backend needs the agent's address (HOST:PORT)")
-        return RemotePolicy(bundle, address, timeout_s or DEFAULT_TIMEOUT_S)
+        return RemotePolicy(bundle, address, timeout_s or DEFAULT_TIMEOUT_S, auth_key=auth_key)
     from qpolicy_hw.runtime.pynq_backend import PynqPolicy
     return PynqPolicy(bundle)

@@ -1,0 +1,56 @@
+"""Making a task's Gymnasium environment without letting a bundle choose code to import.
+
+``gym.make("pkg.mod:Env-v0")`` imports ``pkg.mod``: a bundle (or a ROS parameter copied from one) must never
+be able to do that. The id must match :data:`~qpolicy_hw.bundle_schema.ENV_ID` (no ``module:`` part) and
+be registered when it is made; a user whose environment lives in a package of their own names that package
+with ``--env-module`` (or the ``env_module`` parameter), and it is imported because they said so.
+"""
+from __future__ import annotations
+
+import importlib
+import re
+
+from qpolicy_hw.bundle_schema import check_env_id
+from qpolicy_hw.errors import BundleError, QpolicyError
+
+MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def import_env_module(module: str | None) -> str | None:
+    """Import the user's module that registers their environments (``--env-module``); one-line errors."""
+    if not module:
+        return None
+    if not MODULE_NAME.fullmatch(module):
+        raise QpolicyError(f"--env-module {module[:60]!r}: not a dotted Python module name")
+    try:
+        importlib.import_module(module)
+    except Exception as exc:  # ImportError, or anything the user's module raises while it registers
+        raise QpolicyError(f"--env-module {module}: cannot import it ({type(exc).__name__}: {str(exc)[:100]})") from None
+    return module
+
+
+def checked_env_id(env_id: str, env_module: str | None = None) -> str:
+    """``env_id`` if it has the usual form and is registered (after importing ``env_module``)."""
+    import gymnasium as gym
+
+    try:
+        check_env_id(env_id, "environment id")
+    except BundleError as exc:
+        raise QpolicyError(str(exc)) from None
+    import_env_module(env_module)
+    if env_id not in gym.registry:
+        raise QpolicyError(f"Gymnasium has no environment {env_id!r}" + (
+            f" (after importing {env_module})" if env_module else
+            "; if a package of yours registers it, name it with --env-module PACKAGE"))
+    return env_id
+
+
+def make_env(env_id: str, env_module: str | None = None, **kwargs):
+    """``gym.make(env_id, **kwargs)`` for a checked, registered id; errors in one line."""
+    import gymnasium as gym
+
+    checked_env_id(env_id, env_module)
+    try:
+        return gym.make(env_id, **kwargs)
+    except gym.error.Error as exc:
+        raise QpolicyError(f"cannot make {env_id!r}: {str(exc)[:160]}") from None
