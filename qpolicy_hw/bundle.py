@@ -42,7 +42,6 @@ from qpolicy_hw.bundle_files import (  # noqa: F401  the names callers import fr
     sha256_bytes,
 )
 from qpolicy_hw.bundle_schema import (  # noqa: F401
-    DIGEST,
     GOLDEN_ACTIONS,
     GOLDEN_FILES,
     GOLDEN_IN,
@@ -50,6 +49,7 @@ from qpolicy_hw.bundle_schema import (  # noqa: F401
     GOLDEN_OUT,
     Bundle,
     Layer,
+    check_digest,
     check_env_id,
     check_golden,
     validate,
@@ -188,8 +188,10 @@ def _load(root: Path, meta: dict[str, Any], verify_hashes: bool, trust: TrustPol
             raise BundleError(f"{root}: bundle.json has no {key!r} field" + (
                 "; it was written by an older qpolicy: re-export it (qpolicy export RUN --out DIR)"
                 if key == "digest" else ""))
-    if not isinstance(meta["digest"], str) or not DIGEST.fullmatch(meta["digest"]):
-        raise BundleError(f"{root}: digest: expected 64 lowercase hex digits (a SHA-256)")
+    try:
+        check_digest(meta["digest"])
+    except BundleError as exc:
+        raise BundleError(f"{root}: {exc}") from None
     if verify_hashes and meta["digest"] != bundle_digest(meta):
         raise BundleError(f"{root}: bundle.json changed after export (its content does not match its digest "
                           f"{str(meta['digest'])[:16]}...)")

@@ -43,6 +43,13 @@ def check_env_id(env_id: object, where: str = "task.env_id") -> str:
     return env_id
 
 
+def check_digest(digest: object) -> str:
+    """``digest`` if it is 64 lowercase hex digits, else :class:`BundleError` (it goes into C and Verilog)."""
+    if not isinstance(digest, str) or not DIGEST.fullmatch(digest):
+        raise BundleError(f"digest {str(digest)[:20]!r}...: expected 64 lowercase hex digits (a SHA-256)")
+    return digest
+
+
 @dataclass(frozen=True)
 class Layer:
     """One integer layer: ``acc = W q + B``; ``q' = lo + #{k : acc >= T[c, k]}``."""

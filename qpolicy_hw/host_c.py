@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from qpolicy_hw.bundle import Bundle, signed_range
+from qpolicy_hw.bundle_schema import check_digest, check_env_id
 from qpolicy_hw.register_map import c_header
 
 
@@ -202,8 +203,8 @@ def host_library(bundle: Bundle, latency: int) -> dict[str, str]:
     in_lo, in_hi = signed_range(bundle.bits["input"])
     out_lo, out_hi = signed_range(bundle.bits["output"])
     table = np.asarray(bundle.action_table, dtype=np.float64)
-    digest = bundle.digest
-    fields = dict(env_id=bundle.env_id, digest=digest, digest16=digest[:16], obs_dim=bundle.obs_dim,
+    digest = check_digest(bundle.digest)   # both are printed into C comments and strings: grammar-checked again
+    fields = dict(env_id=check_env_id(bundle.env_id), digest=digest, digest16=digest[:16], obs_dim=bundle.obs_dim,
                   act_dim=bundle.act_dim, in_bits=bundle.bits["input"], out_bits=bundle.bits["output"])
     return {
         "qpolicy_host.h": HEADER.format(**fields),

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from qpolicy_hw.bundle_schema import check_digest
+
 CORE_ID = 0x51504C59
 """Read from ``ID``: the ASCII bytes 'QPLY', so a driver knows it talks to a qpolicy core."""
 CTRL_START = 0x1
@@ -56,6 +58,7 @@ ADDR_BITS = 12  # 4 KiB AXI-Lite window
 
 
 def c_header(n_in: int, n_out: int, in_bits: int, out_bits: int, latency: int, digest: str) -> str:
+    check_digest(digest)   # it is printed into a C comment: hex digits only
     lines = ["/* qpolicy core register map. Generated from qpolicy_hw/register_map.py; do not edit. */",
              "#ifndef QPOLICY_CORE_REGS_H", "#define QPOLICY_CORE_REGS_H", ""]
     for r in REGISTERS:

@@ -26,6 +26,7 @@ from qpolicy_hw.core_function import IntLayer, bundle_layers
 if TYPE_CHECKING:
     from qpolicy_hw.fold import Fold
 from qpolicy_hw.errors import BackendUnavailable, QpolicyError
+from qpolicy_hw.timing import analyze_file
 
 TOP = "qpolicy_core"
 CORE = "policy_core"
@@ -353,10 +354,11 @@ def cells_from_stat_text(text: str) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^\s+(\w+)\s+(\d+)\s*$", text, re.M)}
 
 
-def synthesize(rtl_dir: str | Path, family: str = "xc7") -> dict:
-    """Yosys ``synth_xilinx -flatten`` of the wrapped core: LUT/FF/CARRY4/DSP/BRAM cell counts.
+def synthesize(rtl_dir: str | Path, family: str = "xc7", clock_mhz: float = 100.0) -> dict:
+    """Yosys ``synth_xilinx -flatten`` of the wrapped core: LUT/FF/CARRY4/DSP/BRAM cell counts, and a static
+    timing estimate of the netlist (:mod:`qpolicy_hw.timing`: an estimate, not sign-off).
 
-    Cell counts of a generic Yosys mapping, not a Vivado implementation: no timing, no power.
+    Cell counts of a generic Yosys mapping, not a Vivado implementation.
     """
     rtl_dir = Path(rtl_dir)
     if shutil.which("yosys") is None:
@@ -367,8 +369,10 @@ def synthesize(rtl_dir: str | Path, family: str = "xc7") -> dict:
     ltp = rtl_dir / "yosys_ltp.txt"
     # the timing proxy: with the registers (flip-flops, block RAM, DSP) removed after the count, the longest
     # path left runs from one register to the next; ltp gives its length in cells (LUT, CARRY4, MUXF7/8)
+    netlist = rtl_dir / "yosys_netlist.json"
     script = (f"read_verilog {files}; synth_xilinx -family {family} -top {TOP} -flatten; tee -o {stat} stat; "
-              f"tee -q -o {stat_json} stat -json; delete t:FD* t:RAMB* t:DSP48*; tee -q -o {ltp} ltp")
+              f"tee -q -o {stat_json} stat -json; write_json {netlist}; delete t:FD* t:RAMB* t:DSP48*; "
+              f"tee -q -o {ltp} ltp")
     proc = subprocess.run(["yosys", "-q", "-p", script], capture_output=True, text=True)
     if proc.returncode != 0 and "stat -json" in (proc.stderr or ""):   # a Yosys without stat -json
         script = script.replace(f"tee -q -o {stat_json} stat -json; ", "")
@@ -387,5 +391,6 @@ def synthesize(rtl_dir: str | Path, family: str = "xc7") -> dict:
             # Yosys leaves inverters as INV cells; Vivado absorbs most into LUTs, at worst one LUT1 each,
             # so LUT + INV bounds the LUT count from above
             "INV": cells.get("INV", 0), "LUT_upper_bound": lut + cells.get("INV", 0),
-            "logic_levels": parse_ltp(ltp.read_text()) if ltp.exists() else None,
-            "resource_source": "yosys synth_xilinx -family " + family + " -flatten"}
+            "ltp_logic_levels": parse_ltp(ltp.read_text()) if ltp.exists() else None,
+            "resource_source": "yosys synth_xilinx -family " + family + " -flatten",
+            "timing": analyze_file(netlist, TOP, clock_mhz).to_dict()}

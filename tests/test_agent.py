@@ -197,7 +197,7 @@ class FakeAgent:
     def __init__(self, bundle, mode: str):
         self.bundle, self.mode = bundle, mode
         self.server = socket.create_server(("127.0.0.1", 0))
-        self.address = "127.0.0.1:%d" % self.server.getsockname()[1]
+        self.address = f"127.0.0.1:{self.server.getsockname()[1]}"
         self.request = struct.Struct(f"<I{bundle.obs_dim}i")
         self.reference = IntegerPolicy(bundle)
         self.stop = threading.Event()
