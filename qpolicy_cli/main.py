@@ -396,7 +396,7 @@ def cmd_agent(argv: list[str]) -> int:
         from qpolicy_hw.axi import VerilatedMMIO, build_axi
         from qpolicy_hw.cache import cache_dir
         from qpolicy_hw.core_function import bundle_layers
-        from qpolicy_hw.fold import default_plan
+        from qpolicy_hw.fold_cost import default_plan
 
         sim_dir = cache_dir("agent") / bundle.digest[:16]
         if not (sim_dir / "src" / "qpolicy_axi.v").exists():

@@ -15,7 +15,8 @@ from qpolicy_hw.bundle import load_bundle
 from qpolicy_hw.core_function import bundle_layers
 from qpolicy_hw.errors import QpolicyError
 from qpolicy_hw.files import writable_dir
-from qpolicy_hw.fold import Budget, Fold, estimate, estimate_da4ml, parse_fold, plan_fold
+from qpolicy_hw.fold import Fold, parse_fold
+from qpolicy_hw.fold_cost import Budget, estimate, estimate_da4ml, plan_fold
 from qpolicy_hw.rtl import DEFAULT_LATENCY_CUTOFF, TOP, build_core, solver_blocks, synthesize
 from qpolicy_hw.runtime.pynq_backend import OVERLAY_BIT as OVERLAY_BIT_NAME
 from qpolicy_hw.runtime.pynq_backend import OVERLAY_HWH as OVERLAY_HWH_NAME

@@ -265,7 +265,7 @@ def build_core(bundle: Bundle, out_dir: str | Path, plan: list[Fold] | None = No
                latency_cutoff: float = DEFAULT_LATENCY_CUTOFF) -> dict:
     """The bundle's core in ``out_dir``: da4ml's unrolled core when every layer is unrolled (``plan`` None or
     all ``u``), else the folded or mixed core of ``plan`` (``fold.py``)."""
-    from qpolicy_hw.fold import build_folded_rtl
+    from qpolicy_hw.fold_verilog import build_folded_rtl
 
     if plan is None or all(f.unrolled for f in plan):
         return build_rtl(bundle, out_dir, latency_cutoff)

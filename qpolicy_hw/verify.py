@@ -101,7 +101,7 @@ def rtl_vs_int(bundle: Bundle, n_random: int = 10_000, seed: int = 2) -> dict[st
     import tempfile
 
     from qpolicy_hw.core_function import bundle_layers
-    from qpolicy_hw.fold import default_plan
+    from qpolicy_hw.fold_cost import default_plan
     from qpolicy_hw.rtl import build_core
 
     if shutil.which("verilator") is None:
@@ -121,7 +121,7 @@ def axi_driver_vs_int(bundle: Bundle, n_random: int = 10_000, seed: int = 3) -> 
 
     from qpolicy_hw.axi import VerilatedMMIO, build_axi
     from qpolicy_hw.core_function import bundle_layers
-    from qpolicy_hw.fold import default_plan
+    from qpolicy_hw.fold_cost import default_plan
     from qpolicy_hw.runtime.pynq_backend import PynqPolicy
 
     if shutil.which("verilator") is None:

@@ -11,7 +11,9 @@ import pytest
 
 from qpolicy_hw.bundle import load_bundle
 from qpolicy_hw.core_function import IntLayer, bundle_layers, chain_codes
-from qpolicy_hw.fold import Budget, FoldError, build_folded_rtl, estimate, folded_thresholds, parse_fold, plan_fold
+from qpolicy_hw.fold import FoldError, folded_thresholds, parse_fold
+from qpolicy_hw.fold_cost import Budget, estimate, plan_fold
+from qpolicy_hw.fold_verilog import build_folded_rtl
 from qpolicy_train.quant_actor import QuantSpec
 
 needs_verilator = pytest.mark.skipif(shutil.which("verilator") is None, reason="verilator is not installed")

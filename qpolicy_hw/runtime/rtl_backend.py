@@ -1,7 +1,7 @@
 """The ``rtl`` backend: the bundle's RTL core, Verilated, serving one observation at a time.
 
 The core is the one ``qpolicy verify`` checks: da4ml's unrolled core where it fits the XC7A15T by the
-cost model, else the model's folded core (``fold.default_plan``).
+cost model, else the model's folded core (``fold_cost.default_plan``).
 
 The host float steps are the ``int`` runtime's; only ``codes()`` goes through the simulated core. The
 build is cached by the bundle's content hash, so a second start does not re-generate or re-compile.
@@ -26,7 +26,7 @@ class RTLPolicy(IntegerPolicy):
     def __init__(self, bundle: Bundle):
         super().__init__(bundle)
         from qpolicy_hw.core_function import bundle_layers
-        from qpolicy_hw.fold import default_plan
+        from qpolicy_hw.fold_cost import default_plan
         from qpolicy_hw.rtl import build_core, compile_simulator
 
         plan = default_plan(bundle_layers(bundle))

@@ -1,0 +1,169 @@
+"""The cost model of folded, mixed and unrolled cores, and the planner that picks a fold per layer.
+
+An estimate, to choose candidates: Yosys counts the core that is built, and the static timing estimate
+(:mod:`qpolicy_hw.timing`) checks its clock."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from qpolicy_hw.core_function import IntLayer
+from qpolicy_hw.fold import Fold, FoldError, _wants_block, accumulator_bits, folded_shape, folded_thresholds
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Estimated resources and latency of a core or of one layer (an estimate: Yosys decides)."""
+
+    lut: float
+    ff: float
+    bram36: float
+    cycles: int
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(self.lut + other.lut, self.ff + other.ff, self.bram36 + other.bram36, self.cycles + other.cycles)
+
+    def to_dict(self) -> dict:
+        return {"LUT": round(self.lut), "FF": round(self.ff), "BRAM36": round(self.bram36, 1), "cycles": self.cycles}
+
+
+LUT_SCALE = 1.0
+"""Calibration of the folded-unit model against Yosys counts (see :func:`estimate_folded`)."""
+DA4ML_LUT_PER_WEIGHT = 3.5
+"""LUT + INV per non-zero weight of a da4ml-unrolled core, from the measured Table-1 cores (1.2-3.7 seen)."""
+
+
+def _bram36(depth: int, width: int) -> float:
+    """Fewest BRAM36 that hold a depth x width ROM (36 Kib blocks as 512x72 ... 32768x1)."""
+    return float(min(math.ceil(width / w) * math.ceil(depth / d)
+                     for d, w in ((512, 72), (1024, 36), (2048, 18), (4096, 9), (8192, 4), (16384, 2), (32768, 1))))
+
+
+def _rom_cost(depth: int, width: int) -> tuple[float, float]:
+    """(LUT, BRAM36) of one ROM: block RAM when :func:`_wants_block`, else LUT6 of 64 words per bit."""
+    if _wants_block(depth, width):
+        return 0.0, _bram36(depth, width)
+    return width * math.ceil(depth / 64) * (1.0 if depth <= 64 else 1.25), 0.0
+
+
+def estimate_folded(layer: IntLayer, fold: Fold) -> Cost:
+    s = folded_shape(layer, fold)
+    lanes = s.pe * s.simd
+    pw = s.weight_bits + s.in_bits + (0 if layer.in_signed else 1)
+    prod = lanes * (pw if s.weight_bits + s.in_bits <= 6 else s.weight_bits * pw)
+    tree = s.pe * (s.simd - 1) * min(s.acc_bits, pw + math.ceil(math.log2(max(s.simd, 2))))
+    lane_regs = s.pe * (2 * s.acc_bits + s.out_bits)        # accumulator adder, comparator, search position
+    xmux = s.simd * s.in_bits * (math.ceil((s.sf - 1) / 3) if s.sf > 1 else 0)
+    w_lut, w_bram = _rom_cost(*s.weight_rom)
+    t_lut, t_bram = _rom_cost(*s.threshold_rom)
+    lut = LUT_SCALE * (prod + tree + lane_regs + xmux + 40) + w_lut + s.pe * t_lut
+    ff = (s.simd * s.in_bits + s.weight_rom[1] + s.pe * (2 * s.acc_bits + s.out_bits) + s.nf * s.pe * s.out_bits
+          + 20)
+    return Cost(lut, ff, w_bram + s.pe * t_bram, s.cycles)
+
+
+def estimate_unrolled(layer: IntLayer) -> Cost:
+    """The constant-weight layer of a mixed core: one adder bit per term bit, one comparator per live
+    threshold."""
+    lo, hi = layer.product_range()
+    ab = accumulator_bits(layer)
+    terms = int(sum(bin(abs(int(v))).count("1") for v in layer.weights.ravel()))
+    t = folded_thresholds(layer)
+    live = int(((t > lo[:, None]) & (t <= hi[:, None])).sum())
+    mh = layer.shape[0]
+    return Cost(terms * ab * 0.6 + live * (ab / 2 + layer.out_bits), mh * (ab + layer.out_bits), 0.0, 2)
+
+
+def estimate(layers: list[IntLayer], plan: list[Fold]) -> Cost:
+    """The model's figure for a whole core built with ``plan`` (folded or mixed)."""
+    total = Cost(0.0, layers[0].shape[1] * layers[0].in_bits + 4, 0.0, 1)
+    for layer, fold in zip(layers, plan, strict=False):
+        total = total + (estimate_unrolled(layer) if fold.unrolled else estimate_folded(layer, fold))
+    return total
+
+
+def estimate_da4ml(layers: list[IntLayer]) -> Cost:
+    """A fully unrolled da4ml core: the measured LUT per non-zero weight, about two cycles a layer."""
+    nonzero = sum(int(np.count_nonzero(layer.weights)) for layer in layers)
+    return Cost(DA4ML_LUT_PER_WEIGHT * nonzero + 400, 0.5 * DA4ML_LUT_PER_WEIGHT * nonzero, 0.0, 2 * len(layers) + 1)
+
+
+def _lane_counts(n: int) -> list[int]:
+    """Candidate lane counts for a dimension of size n: its divisors (no padding) and powers of two."""
+    return sorted({d for d in range(1, n + 1) if n % d == 0} | {1 << k for k in range(n.bit_length()) if 1 << k <= n})
+
+
+def _pareto(options: list[tuple[Fold, Cost]]) -> list[tuple[Fold, Cost]]:
+    """Drop options another one beats (or equals) on cycles, LUT, FF and BRAM at once."""
+    options = sorted(options, key=lambda o: (o[1].cycles, o[1].lut, o[1].bram36, o[1].ff))
+    kept: list[tuple[Fold, Cost]] = []
+    for fold, c in options:
+        if not any(k.cycles <= c.cycles and k.lut <= c.lut and k.bram36 <= c.bram36 and k.ff <= c.ff for _, k in kept):
+            kept.append((fold, c))
+    return kept
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What a core may use: the part's capacity times a safety margin."""
+
+    lut: float
+    ff: float
+    bram36: float
+    dsp: int
+
+
+def plan_fold(layers: list[IntLayer], budget: Budget) -> tuple[list[Fold], Cost]:
+    """The per-layer folding with the lowest estimated latency whose estimate fits ``budget``.
+
+    Every layer may run unrolled or on any PE x SIMD from its divisors and powers of two; the options of
+    each layer are thinned to those no other option beats on every resource, then all combinations are
+    searched (a core has few layers). Raises :class:`FoldError` when even the most folded core misses."""
+    per_layer = []
+    for layer in layers:
+        mh, mw = layer.shape
+        opts = [(Fold(), estimate_unrolled(layer))]
+        opts += [(Fold(pe, simd), estimate_folded(layer, Fold(pe, simd)))
+                 for pe in _lane_counts(mh) for simd in _lane_counts(mw)]
+        per_layer.append(_pareto(opts))
+    base = Cost(0.0, layers[0].shape[1] * layers[0].in_bits + 4, 0.0, 1)
+    best: tuple[list[Fold], Cost] | None = None
+
+    def search(i: int, acc: Cost, chosen: list[Fold]) -> None:
+        nonlocal best
+        if acc.lut > budget.lut or acc.ff > budget.ff or acc.bram36 > budget.bram36:
+            return
+        if best is not None and acc.cycles >= best[1].cycles and not (acc.cycles == best[1].cycles and i < len(layers)):
+            return
+        if i == len(layers):
+            if best is None or (acc.cycles, acc.lut) < (best[1].cycles, best[1].lut):
+                best = (list(chosen), acc)
+            return
+        for fold, cost in per_layer[i]:
+            search(i + 1, acc + cost, chosen + [fold])
+
+    search(0, base, [])
+    if best is None:
+        most = base
+        for opts in per_layer:
+            most = most + min((c for _, c in opts), key=lambda c: c.lut)
+        raise FoldError(f"no folding fits: even the smallest core is estimated at {most.lut:.0f} LUT / {most.ff:.0f} FF"
+                        f" / {most.bram36:.1f} BRAM36 against a budget of {budget.lut:.0f} / {budget.ff:.0f} / "
+                        f"{budget.bram36:.0f}; choose a larger part, fewer bits or a smaller width")
+    return best
+
+
+def default_plan(layers: list[IntLayer], target: str = "xc7a15t") -> list[Fold]:
+    """The core that ``qpolicy verify`` and the ``rtl`` backend build, from the model alone (no Yosys run):
+    da4ml's unrolled core where the model puts it within the part's margin, else the model's folding for
+    that budget (``qpolicy hw --fold auto`` confirms its choice with Yosys and may fold further)."""
+    from qpolicy_hw.targets import FIT_MARGIN, TARGETS
+
+    tgt = TARGETS[target]
+    budget = Budget(FIT_MARGIN * tgt.luts, FIT_MARGIN * tgt.ffs, tgt.bram36, tgt.dsps)
+    if estimate_da4ml(layers).lut <= budget.lut:
+        return [Fold() for _ in layers]
+    return plan_fold(layers, budget)[0]
+

@@ -1,0 +1,373 @@
+"""The Verilog of folded and mixed cores (plain Verilog-2001 for Verilator 5.006, Yosys 0.23 and Vivado):
+ROMs, the lane products, pipelined adder trees, one folded layer, one unrolled constant-weight layer, and
+the top that runs the segments one after another. Shapes and plans come from :mod:`qpolicy_hw.fold`."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from qpolicy_hw.core_function import IntLayer
+from qpolicy_hw.fold import (
+    CORE_TOP,
+    Fold,
+    FoldedShape,
+    _clog2,
+    _wants_block,
+    accumulator_bits,
+    folded_shape,
+    folded_thresholds,
+)
+from qpolicy_hw.integer_ranges import code_range, signed_range, signed_width
+
+
+def _hex(value: int, bits: int) -> str:
+    return f"{bits}'h{value & ((1 << bits) - 1):x}"
+
+
+def _rom_module(name: str, words: list[int], width: int, block: bool, aw: int) -> str:
+    depth = len(words)
+    init = "\n".join(f"        mem[{i}] = {_hex(v, width)};" for i, v in enumerate(words))
+    # small ROMs get no attribute: Yosys maps them to logic and Vivado to LUT-ROM by itself
+    attr = '(* rom_style = "block", ram_style = "block" *) ' if block else ""
+    return f"""module {name} (input clk, input [{aw - 1}:0] addr, output reg [{width - 1}:0] data);
+    {attr}reg [{width - 1}:0] mem [0:{depth - 1}];
+    initial begin
+{init}
+    end
+    always @(posedge clk) data <= mem[addr];
+endmodule
+"""
+
+
+def _pack(values, bits: int) -> int:
+    word = 0
+    for k, v in enumerate(values):
+        word |= (int(v) & ((1 << bits) - 1)) << (k * bits)
+    return word
+
+
+
+def product_bits(s: FoldedShape, in_signed: bool) -> int:
+    """Two's-complement bits of one weight x code product (never more than the accumulator)."""
+    w_lo, w_hi = signed_range(s.weight_bits)
+    x_lo, x_hi = code_range(s.in_bits, in_signed)
+    ends = [a * b for a in (w_lo, w_hi) for b in (x_lo, x_hi)]
+    return min(s.acc_bits, signed_width(min(ends), max(ends)))
+
+
+def _product_function(name: str, s: FoldedShape, in_signed: bool) -> str:
+    """``w * x`` as a function of the two codes, at the accumulator width: a truth table when both fit one
+    LUT6 (each result bit is then one LUT), else shift-and-add. Never a ``*``, so Yosys puts no DSP here."""
+    wb, xb = s.weight_bits, s.in_bits
+    ab = product_bits(s, in_signed)
+    if wb + xb <= 6:
+        rows = []
+        for w in range(1 << wb):
+            wv = w - (1 << wb) if w >> (wb - 1) else w
+            for x in range(1 << xb):
+                xv = (x - (1 << xb) if x >> (xb - 1) else x) if in_signed else x
+                rows.append(f"        {_hex((w << xb) | x, wb + xb)}: {name} = {_hex(wv * xv, ab)};")
+        return f"""    function [{ab - 1}:0] {name};
+        input [{wb - 1}:0] w;
+        input [{xb - 1}:0] x;
+        case ({{w, x}})
+{chr(10).join(rows)}
+        default: {name} = {ab}'d0;
+        endcase
+    endfunction
+"""
+    ext = f"{{{{{ab - xb}{{x[{xb - 1}]}}}}, x}}" if in_signed else f"{{{{{ab - xb}{{1'b0}}}}, x}}"
+    terms = [f"(w[{k}] ? (xe << {k}) : {ab}'d0)" for k in range(wb - 1)]
+    return f"""    function [{ab - 1}:0] {name};
+        input [{wb - 1}:0] w;
+        input [{xb - 1}:0] x;
+        reg [{ab - 1}:0] xe;
+        begin
+            xe = {ext};
+            {name} = {' + '.join(terms) if terms else f"{ab}'d0"} - (w[{wb - 1}] ? (xe << {wb - 1}) : {ab}'d0);
+        end
+    endfunction
+"""
+
+
+def _adder_tree(lines: list[str], prefix: str, terms: list[str], width: int, term_width: int | None = None) -> str:
+    """Balanced sum of ``terms`` as named wires (log2(n) adder levels); returns the root's name.
+
+    With ``term_width``, the terms are signed numbers of that many bits and each level is one bit wider
+    (sign-extended), up to ``width``: narrow adders where the partial sums are small. The root is then
+    sign-extended to ``width``."""
+    level, w = 0, term_width or width
+    while len(terms) > 1:
+        nxt = []
+        wn = min(width, w + 1)
+        for k in range(0, len(terms), 2):
+            if k + 1 < len(terms):
+                wire = f"{prefix}_l{level}_{k // 2}"
+                a, b = (_sext(t, w, wn) for t in terms[k:k + 2])
+                lines.append(f"    wire [{wn - 1}:0] {wire} = {a} + {b};")
+                nxt.append(wire)
+            elif wn == w:
+                nxt.append(terms[k])
+            else:
+                wire = f"{prefix}_l{level}_{k // 2}"
+                lines.append(f"    wire [{wn - 1}:0] {wire} = {_sext(terms[k], w, wn)};")
+                nxt.append(wire)
+        terms, level, w = nxt, level + 1, wn
+    return _sext(terms[0], w, width)
+
+
+def _sext(term: str, width: int, to: int) -> str:
+    """``term`` (a signed number of ``width`` bits) sign-extended to ``to`` bits."""
+    if to == width:
+        return term
+    if not re.fullmatch(r"\w+", term):
+        raise ValueError(f"cannot sign-extend the expression {term!r}")
+    return f"{{{{{to - width}{{{term}[{width - 1}]}}}}, {term}}}"
+
+
+def folded_layer_verilog(layer: IntLayer, fold: Fold, name: str) -> tuple[str, FoldedShape]:
+    """The Verilog of one folded layer (module ``name`` and its ROMs) and its shape."""
+    s = folded_shape(layer, fold)
+    w = np.zeros((s.nf * s.pe, s.sf * s.simd), np.int64)
+    w[:s.mh, :s.mw] = layer.weights
+    t = np.zeros((s.nf * s.pe, 1 << s.out_bits), np.int64)
+    t[:s.mh, :(1 << s.out_bits) - 1] = folded_thresholds(layer)
+    xb, ob, ab, wb = s.in_bits, s.out_bits, s.acc_bits, s.weight_bits
+    pe, simd, nf, sf = s.pe, s.simd, s.nf, s.sf
+
+    wdepth, wwidth = s.weight_rom
+    words = [_pack([w[g * pe + p, k * simd + j] for p in range(pe) for j in range(simd)], wb)
+             for g in range(nf) for k in range(sf)]
+    nfw, sfw, sw = _clog2(nf), _clog2(sf), _clog2(ob)
+    waw, taw = _clog2(wdepth), nfw + ob
+    parts = [_rom_module(f"{name}_wrom", words, wwidth, _wants_block(wdepth, wwidth), waw)]
+    tdepth, _ = s.threshold_rom
+    for p in range(pe):
+        lane = [int(t[g * pe + p, j]) for g in range(nf) for j in range(1 << ob)]
+        parts.append(_rom_module(f"{name}_trom{p}", lane, ab, _wants_block(tdepth, ab), taw))
+
+    pad = (sf * simd - s.mw) * xb
+    pb = product_bits(s, layer.in_signed)
+    olo_bits = (layer.out_range[0]) & ((1 << ob) - 1)
+    body = []
+    body.append(_product_function("mul", s, layer.in_signed))
+    body.append(f"""    localparam S_IDLE = 3'd0, S_MAC = 3'd1, S_DRAIN = 3'd2, S_TADDR = 3'd3, S_TCMP = 3'd4, S_WRITE = 3'd5;
+    reg [2:0] state;
+    reg [{nfw - 1}:0] nf;
+    reg [{sfw - 1}:0] sf;
+    reg [{sw - 1}:0] step;
+    wire [{sf * simd * xb - 1}:0] xp = {(f"{{{{{pad}{{1'b0}}}}, x}}" if pad else "x")};  // zero codes pad the inputs
+    wire [{waw - 1}:0] w_addr = nf * {sf} + sf;
+    wire [{wwidth - 1}:0] w_q;
+    {name}_wrom wrom (.clk(clk), .addr(w_addr), .data(w_q));
+    reg [{simd * xb - 1}:0] xs;
+    reg mac_v, mac_first;
+    always @(posedge clk) begin
+        xs <= xp[sf * {simd * xb} +: {simd * xb}];
+        mac_v <= state == S_MAC;
+        mac_first <= state == S_MAC && sf == 0;
+    end
+    reg [{nf * pe * ob - 1}:0] y_all;
+    assign y = y_all[{s.mh * ob - 1}:0];
+""")
+    for p in range(pe):
+        prods = [f"mul(w_q[{(p * simd + j) * wb} +: {wb}], xs[{j * xb} +: {xb}])" for j in range(simd)]
+        for j, expr in enumerate(prods):
+            body.append(f"    wire [{pb - 1}:0] p{p}_m{j} = {expr};")
+        root = _adder_tree(body, f"p{p}", [f"p{p}_m{j}" for j in range(simd)], ab, pb)
+        body.append(f"""    reg [{ab - 1}:0] acc{p};
+    reg [{ob - 1}:0] pos{p};
+    wire [{ob - 1}:0] idx{p} = pos{p} + (({ob}'d1 << step) - {ob}'d1);
+    wire [{ab - 1}:0] t_q{p};
+    {name}_trom{p} trom{p} (.clk(clk), .addr({{nf, idx{p}}}), .data(t_q{p}));
+    always @(posedge clk) begin
+        if (mac_v) acc{p} <= (mac_first ? {ab}'d0 : acc{p}) + {root};
+        if (state == S_DRAIN) pos{p} <= {ob}'d0;
+        else if (state == S_TCMP && $signed(acc{p}) >= $signed(t_q{p})) pos{p} <= pos{p} + ({ob}'d1 << step);
+    end
+""")
+    new_codes = ", ".join(f"pos{p} + {_hex(olo_bits, ob)}" for p in reversed(range(pe)))
+    shift_in = f"{{{new_codes}, y_all[{nf * pe * ob - 1}:{pe * ob}]}}" if nf > 1 else f"{{{new_codes}}}"
+    body.append(f"""    always @(posedge clk) begin
+        done <= 1'b0;
+        if (rst) begin
+            state <= S_IDLE; nf <= 0; sf <= 0; step <= 0;
+        end else case (state)
+            S_IDLE: if (start) begin nf <= 0; sf <= 0; state <= S_MAC; end
+            S_MAC: if (sf == {sf - 1}) begin sf <= 0; state <= S_DRAIN; end else sf <= sf + 1'b1;
+            S_DRAIN: begin step <= {ob - 1}; state <= S_TADDR; end
+            S_TADDR: state <= S_TCMP;
+            S_TCMP: if (step == 0) state <= S_WRITE; else begin step <= step - 1'b1; state <= S_TADDR; end
+            S_WRITE: begin
+                y_all <= {shift_in};
+                if (nf == {nf - 1}) begin done <= 1'b1; state <= S_IDLE; end
+                else begin nf <= nf + 1'b1; state <= S_MAC; end
+            end
+            default: state <= S_IDLE;
+        endcase
+    end
+""")
+    header = (f"// {name}: a folded layer, {s.mh} outputs x {s.mw} inputs on PE={pe} x SIMD={simd} lanes "
+              f"({nf} output groups x {sf} input folds); {s.cycles} cycles start -> done.\n"
+              f"// Generated by qpolicy from a bundle; do not edit.\n")
+    module = (header + f"module {name} (input clk, input rst, input start, input [{s.mw * xb - 1}:0] x,\n"
+              f"    output reg done, output [{s.mh * ob - 1}:0] y);\n" + "".join(body) + "endmodule\n")
+    return "`timescale 1 ns / 1 ps\n" + module + "\n" + "\n".join(parts), s
+
+
+# --- the core: a sequence of segments -----------------------------------------------------------
+@dataclass(frozen=True)
+class Segment:
+    """One step of the core's sequence: the module computing its layers, its widths and its cycles."""
+
+    layers: tuple[int, ...]
+    fold: Fold
+    module: str
+    in_width: int
+    out_width: int
+    cycles: int
+
+
+def segments_of(plan: list[Fold]) -> list[tuple[int, ...]]:
+    """Layer indices grouped into segments: one layer each in a mixed core.
+
+    A mixed core does not use da4ml: for single layers and for outputs that are unsigned hidden codes,
+    da4ml 0.6.0 may leave an output as a scaled view of an internal value (``out_shifts`` != 0), and the
+    Verilog of such traces disagreed with its own ``predict`` in our tests; whole cores ending in signed
+    output codes (``rtl.build_rtl``) are exact and keep using it."""
+    return [(i,) for i in range(len(plan))]
+
+
+def unrolled_layer_verilog(layer: IntLayer, name: str) -> tuple[str, int]:
+    """One layer with its weights as constants (shift-and-add terms, no ROM, no multiplier), registered
+    accumulators, then a count of the thresholds each accumulator reaches (only those inside the channel's
+    reachable range are compared; the rest are constants). Two cycles start -> done. Used for the small
+    layers of a mixed core; a whole unrolled core uses da4ml's adder graphs instead."""
+    mh, mw = layer.shape
+    lo, hi = layer.product_range()
+    ab = accumulator_bits(layer)
+    xb, ob = layer.in_bits, layer.out_bits
+    t = folded_thresholds(layer)
+    olo = layer.out_range[0]
+    lines = []
+    for j in range(mw):
+        fill = f"x[{j * xb + xb - 1}]" if layer.in_signed else "1'b0"
+        lines.append(f"    wire [{ab - 1}:0] xe{j} = {{{{{ab - xb}{{{fill}}}}}, x[{j * xb + xb - 1}:{j * xb}]}};"
+                     if ab > xb else f"    wire [{ab - 1}:0] xe{j} = x[{j * xb + ab - 1}:{j * xb}];")
+    for c in range(mh):
+        terms = []
+        for j in range(mw):
+            wv = int(layer.weights[c, j])
+            for bit in range(abs(wv).bit_length()):
+                if (abs(wv) >> bit) & 1:
+                    terms.append(("-" if wv < 0 else "+", f"(xe{j} << {bit})" if bit else f"xe{j}"))
+        pos = [e for sgn, e in terms if sgn == "+"] or [f"{ab}'d0"]
+        neg = [e for sgn, e in terms if sgn == "-"]
+        root_p = _adder_tree(lines, f"c{c}p", pos, ab)
+        root = root_p if not neg else f"{root_p} - {_adder_tree(lines, f'c{c}n', neg, ab)}"
+        lines.append(f"    reg [{ab - 1}:0] acc{c};\n    always @(posedge clk) acc{c} <= {root};")
+        always = int((t[c] <= lo[c]).sum())
+        live = [int(v) for v in t[c] if lo[c] < v <= hi[c]]
+        hits = [f"{{{{{ob - 1}{{1'b0}}}}, $signed(acc{c}) >= $signed({_hex(v, ab)})}}" if ob > 1
+                else f"($signed(acc{c}) >= $signed({_hex(v, ab)}))" for v in live]
+        count = _adder_tree(lines, f"c{c}t", hits, ob) if hits else f"{ob}'d0"
+        lines.append(f"    reg [{ob - 1}:0] y{c};\n    always @(posedge clk) y{c} <= {count} + {_hex(olo + always, ob)};")
+    outs = ", ".join(f"y{c}" for c in reversed(range(mh)))
+    return f"""`timescale 1 ns / 1 ps
+// {name}: an unrolled layer, {mh} outputs x {mw} inputs, constant weights; 2 cycles start -> done.
+// Generated by qpolicy from a bundle; do not edit.
+module {name} (input clk, input rst, input start, input [{mw * xb - 1}:0] x, output done,
+    output [{mh * ob - 1}:0] y);
+    reg [1:0] v;
+    always @(posedge clk) v <= rst ? 2'd0 : {{v[0], start}};
+    assign done = v[1];
+{chr(10).join(lines)}
+    assign y = {{{outs}}};
+endmodule
+""", 2
+
+
+def core_verilog(segments: list[Segment]) -> str:
+    """The top: latches an input when idle, runs the segments one after another, holds the codes."""
+    n_in, n_out = segments[0].in_width, segments[-1].out_width
+    insts = []
+    for k, seg in enumerate(segments):
+        start = "start0" if k == 0 else f"done{k - 1}"
+        x = "x0" if k == 0 else f"y{k - 1}"
+        insts.append(f"    wire done{k};\n    wire [{seg.out_width - 1}:0] y{k};\n"
+                     f"    {seg.module} seg{k} (.clk(clk), .rst(rst), .start({start}), .x({x}), .done(done{k}), "
+                     f".y(y{k}));")
+    last = len(segments) - 1
+    latency = 1 + sum(s.cycles for s in segments)
+    plan = ", ".join(f"layer{'s' if len(s.layers) > 1 else ''} {'-'.join(map(str, s.layers))}: "
+                     + ("unrolled" if s.fold.unrolled else f"PE {s.fold.pe} x SIMD {s.fold.simd}") for s in segments)
+    return f"""`timescale 1 ns / 1 ps
+// {CORE_TOP}: a folded policy core ({plan}). Generated by qpolicy from a bundle; do not edit.
+// in_data packs the signed input codes (code i in bits [IN_BITS*i +: IN_BITS]), out_data the signed
+// output codes. An input is taken when in_valid and in_ready are high (idle, or the cycle the last
+// result comes out); out_valid pulses exactly LATENCY = {latency} cycles later, and out_data holds until
+// the next result.
+module {CORE_TOP} #(parameter LATENCY = {latency}) (
+    input clk,
+    input rst,
+    input in_valid,
+    input [{n_in - 1}:0] in_data,
+    output in_ready,
+    output out_valid,
+    output [{n_out - 1}:0] out_data
+);
+    reg busy, start0;
+    reg [{n_in - 1}:0] x0;
+{chr(10).join(insts)}
+    assign in_ready = !busy || done{last};
+    always @(posedge clk) begin
+        start0 <= 1'b0;
+        if (rst) busy <= 1'b0;
+        else if (in_valid && in_ready) begin x0 <= in_data; busy <= 1'b1; start0 <= 1'b1; end
+        else if (done{last}) busy <= 1'b0;
+    end
+    assign out_valid = done{last};
+    assign out_data = y{last};
+endmodule
+"""
+
+
+def build_folded_rtl(layers: list[IntLayer], plan: list[Fold], out_dir: str | Path) -> dict:
+    """Write the Verilog of a folded (or mixed) core into ``out_dir/src``; returns its description."""
+
+    out = Path(out_dir)
+    src = out / "src"
+    src.mkdir(parents=True, exist_ok=True)
+    segments: list[Segment] = []
+    shapes = []
+    for k, group in enumerate(segments_of(plan)):
+        first, last = layers[group[0]], layers[group[-1]]
+        in_width, out_width = first.shape[1] * first.in_bits, last.shape[0] * last.out_bits
+        fold = plan[group[0]]
+        if fold.unrolled:
+            name = f"qpolicy_seg{k}"
+            text, latency = unrolled_layer_verilog(first, name)
+            (src / f"{name}.v").write_text(text)
+            shapes.append({"layers": list(group), "fold": "unrolled", "cycles": latency})
+        else:
+            name = f"qpolicy_seg{k}"
+            text, shape = folded_layer_verilog(first, fold, name)
+            (src / f"{name}.v").write_text(text)
+            latency = shape.cycles
+            shapes.append({"layers": list(group), "fold": str(fold), "pe": shape.pe, "simd": shape.simd,
+                           "output_groups": shape.nf, "input_folds": shape.sf, "acc_bits": shape.acc_bits,
+                           "weight_rom": {"depth": shape.weight_rom[0], "width": shape.weight_rom[1],
+                                          "style": "block" if _wants_block(*shape.weight_rom) else "distributed"},
+                           "threshold_roms": {"count": shape.pe, "depth": shape.threshold_rom[0],
+                                              "width": shape.threshold_rom[1]},
+                           "cycles": latency})
+        segments.append(Segment(group, fold, name, in_width, out_width, latency))
+    (src / f"{CORE_TOP}.v").write_text(core_verilog(segments))
+    return {"n_in": layers[0].shape[1], "in_bits": layers[0].in_bits, "n_out": layers[-1].shape[0],
+            "out_bits": layers[-1].out_bits, "latency": 1 + sum(s.cycles for s in segments),
+            "streaming": False, "fold": ",".join(map(str, plan)), "segments": shapes}
+
+
