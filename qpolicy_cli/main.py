@@ -284,8 +284,14 @@ def cmd_hw(argv: list[str]) -> int:
     p.add_argument("--target", required=True, help="xc7a15t (the paper's Artix-7) or pynq-z2")
     p.add_argument("--out", required=True)
     p.add_argument("--latency-cutoff", type=float, default=None, help="da4ml delay budget per pipeline stage")
-    p.add_argument("--fold", default="auto", help="auto (default: the lowest latency that fits the part with a "
-                   "10%% margin), none (fully unrolled, da4ml) or PExSIMD per layer, e.g. 16x6,u,u (u = unrolled)")
+    p.add_argument("--fold", default="auto", help="auto (default: the --objective's choice, within a 10%% margin of "
+                   "the part), none (fully unrolled, da4ml) or PExSIMD per layer, e.g. 16x6,u,u (u = unrolled)")
+    p.add_argument("--objective", default="area", choices=["area", "latency"], help="area (default): the smallest "
+                   "core within --max-latency-us; latency: the fastest core that fits the part")
+    p.add_argument("--max-latency-us", type=float, default=None, help="the area objective's latency budget "
+                   "(default: 50 multiply-accumulates per cycle, e.g. 1.2 us for Humanoid)")
+    p.add_argument("--clock-mhz", type=float, default=None, help="the clock every core is pipelined for "
+                   "(default: the target's, 100 MHz)")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     from qpolicy_hw.hw_project import build_hw
@@ -297,7 +303,8 @@ def cmd_hw(argv: list[str]) -> int:
         print(f"[{time.perf_counter() - t0:6.1f} s] {msg}", file=sys.stderr, flush=True)
 
     report = build_hw(a.bundle, a.target, a.out, latency_cutoff=a.latency_cutoff or DEFAULT_LATENCY_CUTOFF,
-                      stage=stage, fold=a.fold)
+                      stage=stage, fold=a.fold, objective=a.objective, max_latency_us=a.max_latency_us,
+                      clock_mhz=a.clock_mhz)
     if a.json:
         _print_json(report)
     else:

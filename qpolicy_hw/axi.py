@@ -113,13 +113,14 @@ int main(int argc, char** argv) {
 """
 
 
-def build_axi(bundle, out_dir: str | Path, latency_cutoff: float | None = None, plan=None) -> dict:
+def build_axi(bundle, out_dir: str | Path, latency_cutoff: float | None = None, plan=None,
+              stage_levels: int | None = None) -> dict:
     """The RTL core (unrolled, or folded by ``plan``) plus the AXI-Lite slave and the C header, all from the
     one register map."""
     from qpolicy_hw.rtl import DEFAULT_LATENCY_CUTOFF, TOP, build_core
 
     out = Path(out_dir)
-    info = build_core(bundle, out, plan, latency_cutoff or DEFAULT_LATENCY_CUTOFF)
+    info = build_core(bundle, out, plan, latency_cutoff or DEFAULT_LATENCY_CUTOFF, stage_levels)
     (out / "src" / "qpolicy_axi.v").write_text(
         axi_verilog(info["n_in"], info["n_out"], info["in_bits"], info["out_bits"], info["latency"], TOP,
                     bundle.digest))

@@ -88,6 +88,17 @@ def _clog2(n: int) -> int:
     return max(1, math.ceil(math.log2(n))) if n > 1 else 1
 
 
+DEFAULT_STAGE_LEVELS = 2
+"""Adder-tree levels between two pipeline registers; 0 leaves the trees combinational. ``qpolicy hw`` lowers
+it until the static timing estimate meets the clock (:mod:`qpolicy_hw.timing`)."""
+
+
+def tree_registers(n_terms: int, stage_levels: int) -> int:
+    """Registers a balanced adder tree of ``n_terms`` gets with a register every ``stage_levels`` levels."""
+    depth = math.ceil(math.log2(n_terms)) if n_terms > 1 else 0
+    return depth // stage_levels if stage_levels > 0 else 0
+
+
 @dataclass(frozen=True)
 class FoldedShape:
     """The sizes a folded layer is built with (also what the cost model and the latency formula use)."""
@@ -102,12 +113,20 @@ class FoldedShape:
     weight_bits: int
     out_bits: int
     acc_bits: int
+    stage_levels: int = 0
+
+    @property
+    def mac_depth(self) -> int:
+        """Pipeline registers between the lane inputs and the accumulator: the product register and the
+        adder tree's registers (0 when unpipelined)."""
+        return 1 + tree_registers(self.simd, self.stage_levels) if self.stage_levels > 0 else 0
 
     @property
     def cycles(self) -> int:
-        """Cycles from ``start`` to ``done``: per group, SF MAC cycles, one to drain the last product, two per
-        binary-search step, one to store the codes; plus the cycle that leaves IDLE."""
-        return 1 + self.nf * (self.sf + 2 + 2 * self.out_bits)
+        """Cycles from ``start`` to ``done``: per group, SF MAC cycles, one plus the MAC pipeline's depth to
+        drain the last product, two per binary-search step, one to store the codes; plus the cycle that
+        leaves IDLE."""
+        return 1 + self.nf * (self.sf + 2 + self.mac_depth + 2 * self.out_bits)
 
     @property
     def weight_rom(self) -> tuple[int, int]:
@@ -127,11 +146,11 @@ def accumulator_bits(layer: IntLayer) -> int:
     return signed_width(min(int(lo.min()), 0), max(int(hi.max()), 0) + 1)
 
 
-def folded_shape(layer: IntLayer, fold: Fold) -> FoldedShape:
+def folded_shape(layer: IntLayer, fold: Fold, stage_levels: int = 0) -> FoldedShape:
     mh, mw = layer.shape
     acc_bits = accumulator_bits(layer)
     return FoldedShape(mh, mw, fold.pe, fold.simd, -(-mh // fold.pe), -(-mw // fold.simd), layer.in_bits,
-                       layer.weight_bits, layer.out_bits, acc_bits)
+                       layer.weight_bits, layer.out_bits, acc_bits, stage_levels)
 
 
 def folded_thresholds(layer: IntLayer) -> np.ndarray:
@@ -140,6 +159,42 @@ def folded_thresholds(layer: IntLayer) -> np.ndarray:
     lo, hi = layer.product_range()
     t = np.sort(layer.thresholds - layer.bias[:, None], axis=1)
     return np.clip(t, lo[:, None], (hi + 1)[:, None])
+
+
+def constant_terms(layer: IntLayer) -> list[tuple[list[tuple[int, int]], list[tuple[int, int]]]]:
+    """Per output channel of an unrolled constant-weight layer, its (input, shift) terms with a positive and
+    with a negative sign: one per set bit of each weight's magnitude."""
+    channels = []
+    for c in range(layer.shape[0]):
+        pos, neg = [], []
+        for j, wv in enumerate(int(v) for v in layer.weights[c]):
+            for bit in range(abs(wv).bit_length()):
+                if (abs(wv) >> bit) & 1:
+                    (neg if wv < 0 else pos).append((j, bit))
+        channels.append((pos, neg))
+    return channels
+
+
+def live_thresholds(layer: IntLayer) -> list[list[int]]:
+    """Per channel, the folded thresholds inside the reachable ``W q`` range (the others are constants)."""
+    lo, hi = layer.product_range()
+    t = folded_thresholds(layer)
+    return [[int(v) for v in t[c] if lo[c] < v <= hi[c]] for c in range(layer.shape[0])]
+
+
+def unrolled_stages(layer: IntLayer, stage_levels: int) -> tuple[int, int]:
+    """(sum, count) pipeline registers of an unrolled layer: the deepest channel's adder tree, and the
+    deepest tree that counts the thresholds an accumulator reaches; every channel is padded to them."""
+    terms = constant_terms(layer)
+    sums = max(max(tree_registers(len(p), stage_levels), tree_registers(len(n), stage_levels)) for p, n in terms)
+    counts = max(tree_registers(len(live), stage_levels) for live in live_thresholds(layer))
+    return sums, counts
+
+
+def unrolled_cycles(layer: IntLayer, stage_levels: int) -> int:
+    """Cycles from ``start`` to ``done`` of an unrolled layer: the accumulator and output registers plus its
+    pipeline registers."""
+    return 2 + sum(unrolled_stages(layer, stage_levels))
 
 
 

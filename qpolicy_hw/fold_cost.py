@@ -10,7 +10,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from qpolicy_hw.core_function import IntLayer
-from qpolicy_hw.fold import Fold, FoldError, _wants_block, accumulator_bits, folded_shape, folded_thresholds
+from qpolicy_hw.fold import (
+    DEFAULT_STAGE_LEVELS,
+    Fold,
+    FoldError,
+    _wants_block,
+    accumulator_bits,
+    folded_shape,
+    folded_thresholds,
+    unrolled_cycles,
+    unrolled_stages,
+)
 
 
 @dataclass(frozen=True)
@@ -48,8 +58,8 @@ def _rom_cost(depth: int, width: int) -> tuple[float, float]:
     return width * math.ceil(depth / 64) * (1.0 if depth <= 64 else 1.25), 0.0
 
 
-def estimate_folded(layer: IntLayer, fold: Fold) -> Cost:
-    s = folded_shape(layer, fold)
+def estimate_folded(layer: IntLayer, fold: Fold, stage_levels: int = DEFAULT_STAGE_LEVELS) -> Cost:
+    s = folded_shape(layer, fold, stage_levels)
     lanes = s.pe * s.simd
     pw = s.weight_bits + s.in_bits + (0 if layer.in_signed else 1)
     prod = lanes * (pw if s.weight_bits + s.in_bits <= 6 else s.weight_bits * pw)
@@ -59,28 +69,38 @@ def estimate_folded(layer: IntLayer, fold: Fold) -> Cost:
     w_lut, w_bram = _rom_cost(*s.weight_rom)
     t_lut, t_bram = _rom_cost(*s.threshold_rom)
     lut = LUT_SCALE * (prod + tree + lane_regs + xmux + 40) + w_lut + s.pe * t_lut
+    # pipeline registers: the products, then each registered tree level (about half the terms, each a bit wider)
+    pipe = 0 if not s.mac_depth else lanes * pw + s.pe * sum(
+        max(1, s.simd >> (k + 1)) * min(s.acc_bits, pw + k + 1)
+        for k in range(math.ceil(math.log2(max(s.simd, 2)))) if (k + 1) % stage_levels == 0)
     ff = (s.simd * s.in_bits + s.weight_rom[1] + s.pe * (2 * s.acc_bits + s.out_bits) + s.nf * s.pe * s.out_bits
-          + 20)
+          + 20 + pipe)
     return Cost(lut, ff, w_bram + s.pe * t_bram, s.cycles)
 
 
-def estimate_unrolled(layer: IntLayer) -> Cost:
+def estimate_unrolled(layer: IntLayer, stage_levels: int = DEFAULT_STAGE_LEVELS) -> Cost:
     """The constant-weight layer of a mixed core: one adder bit per term bit, one comparator per live
-    threshold."""
+    threshold; with pipelining, registers at the registered tree levels and on the padding."""
     lo, hi = layer.product_range()
     ab = accumulator_bits(layer)
     terms = int(sum(bin(abs(int(v))).count("1") for v in layer.weights.ravel()))
     t = folded_thresholds(layer)
     live = int(((t > lo[:, None]) & (t <= hi[:, None])).sum())
     mh = layer.shape[0]
-    return Cost(terms * ab * 0.6 + live * (ab / 2 + layer.out_bits), mh * (ab + layer.out_bits), 0.0, 2)
+    sums, counts = unrolled_stages(layer, stage_levels)
+    # pipeline registers: about half the remaining terms per registered level of the sum trees (plus the
+    # padding of shallower channels), the same for the count trees
+    pipe = mh * (sums * ab * max(1, terms // max(mh, 1)) // 2 + counts * layer.out_bits * max(1, live // max(mh, 1)) // 2)
+    return Cost(terms * ab * 0.6 + live * (ab / 2 + layer.out_bits), mh * (ab + layer.out_bits) + pipe, 0.0,
+                unrolled_cycles(layer, stage_levels))
 
 
-def estimate(layers: list[IntLayer], plan: list[Fold]) -> Cost:
+def estimate(layers: list[IntLayer], plan: list[Fold], stage_levels: int = DEFAULT_STAGE_LEVELS) -> Cost:
     """The model's figure for a whole core built with ``plan`` (folded or mixed)."""
     total = Cost(0.0, layers[0].shape[1] * layers[0].in_bits + 4, 0.0, 1)
     for layer, fold in zip(layers, plan, strict=False):
-        total = total + (estimate_unrolled(layer) if fold.unrolled else estimate_folded(layer, fold))
+        total = total + (estimate_unrolled(layer, stage_levels) if fold.unrolled
+                         else estimate_folded(layer, fold, stage_levels))
     return total
 
 
@@ -115,30 +135,55 @@ class Budget:
     dsp: int
 
 
-def plan_fold(layers: list[IntLayer], budget: Budget) -> tuple[list[Fold], Cost]:
-    """The per-layer folding with the lowest estimated latency whose estimate fits ``budget``.
+def area(cost: Cost) -> float:
+    """The area the ``area`` objective minimizes, in LUT equivalents: a slice holds 4 LUT and 8 FF, so a
+    flip-flop counts half a LUT; a BRAM36 counts as 250 LUT (its share of a column of the part)."""
+    return cost.lut + 0.5 * cost.ff + 250.0 * cost.bram36
 
-    Every layer may run unrolled or on any PE x SIMD from its divisors and powers of two; the options of
-    each layer are thinned to those no other option beats on every resource, then all combinations are
-    searched (a core has few layers). Raises :class:`FoldError` when even the most folded core misses."""
-    per_layer = []
-    for layer in layers:
-        mh, mw = layer.shape
-        opts = [(Fold(), estimate_unrolled(layer))]
-        opts += [(Fold(pe, simd), estimate_folded(layer, Fold(pe, simd)))
-                 for pe in _lane_counts(mh) for simd in _lane_counts(mw)]
-        per_layer.append(_pareto(opts))
+
+OBJECTIVES = ("area", "latency")
+
+
+def layer_options(layer: IntLayer, stage_levels: int = DEFAULT_STAGE_LEVELS) -> list[tuple[Fold, Cost]]:
+    """Every way to run one layer (unrolled, or any PE x SIMD from its divisors and powers of two), thinned
+    to those no other option beats on cycles, LUT, FF and BRAM at once."""
+    mh, mw = layer.shape
+    opts = [(Fold(), estimate_unrolled(layer, stage_levels))]
+    opts += [(Fold(pe, simd), estimate_folded(layer, Fold(pe, simd), stage_levels))
+             for pe in _lane_counts(mh) for simd in _lane_counts(mw)]
+    return _pareto(opts)
+
+
+def plan_fold(layers: list[IntLayer], budget: Budget, objective: str = "latency", max_cycles: int | None = None,
+              stage_levels: int = DEFAULT_STAGE_LEVELS) -> tuple[list[Fold], Cost]:
+    """The per-layer folding whose estimate fits ``budget`` and is best for ``objective``: ``latency``, the
+    fewest cycles (then the fewest LUT); ``area``, the smallest :func:`area` among those within
+    ``max_cycles`` (then the fewest cycles). A core has few layers, so every combination of the layers'
+    Pareto options is searched, with pruning. Raises :class:`FoldError` when nothing fits."""
+    if objective not in OBJECTIVES:
+        raise FoldError(f"objective {objective!r}: choose area or latency")
+    per_layer = [layer_options(layer, stage_levels) for layer in layers]
     base = Cost(0.0, layers[0].shape[1] * layers[0].in_bits + 4, 0.0, 1)
     best: tuple[list[Fold], Cost] | None = None
+    limit = max_cycles if max_cycles is not None else float("inf")
+    rank = ((lambda c: (c.cycles, c.lut)) if objective == "latency" else (lambda c: (area(c), c.cycles)))
+    # the least each remaining layer can add, for pruning
+    least_cycles = [sum(min(c.cycles for _, c in opts) for opts in per_layer[i:]) for i in range(len(layers) + 1)]
+    least_area = [sum(min(area(c) for _, c in opts) for opts in per_layer[i:]) for i in range(len(layers) + 1)]
 
     def search(i: int, acc: Cost, chosen: list[Fold]) -> None:
         nonlocal best
         if acc.lut > budget.lut or acc.ff > budget.ff or acc.bram36 > budget.bram36:
             return
-        if best is not None and acc.cycles >= best[1].cycles and not (acc.cycles == best[1].cycles and i < len(layers)):
+        if acc.cycles + least_cycles[i] > limit:
             return
+        if best is not None:
+            if objective == "latency" and acc.cycles + least_cycles[i] > best[1].cycles:
+                return
+            if objective == "area" and area(acc) + least_area[i] > area(best[1]):
+                return
         if i == len(layers):
-            if best is None or (acc.cycles, acc.lut) < (best[1].cycles, best[1].lut):
+            if best is None or rank(acc) < rank(best[1]):
                 best = (list(chosen), acc)
             return
         for fold, cost in per_layer[i]:
@@ -149,9 +194,11 @@ def plan_fold(layers: list[IntLayer], budget: Budget) -> tuple[list[Fold], Cost]
         most = base
         for opts in per_layer:
             most = most + min((c for _, c in opts), key=lambda c: c.lut)
-        raise FoldError(f"no folding fits: even the smallest core is estimated at {most.lut:.0f} LUT / {most.ff:.0f} FF"
-                        f" / {most.bram36:.1f} BRAM36 against a budget of {budget.lut:.0f} / {budget.ff:.0f} / "
-                        f"{budget.bram36:.0f}; choose a larger part, fewer bits or a smaller width")
+        within = f" within {max_cycles} cycles" if max_cycles is not None else ""
+        raise FoldError(f"no folding fits{within}: the smallest core is estimated at {most.lut:.0f} LUT / {most.ff:.0f} "
+                        f"FF / {most.bram36:.1f} BRAM36 against a budget of {budget.lut:.0f} / {budget.ff:.0f} / "
+                        f"{budget.bram36:.0f}; raise the latency budget, or choose a larger part, fewer bits or a "
+                        "smaller width")
     return best
 
 

@@ -12,13 +12,18 @@ import numpy as np
 from qpolicy_hw.core_function import IntLayer
 from qpolicy_hw.fold import (
     CORE_TOP,
+    DEFAULT_STAGE_LEVELS,
     Fold,
     FoldedShape,
     _clog2,
     _wants_block,
     accumulator_bits,
+    constant_terms,
     folded_shape,
     folded_thresholds,
+    live_thresholds,
+    unrolled_cycles,
+    unrolled_stages,
 )
 from qpolicy_hw.integer_ranges import code_range, signed_range, signed_width
 
@@ -93,30 +98,46 @@ def _product_function(name: str, s: FoldedShape, in_signed: bool) -> str:
 """
 
 
-def _adder_tree(lines: list[str], prefix: str, terms: list[str], width: int, term_width: int | None = None) -> str:
-    """Balanced sum of ``terms`` as named wires (log2(n) adder levels); returns the root's name.
+def _adder_tree(lines: list[str], prefix: str, terms: list[str], width: int, term_width: int | None = None,
+                every: int = 0) -> tuple[str, int]:
+    """Balanced sum of ``terms`` (log2(n) adder levels); returns the root and how many registers deep it is.
 
     With ``term_width``, the terms are signed numbers of that many bits and each level is one bit wider
     (sign-extended), up to ``width``: narrow adders where the partial sums are small. The root is then
-    sign-extended to ``width``."""
-    level, w = 0, term_width or width
+    sign-extended to ``width``. With ``every`` > 0, every ``every``-th level is a register stage (all of its
+    nodes, a carried odd term too, so every path through the tree has the same depth):
+    :func:`~qpolicy_hw.fold.tree_registers` registers in all."""
+    level, w, regs = 0, term_width or width, 0
     while len(terms) > 1:
         nxt = []
         wn = min(width, w + 1)
+        register = every > 0 and (level + 1) % every == 0
         for k in range(0, len(terms), 2):
+            node = f"{prefix}_l{level}_{k // 2}"
             if k + 1 < len(terms):
-                wire = f"{prefix}_l{level}_{k // 2}"
                 a, b = (_sext(t, w, wn) for t in terms[k:k + 2])
-                lines.append(f"    wire [{wn - 1}:0] {wire} = {a} + {b};")
-                nxt.append(wire)
-            elif wn == w:
+                expr = f"{a} + {b}"
+            elif wn == w and not register:
                 nxt.append(terms[k])
+                continue
             else:
-                wire = f"{prefix}_l{level}_{k // 2}"
-                lines.append(f"    wire [{wn - 1}:0] {wire} = {_sext(terms[k], w, wn)};")
-                nxt.append(wire)
+                expr = _sext(terms[k], w, wn)
+            if register:
+                lines.append(f"    reg [{wn - 1}:0] {node};\n    always @(posedge clk) {node} <= {expr};")
+            else:
+                lines.append(f"    wire [{wn - 1}:0] {node} = {expr};")
+            nxt.append(node)
         terms, level, w = nxt, level + 1, wn
-    return _sext(terms[0], w, width)
+        regs += register
+    return _sext(terms[0], w, width), regs
+
+
+def _delay(lines: list[str], name: str, expr: str, width: int, cycles: int) -> str:
+    """``expr`` delayed by ``cycles`` registers (itself when 0): pads a shallower tree to the deepest."""
+    for k in range(cycles):
+        lines.append(f"    reg [{width - 1}:0] {name}_d{k};\n    always @(posedge clk) {name}_d{k} <= {expr};")
+        expr = f"{name}_d{k}"
+    return expr
 
 
 def _sext(term: str, width: int, to: int) -> str:
@@ -128,9 +149,12 @@ def _sext(term: str, width: int, to: int) -> str:
     return f"{{{{{to - width}{{{term}[{width - 1}]}}}}, {term}}}"
 
 
-def folded_layer_verilog(layer: IntLayer, fold: Fold, name: str) -> tuple[str, FoldedShape]:
-    """The Verilog of one folded layer (module ``name`` and its ROMs) and its shape."""
-    s = folded_shape(layer, fold)
+def folded_layer_verilog(layer: IntLayer, fold: Fold, name: str, stage_levels: int = 0) -> tuple[str, FoldedShape]:
+    """The Verilog of one folded layer (module ``name`` and its ROMs) and its shape. With ``stage_levels``, the
+    products are registered and the lanes' adder trees get a register every ``stage_levels`` levels; the
+    accumulator's enables follow them down the pipeline and the drain waits for them."""
+    s = folded_shape(layer, fold, stage_levels)
+    depth = s.mac_depth
     w = np.zeros((s.nf * s.pe, s.sf * s.simd), np.int64)
     w[:s.mh, :s.mw] = layer.weights
     t = np.zeros((s.nf * s.pe, 1 << s.out_bits), np.int64)
@@ -141,7 +165,7 @@ def folded_layer_verilog(layer: IntLayer, fold: Fold, name: str) -> tuple[str, F
     wdepth, wwidth = s.weight_rom
     words = [_pack([w[g * pe + p, k * simd + j] for p in range(pe) for j in range(simd)], wb)
              for g in range(nf) for k in range(sf)]
-    nfw, sfw, sw = _clog2(nf), _clog2(sf), _clog2(ob)
+    nfw, sfw, sw, dw = _clog2(nf), _clog2(sf), _clog2(ob), _clog2(depth + 1)
     waw, taw = _clog2(wdepth), nfw + ob
     parts = [_rom_module(f"{name}_wrom", words, wwidth, _wants_block(wdepth, wwidth), waw)]
     tdepth, _ = s.threshold_rom
@@ -164,11 +188,13 @@ def folded_layer_verilog(layer: IntLayer, fold: Fold, name: str) -> tuple[str, F
     wire [{wwidth - 1}:0] w_q;
     {name}_wrom wrom (.clk(clk), .addr(w_addr), .data(w_q));
     reg [{simd * xb - 1}:0] xs;
-    reg mac_v, mac_first;
+    reg [{depth}:0] mac_v_d, mac_first_d;   // the accumulator's enables, down the MAC pipeline
+    wire mac_v = mac_v_d[{depth}], mac_first = mac_first_d[{depth}];
+    reg [{dw - 1}:0] drain;
     always @(posedge clk) begin
         xs <= xp[sf * {simd * xb} +: {simd * xb}];
-        mac_v <= state == S_MAC;
-        mac_first <= state == S_MAC && sf == 0;
+        mac_v_d <= {{mac_v_d, state == S_MAC}};
+        mac_first_d <= {{mac_first_d, state == S_MAC && sf == 0}};
     end
     reg [{nf * pe * ob - 1}:0] y_all;
     assign y = y_all[{s.mh * ob - 1}:0];
@@ -176,8 +202,10 @@ def folded_layer_verilog(layer: IntLayer, fold: Fold, name: str) -> tuple[str, F
     for p in range(pe):
         prods = [f"mul(w_q[{(p * simd + j) * wb} +: {wb}], xs[{j * xb} +: {xb}])" for j in range(simd)]
         for j, expr in enumerate(prods):
-            body.append(f"    wire [{pb - 1}:0] p{p}_m{j} = {expr};")
-        root = _adder_tree(body, f"p{p}", [f"p{p}_m{j}" for j in range(simd)], ab, pb)
+            body.append(f"    reg [{pb - 1}:0] p{p}_m{j};\n    always @(posedge clk) p{p}_m{j} <= {expr};" if depth
+                        else f"    wire [{pb - 1}:0] p{p}_m{j} = {expr};")
+        root, regs = _adder_tree(body, f"p{p}", [f"p{p}_m{j}" for j in range(simd)], ab, pb, stage_levels)
+        assert depth == (1 + regs if depth else 0), (depth, regs)
         body.append(f"""    reg [{ab - 1}:0] acc{p};
     reg [{ob - 1}:0] pos{p};
     wire [{ob - 1}:0] idx{p} = pos{p} + (({ob}'d1 << step) - {ob}'d1);
@@ -197,8 +225,8 @@ def folded_layer_verilog(layer: IntLayer, fold: Fold, name: str) -> tuple[str, F
             state <= S_IDLE; nf <= 0; sf <= 0; step <= 0;
         end else case (state)
             S_IDLE: if (start) begin nf <= 0; sf <= 0; state <= S_MAC; end
-            S_MAC: if (sf == {sf - 1}) begin sf <= 0; state <= S_DRAIN; end else sf <= sf + 1'b1;
-            S_DRAIN: begin step <= {ob - 1}; state <= S_TADDR; end
+            S_MAC: if (sf == {sf - 1}) begin sf <= 0; drain <= {depth}; state <= S_DRAIN; end else sf <= sf + 1'b1;
+            S_DRAIN: if (drain == 0) begin step <= {ob - 1}; state <= S_TADDR; end else drain <= drain - 1'b1;
             S_TADDR: state <= S_TCMP;
             S_TCMP: if (step == 0) state <= S_WRITE; else begin step <= step - 1'b1; state <= S_TADDR; end
             S_WRITE: begin
@@ -211,7 +239,7 @@ def folded_layer_verilog(layer: IntLayer, fold: Fold, name: str) -> tuple[str, F
     end
 """)
     header = (f"// {name}: a folded layer, {s.mh} outputs x {s.mw} inputs on PE={pe} x SIMD={simd} lanes "
-              f"({nf} output groups x {sf} input folds); {s.cycles} cycles start -> done.\n"
+              f"({nf} output groups x {sf} input folds, MAC pipeline {depth} deep); {s.cycles} cycles start -> done.\n"
               f"// Generated by qpolicy from a bundle; do not edit.\n")
     module = (header + f"module {name} (input clk, input rst, input start, input [{s.mw * xb - 1}:0] x,\n"
               f"    output reg done, output [{s.mh * ob - 1}:0] y);\n" + "".join(body) + "endmodule\n")
@@ -241,53 +269,56 @@ def segments_of(plan: list[Fold]) -> list[tuple[int, ...]]:
     return [(i,) for i in range(len(plan))]
 
 
-def unrolled_layer_verilog(layer: IntLayer, name: str) -> tuple[str, int]:
+def unrolled_layer_verilog(layer: IntLayer, name: str, stage_levels: int = 0) -> tuple[str, int]:
     """One layer with its weights as constants (shift-and-add terms, no ROM, no multiplier), registered
     accumulators, then a count of the thresholds each accumulator reaches (only those inside the channel's
-    reachable range are compared; the rest are constants). Two cycles start -> done. Used for the small
-    layers of a mixed core; a whole unrolled core uses da4ml's adder graphs instead."""
+    reachable range are compared; the rest are constants). Used for the small layers of a mixed core; a whole
+    unrolled core uses da4ml's adder graphs instead. With ``stage_levels``, both trees get a register every
+    ``stage_levels`` levels and every channel is padded to the deepest (:func:`~qpolicy_hw.fold.unrolled_stages`).
+    Returns the Verilog and the cycles from start to done."""
     mh, mw = layer.shape
-    lo, hi = layer.product_range()
+    lo, _ = layer.product_range()
     ab = accumulator_bits(layer)
     xb, ob = layer.in_bits, layer.out_bits
     t = folded_thresholds(layer)
     olo = layer.out_range[0]
+    sums, counts = unrolled_stages(layer, stage_levels)
+    latency = unrolled_cycles(layer, stage_levels)
     lines = []
     for j in range(mw):
         fill = f"x[{j * xb + xb - 1}]" if layer.in_signed else "1'b0"
         lines.append(f"    wire [{ab - 1}:0] xe{j} = {{{{{ab - xb}{{{fill}}}}}, x[{j * xb + xb - 1}:{j * xb}]}};"
                      if ab > xb else f"    wire [{ab - 1}:0] xe{j} = x[{j * xb + ab - 1}:{j * xb}];")
-    for c in range(mh):
-        terms = []
-        for j in range(mw):
-            wv = int(layer.weights[c, j])
-            for bit in range(abs(wv).bit_length()):
-                if (abs(wv) >> bit) & 1:
-                    terms.append(("-" if wv < 0 else "+", f"(xe{j} << {bit})" if bit else f"xe{j}"))
-        pos = [e for sgn, e in terms if sgn == "+"] or [f"{ab}'d0"]
-        neg = [e for sgn, e in terms if sgn == "-"]
-        root_p = _adder_tree(lines, f"c{c}p", pos, ab)
-        root = root_p if not neg else f"{root_p} - {_adder_tree(lines, f'c{c}n', neg, ab)}"
+    for c, ((pos_terms, neg_terms), live) in enumerate(zip(constant_terms(layer), live_thresholds(layer),
+                                                           strict=True)):
+        pos = [f"(xe{j} << {bit})" if bit else f"xe{j}" for j, bit in pos_terms] or [f"{ab}'d0"]
+        neg = [f"(xe{j} << {bit})" if bit else f"xe{j}" for j, bit in neg_terms]
+        root_p, regs_p = _adder_tree(lines, f"c{c}p", pos, ab, every=stage_levels)
+        root_p = _delay(lines, f"c{c}p", root_p, ab, sums - regs_p)
+        root = root_p
+        if neg:
+            root_n, regs_n = _adder_tree(lines, f"c{c}n", neg, ab, every=stage_levels)
+            root = f"{root_p} - {_delay(lines, f'c{c}n', root_n, ab, sums - regs_n)}"
         lines.append(f"    reg [{ab - 1}:0] acc{c};\n    always @(posedge clk) acc{c} <= {root};")
         always = int((t[c] <= lo[c]).sum())
-        live = [int(v) for v in t[c] if lo[c] < v <= hi[c]]
         hits = [f"{{{{{ob - 1}{{1'b0}}}}, $signed(acc{c}) >= $signed({_hex(v, ab)})}}" if ob > 1
                 else f"($signed(acc{c}) >= $signed({_hex(v, ab)}))" for v in live]
-        count = _adder_tree(lines, f"c{c}t", hits, ob) if hits else f"{ob}'d0"
+        count, regs_t = _adder_tree(lines, f"c{c}t", hits, ob, every=stage_levels) if hits else (f"{ob}'d0", 0)
+        count = _delay(lines, f"c{c}t", count, ob, counts - regs_t)
         lines.append(f"    reg [{ob - 1}:0] y{c};\n    always @(posedge clk) y{c} <= {count} + {_hex(olo + always, ob)};")
     outs = ", ".join(f"y{c}" for c in reversed(range(mh)))
     return f"""`timescale 1 ns / 1 ps
-// {name}: an unrolled layer, {mh} outputs x {mw} inputs, constant weights; 2 cycles start -> done.
+// {name}: an unrolled layer, {mh} outputs x {mw} inputs, constant weights; {latency} cycles start -> done.
 // Generated by qpolicy from a bundle; do not edit.
 module {name} (input clk, input rst, input start, input [{mw * xb - 1}:0] x, output done,
     output [{mh * ob - 1}:0] y);
-    reg [1:0] v;
-    always @(posedge clk) v <= rst ? 2'd0 : {{v[0], start}};
-    assign done = v[1];
+    reg [{latency - 1}:0] v;
+    always @(posedge clk) v <= rst ? {latency}'d0 : {{v[{latency - 2}:0], start}};
+    assign done = v[{latency - 1}];
 {chr(10).join(lines)}
     assign y = {{{outs}}};
 endmodule
-""", 2
+""", latency
 
 
 def core_verilog(segments: list[Segment]) -> str:
@@ -335,8 +366,10 @@ endmodule
 """
 
 
-def build_folded_rtl(layers: list[IntLayer], plan: list[Fold], out_dir: str | Path) -> dict:
-    """Write the Verilog of a folded (or mixed) core into ``out_dir/src``; returns its description."""
+def build_folded_rtl(layers: list[IntLayer], plan: list[Fold], out_dir: str | Path,
+                     stage_levels: int = DEFAULT_STAGE_LEVELS) -> dict:
+    """Write the Verilog of a folded (or mixed) core into ``out_dir/src``; returns its description.
+    ``stage_levels``: adder levels per pipeline register (0: none)."""
 
     out = Path(out_dir)
     src = out / "src"
@@ -349,12 +382,12 @@ def build_folded_rtl(layers: list[IntLayer], plan: list[Fold], out_dir: str | Pa
         fold = plan[group[0]]
         if fold.unrolled:
             name = f"qpolicy_seg{k}"
-            text, latency = unrolled_layer_verilog(first, name)
+            text, latency = unrolled_layer_verilog(first, name, stage_levels)
             (src / f"{name}.v").write_text(text)
             shapes.append({"layers": list(group), "fold": "unrolled", "cycles": latency})
         else:
             name = f"qpolicy_seg{k}"
-            text, shape = folded_layer_verilog(first, fold, name)
+            text, shape = folded_layer_verilog(first, fold, name, stage_levels)
             (src / f"{name}.v").write_text(text)
             latency = shape.cycles
             shapes.append({"layers": list(group), "fold": str(fold), "pe": shape.pe, "simd": shape.simd,
@@ -363,11 +396,11 @@ def build_folded_rtl(layers: list[IntLayer], plan: list[Fold], out_dir: str | Pa
                                           "style": "block" if _wants_block(*shape.weight_rom) else "distributed"},
                            "threshold_roms": {"count": shape.pe, "depth": shape.threshold_rom[0],
                                               "width": shape.threshold_rom[1]},
-                           "cycles": latency})
+                           "mac_pipeline": shape.mac_depth, "cycles": latency})
         segments.append(Segment(group, fold, name, in_width, out_width, latency))
     (src / f"{CORE_TOP}.v").write_text(core_verilog(segments))
     return {"n_in": layers[0].shape[1], "in_bits": layers[0].in_bits, "n_out": layers[-1].shape[0],
             "out_bits": layers[-1].out_bits, "latency": 1 + sum(s.cycles for s in segments),
-            "streaming": False, "fold": ",".join(map(str, plan)), "segments": shapes}
+            "streaming": False, "fold": ",".join(map(str, plan)), "segments": shapes, "stage_levels": stage_levels}
 
 

@@ -6,21 +6,24 @@ cell counts. Not measured here: timing closure and power (they need Vivado); the
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from qpolicy_hw.bundle import load_bundle
 from qpolicy_hw.core_function import bundle_layers
 from qpolicy_hw.errors import QpolicyError
 from qpolicy_hw.files import writable_dir
-from qpolicy_hw.fold import Fold, parse_fold
-from qpolicy_hw.fold_cost import Budget, estimate, estimate_da4ml, plan_fold
+from qpolicy_hw.fold import Fold, FoldError, parse_fold
+from qpolicy_hw.fold_cost import OBJECTIVES, Budget, Cost, area, estimate, estimate_da4ml, plan_fold
 from qpolicy_hw.rtl import DEFAULT_LATENCY_CUTOFF, TOP, build_core, solver_blocks, synthesize
 from qpolicy_hw.runtime.pynq_backend import OVERLAY_BIT as OVERLAY_BIT_NAME
 from qpolicy_hw.runtime.pynq_backend import OVERLAY_HWH as OVERLAY_HWH_NAME
 from qpolicy_hw.targets import FIT_MARGIN, TARGETS
+from qpolicy_hw.timing import SIGN_OFF_NOTE
 from qpolicy_hw.verify import built_core_vs_int, hardware_test_codes
 
 OOC_TCL = """# Out-of-context synthesis and implementation of {top} for {part} at {clock_mhz:.0f} MHz.
@@ -171,12 +174,26 @@ firmware against `golden/obs.npy` -> `golden/actions.npy` of the bundle.
 """
 
 
+DEFAULT_OBJECTIVE = "area"
+"""Robots need the smallest core that answers well inside their control period, not the fastest one."""
+DEFAULT_MACS_PER_CYCLE = 50
+"""The default latency budget of the ``area`` objective: the core must average this many multiply-accumulates
+per cycle (Humanoid's 6,096 MACs in 1.2 us at 100 MHz, HalfCheetah's 71,424 in 14 us): a budget that grows
+with the network, stays three orders of magnitude inside the shortest MuJoCo control period (8 ms), and
+below the host's own share of a ROS 2 round trip (about 1 ms)."""
+MAX_LOGIC_LEVELS = 12
+"""The most LUT/CARRY4/MUXF levels a register-to-register path may have (FOLDING.md: designs that close
+100 MHz on a -1 Artix-7 comfortably keep to 8-12)."""
+CUTOFF_STEPS = (8.0, 4.0, 3.0, 2.5, 2.0, 1.5, 1.0, 0.75, 0.5)
+"""da4ml per-stage delay budgets tried in turn for an unrolled core (smaller: more pipeline stages)."""
+STAGE_STEPS = (2, 1)
+"""Adder-tree levels per pipeline register tried in turn for a folded or mixed core."""
 MAX_FOLD_TRIES = 4
 """`--fold auto` re-plans with a tighter budget at most this many times when Yosys finds the core larger
 than the model did."""
 
 
-def _build(bundle, target: str, out: Path, plan, latency_cutoff: float) -> dict:
+def _build(bundle, target: str, out: Path, plan, latency_cutoff: float, stage_levels: int) -> dict:
     """Write the core (and for pynq-z2 the AXI-Lite slave and overlay TCL) into ``out`` (emptied first)."""
     if out.exists():
         shutil.rmtree(out)
@@ -185,50 +202,118 @@ def _build(bundle, target: str, out: Path, plan, latency_cutoff: float) -> dict:
         from qpolicy_hw.axi import build_axi
         from qpolicy_hw.runtime.pynq_backend import IP_NAME, OVERLAY_BIT, OVERLAY_HWH
 
-        info = build_axi(bundle, out, latency_cutoff, plan)
+        info = build_axi(bundle, out, latency_cutoff, plan, stage_levels=stage_levels)
         tgt = TARGETS[target]
         (out / "build_overlay.tcl").write_text(OVERLAY_TCL.format(
             part=tgt.part, board_part=tgt.board_part, clock_mhz=tgt.clock_mhz, ip_name=IP_NAME,
             overlay_bit=OVERLAY_BIT, overlay_hwh=OVERLAY_HWH))
         return info
-    return build_core(bundle, out, plan, latency_cutoff)
+    return build_core(bundle, out, plan, latency_cutoff, stage_levels=stage_levels)
 
 
-def _fit(bundle, layers, target: str, out: Path, plan, latency_cutoff: float,
-         stage: Callable[[str], None]) -> tuple[dict, dict, list[dict]]:
-    """Build the core of ``plan`` and count it with Yosys; for ``auto`` (``plan`` None) choose the plan:
-    da4ml's unrolled core where the model puts it inside the margin, else the model's folding, folded
-    further while Yosys finds it outside. Returns the core's description, its Yosys counts, every attempt."""
+@dataclass(frozen=True)
+class TimingRule:
+    """What "timing-safe" means here: the estimated critical path within the clock period less a margin
+    for what the estimate leaves out, and a bounded number of logic levels."""
+
+    clock_mhz: float = 100.0
+    margin_ns: float = 2.0
+    max_levels: int = MAX_LOGIC_LEVELS
+
+    @property
+    def budget_ns(self) -> float:
+        return 1000.0 / self.clock_mhz - self.margin_ns
+
+    def holds(self, timing: dict) -> bool:
+        return timing["estimated_critical_path_ns"] <= self.budget_ns and timing["logic_levels"] <= self.max_levels
+
+    def misses(self, timing: dict) -> str:
+        return (f"{timing['estimated_critical_path_ns']:.2f} ns (budget {self.budget_ns:.1f}), "
+                f"{timing['logic_levels']} logic levels (at most {self.max_levels})")
+
+
+def _timed_build(bundle, target: str, out: Path, plan, latency_cutoff: float, rule: TimingRule,
+                 stage: Callable[[str], None], attempts: list[dict], estimate_figures: dict) -> tuple[dict, dict]:
+    """Build and count the core of ``plan``, pipelined deeper until the timing estimate meets ``rule``: da4ml's
+    per-stage delay budget (``latency_cutoff``) for an unrolled core, adder levels per register for a folded
+    or mixed one. Returns the core's description and its Yosys counts with the timing estimate."""
+    unrolled = all(f.unrolled for f in plan)
+    knobs = ([c for c in CUTOFF_STEPS if c <= latency_cutoff] or [latency_cutoff]) if unrolled else list(STAGE_STEPS)
+    if unrolled and latency_cutoff not in knobs:
+        knobs.insert(0, latency_cutoff)
+    spec = ",".join(map(str, plan))
+    for knob in knobs:
+        cutoff, levels = (knob, 0) if unrolled else (latency_cutoff, knob)
+        if unrolled:
+            blocks = sum(solver_blocks(layer.shape) for layer in bundle_layers(bundle))
+            stage(f"tracing the unrolled core with da4ml ({blocks} constant-matrix solves, latency cutoff {cutoff:g})")
+        else:
+            stage(f"generating the folded core {spec} (model: {estimate_figures['LUT']} LUT, "
+                  f"{estimate_figures['cycles']} cycles; a register every {levels} adder levels)")
+        info = _build(bundle, target, out, plan, cutoff, levels)
+        stage("Yosys synth_xilinx (cell counts) and the static timing estimate")
+        res = synthesize(out, clock_mhz=rule.clock_mhz)
+        attempts.append({"fold": spec, "estimate": estimate_figures, "latency_cutoff": cutoff if unrolled else None,
+                         "stage_levels": None if unrolled else levels, "cycles": info["latency"],
+                         "yosys": {k: res[k] for k in ("LUT", "INV", "LUT_upper_bound", "FF", "DSP", "BRAM")},
+                         "timing": {k: res["timing"][k] for k in ("estimated_critical_path_ns", "logic_levels")}})
+        if rule.holds(res["timing"]):
+            return info, res
+        stage(f"{spec}: {rule.misses(res['timing'])}; pipelining deeper")
+    raise QpolicyError(f"the core {spec} misses the timing rule even fully pipelined ({rule.misses(res['timing'])}); "
+                       "choose a lower --clock-mhz")
+
+
+def default_latency_budget_us(bundle, clock_mhz: float = 100.0) -> float:
+    """The ``area`` objective's default budget for ``bundle``: :data:`DEFAULT_MACS_PER_CYCLE` MACs per cycle."""
+    macs = sum(int(bundle.weights(i).size) for i in range(len(bundle.layers)))
+    return math.ceil(macs / DEFAULT_MACS_PER_CYCLE) / clock_mhz
+
+
+def auto_plan(layers, budget: Budget, objective: str, max_cycles: int | None) -> tuple[list[Fold], Cost, str]:
+    """The model's core for ``objective``: da4ml's unrolled core or the planner's folding, whichever is best;
+    for ``area``, the smallest within ``max_cycles``, and when nothing is, the fastest that fits (said so)."""
+    unrolled = ([Fold() for _ in layers], estimate_da4ml(layers))
+    options = [unrolled] if unrolled[1].lut <= budget.lut and unrolled[1].ff <= budget.ff else []
+    try:
+        options.append(plan_fold(layers, budget, objective, max_cycles))
+    except FoldError:
+        pass
+    if objective == "area":
+        within = [o for o in options if o[1].cycles <= max_cycles]
+        if within:
+            best = min(within, key=lambda o: (area(o[1]), o[1].cycles))
+            return best[0], best[1], f"area: the smallest core within {max_cycles} cycles"
+        options.append(plan_fold(layers, budget, "latency"))
+        best = min(options, key=lambda o: (o[1].cycles, o[1].lut))
+        return best[0], best[1], f"area: no core meets {max_cycles} cycles; the fastest that fits"
+    if not options:
+        options.append(plan_fold(layers, budget, "latency"))
+    best = min(options, key=lambda o: (o[1].cycles, o[1].lut))
+    return best[0], best[1], "latency: the fastest core that fits"
+
+
+def _fit(bundle, layers, target: str, out: Path, plan, latency_cutoff: float, stage: Callable[[str], None],
+         rule: TimingRule, objective: str = "latency", max_cycles: int | None = None) -> tuple[dict, dict, list[dict]]:
+    """Build the core of ``plan`` and count it with Yosys; for ``auto`` (``plan`` None) choose the plan for
+    ``objective`` (:func:`~qpolicy_hw.fold_cost.plan_fold`; da4ml's unrolled core where the model puts it
+    inside the margin and the cycle budget), folded further while Yosys finds it outside the margin. Every
+    core is pipelined until the timing estimate meets ``rule``. Returns the core's description, its Yosys
+    counts, every attempt."""
     tgt = TARGETS[target]
     budget = Budget(FIT_MARGIN * tgt.luts, FIT_MARGIN * tgt.ffs, tgt.bram36, tgt.dsps)
     attempts: list[dict] = []
-    candidates: list = []
-    if plan is not None:
-        candidates = [plan]
-    elif estimate_da4ml(layers).lut <= budget.lut:
-        candidates = [[Fold() for _ in layers]]
-    res = info = None
     tries = 0
     while True:
-        if candidates:
-            current = candidates.pop(0)
+        if plan is not None:
+            current = plan
             estimate_figures = (estimate_da4ml(layers) if all(f.unrolled for f in current)
                                 else estimate(layers, current)).to_dict()
-        else:   # auto: the model's plan for the current budget
-            current, cost = plan_fold(layers, budget)
-            estimate_figures = cost.to_dict()
+        else:   # auto: the model's choice for the current budget
+            current, cost, why = auto_plan(layers, budget, objective, max_cycles)
+            estimate_figures = {**cost.to_dict(), "why": why}
         spec = ",".join(map(str, current))
-        if all(f.unrolled for f in current):
-            blocks = sum(solver_blocks(layer.shape) for layer in layers)
-            stage(f"tracing the unrolled core with da4ml ({blocks} constant-matrix solves)")
-        else:
-            stage(f"generating the folded core {spec} (model: {estimate_figures['LUT']} LUT, "
-                  f"{estimate_figures['cycles']} cycles)")
-        info = _build(bundle, target, out, current, latency_cutoff)
-        stage("Yosys synth_xilinx (cell counts)")
-        res = synthesize(out)
-        attempts.append({"fold": spec, "estimate": estimate_figures,
-                         "yosys": {k: res[k] for k in ("LUT", "INV", "LUT_upper_bound", "FF", "DSP", "BRAM")}})
+        info, res = _timed_build(bundle, target, out, current, latency_cutoff, rule, stage, attempts, estimate_figures)
         if plan is not None:
             if not tgt.holds(res):
                 raise QpolicyError(f"the core ({spec}) does not fit {target}: {tgt.misses(res)} by the Yosys count; "
@@ -249,12 +334,16 @@ def _fit(bundle, layers, target: str, out: Path, plan, latency_cutoff: float,
 
 def build_hw(bundle_path: str | Path, target: str, out_dir: str | Path, n_random: int = 10_000,
              latency_cutoff: float = DEFAULT_LATENCY_CUTOFF, stage: Callable[[str], None] | None = None,
-             fold: str = "auto") -> dict:
+             fold: str = "auto", objective: str = DEFAULT_OBJECTIVE, max_latency_us: float | None = None,
+             clock_mhz: float | None = None) -> dict:
     """Generate, synthesize and verify the core of ``bundle_path`` for ``target`` in ``out_dir``.
 
-    ``fold``: ``auto`` (the lowest-latency folding whose Yosys count fits the part with
+    ``fold``: ``auto`` (the planner's choice for ``objective``, whose Yosys count fits the part with
     :data:`~qpolicy_hw.targets.FIT_MARGIN`), ``none`` (da4ml's unrolled core) or a per-layer SPEC
-    (``16x6,u,u``; see :func:`~qpolicy_hw.fold.parse_fold`). ``stage`` is told when each long step starts
+    (``16x6,u,u``; see :func:`~qpolicy_hw.fold.parse_fold`). ``objective``: ``area``, the smallest core whose
+    latency fits ``max_latency_us`` (default :func:`default_latency_budget_us`), or ``latency``, the fastest
+    that fits the part. Every core is pipelined until the timing estimate meets the clock (``clock_mhz``,
+    default the target's) with :class:`TimingRule`'s margin. ``stage`` is told when each long step starts
     (the da4ml solver, Yosys and the Verilator build take minutes on wide cores); the library prints nothing."""
     stage = stage or (lambda _msg: None)
     if target not in TARGETS:
@@ -272,7 +361,19 @@ def build_hw(bundle_path: str | Path, target: str, out_dir: str | Path, n_random
     writable_dir(out)
     layers = bundle_layers(bundle)
     plan = parse_fold(fold, [layer.shape for layer in layers])   # a bad SPEC fails here, before any long step
-    info, res, attempts = _fit(bundle, layers, target, out, plan, latency_cutoff, stage)
+    if objective not in OBJECTIVES:
+        raise QpolicyError(f"--objective {objective!r}: choose area or latency")
+    clock = clock_mhz or tgt.clock_mhz
+    if not (isinstance(clock, (int, float)) and 1.0 <= clock <= 500.0):
+        raise QpolicyError(f"--clock-mhz {clock!r}: choose a clock between 1 and 500 MHz")
+    rule = TimingRule(clock_mhz=float(clock))
+    budget_us = None
+    if objective == "area":
+        budget_us = max_latency_us if max_latency_us is not None else default_latency_budget_us(bundle)
+        if not budget_us > 0:
+            raise QpolicyError(f"--max-latency-us {budget_us}: must be positive")
+    max_cycles = int(budget_us * clock) if budget_us is not None else None
+    info, res, attempts = _fit(bundle, layers, target, out, plan, latency_cutoff, stage, rule, objective, max_cycles)
     q = hardware_test_codes(bundle, n_random, seed=0)
     stage(f"Verilator: building the simulator and streaming {len(q)} input vectors")
     ref, mismatches, latency = built_core_vs_int(bundle, out, q)
@@ -311,16 +412,19 @@ def build_hw(bundle_path: str | Path, target: str, out_dir: str | Path, n_random
         "target": target, "part": tgt.part, "bundle": str(bundle.path), "latency_cycles": latency,
         "latency_source": "Verilator simulation (in_valid -> out_valid, " + (
             "inputs streamed every cycle)" if info.get("streaming", True) else "one input at a time)"),
+        "latency_us": latency / rule.clock_mhz,
+        "objective": objective, "max_latency_us": budget_us,
         "fold": {"spec": info["fold"], "mode": fold, "segments": info.get("segments"),
-                 "margin": FIT_MARGIN if plan is None else 1.0, "attempts": attempts},
-        "logic_levels": res.get("logic_levels"),
-        "logic_levels_source": "Yosys ltp -noff after synth_xilinx: cells on the longest flip-flop to flip-flop "
-                               "path (a timing proxy, not a timing analysis)",
-        "clock_mhz": tgt.clock_mhz, "clock_source": "constraint only; timing not run (needs Vivado)",
+                 "margin": FIT_MARGIN if plan is None else 1.0, "attempts": attempts,
+                 "latency_cutoff": info.get("latency_cutoff"), "stage_levels": info.get("stage_levels")},
+        "logic_levels": res["timing"]["logic_levels"],
+        "clock_mhz": rule.clock_mhz,
+        "timing": {**res["timing"], "rule": {"max_critical_path_ns": rule.budget_ns, "max_logic_levels": rule.max_levels},
+                   "ltp_logic_levels": res.get("ltp_logic_levels")},
         "resources": {k: res[k] for k in ("LUT", "FF", "CARRY4", "DSP", "BRAM", "INV", "LUT_upper_bound")},
         "resource_source": res["resource_source"] + f" of {TOP} (the core with its valid pipeline)",
         "exact": exact,
-        "power": None, "timing": "not run (needs Vivado)", "rtl": info,
+        "power": None, "rtl": info,
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "README.md").write_text(handoff_readme(target, bundle, report, out))
@@ -330,7 +434,10 @@ def build_hw(bundle_path: str | Path, target: str, out_dir: str | Path, n_random
         f"fold: {info['fold']} (u = unrolled, PExSIMD = folded)\n"
         f"latency: {latency} cycles (simulated); "
         + ("one input per cycle\n" if info.get("streaming", True) else "one input at a time\n")
-        + f"logic levels (Yosys ltp, longest register-to-register path in cells): {res.get('logic_levels')}\n"
+        + f"timing at {rule.clock_mhz:g} MHz ({SIGN_OFF_NOTE}): critical path "
+        f"{res['timing']['estimated_critical_path_ns']:.2f} ns (rule: <= {rule.budget_ns:.1f} ns), estimated Fmax "
+        f"{res['timing']['estimated_fmax_mhz']:.0f} MHz, {res['timing']['logic_levels']} logic levels (rule: <= "
+        f"{rule.max_levels}); model: {res['timing']['model']}\n"
         f"resources (Yosys synth_xilinx, not Vivado): LUT {res['LUT']} (+{res['INV']} INV cells: at most "
         f"{res['LUT_upper_bound']} LUT), FF {res['FF']}, CARRY4 {res['CARRY4']}, DSP {res['DSP']}, BRAM {res['BRAM']}\n"
         + "".join(f"{name}: " + (f"{r['mismatches']} mismatching codes over {r['n']} input vectors\n" if "n" in r
@@ -338,7 +445,7 @@ def build_hw(bundle_path: str | Path, target: str, out_dir: str | Path, n_random
         + "the contract in C (bit-exact with the int reference under IEEE arithmetic): host/qpolicy_host.h, "
           "host/qpolicy_host.c (normalize, quantize, decode), host/qpolicy_core_sw.c (the core in software), "
           "host/qpolicy_core_regs.h\n"
-        + "timing and power: not run (needs Vivado: vivado -mode batch -source build_ooc.tcl)\n"
+        + "sign-off timing and power: not run here (Vivado: vivado -mode batch -source build_ooc.tcl)\n"
         + ("overlay: vivado -mode batch -source build_overlay.tcl -> overlay/qpolicy.bit + .hwh; "
            "driver: qpolicy_hw.axi.PolicyCoreDriver; C header: qpolicy_core_regs.h\n" if target == "pynq-z2" else ""))
     if mismatches:

@@ -262,14 +262,17 @@ Python binder); ``qpolicy hw`` writes the target's own TCL and constraints inste
 
 
 def build_core(bundle: Bundle, out_dir: str | Path, plan: list[Fold] | None = None,
-               latency_cutoff: float = DEFAULT_LATENCY_CUTOFF) -> dict:
+               latency_cutoff: float = DEFAULT_LATENCY_CUTOFF, stage_levels: int | None = None) -> dict:
     """The bundle's core in ``out_dir``: da4ml's unrolled core when every layer is unrolled (``plan`` None or
-    all ``u``), else the folded or mixed core of ``plan`` (``fold.py``)."""
+    all ``u``), else the folded or mixed core of ``plan`` (``fold_verilog.py``) with a register every
+    ``stage_levels`` adder levels (None: the default)."""
+    from qpolicy_hw.fold import DEFAULT_STAGE_LEVELS
     from qpolicy_hw.fold_verilog import build_folded_rtl
 
     if plan is None or all(f.unrolled for f in plan):
         return build_rtl(bundle, out_dir, latency_cutoff)
-    info = build_folded_rtl(bundle_layers(bundle), plan, out_dir)
+    info = build_folded_rtl(bundle_layers(bundle), plan, out_dir,
+                            DEFAULT_STAGE_LEVELS if stage_levels is None else stage_levels)
     (Path(out_dir) / "qpolicy_rtl.json").write_text(json.dumps(info, indent=2))
     return info
 
