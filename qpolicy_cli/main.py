@@ -116,11 +116,12 @@ def cmd_eval(argv: list[str]) -> int:
     add_trust_options(p)
     a = p.parse_args(argv)
     from qpolicy_hw.bundle import load_bundle
+    from qpolicy_hw.files import writable_file
     from qpolicy_train.evaluation import evaluate_bundle
 
     load_bundle(a.bundle, trust=trust_from(a))
-    if a.out and Path(a.out).is_dir():
-        raise QpolicyError(f"--out {a.out} is a folder; give a JSON file")
+    if a.out:
+        writable_file(a.out)
     result = evaluate_bundle(a.bundle, a.episodes, a.backend, a.noise, a.seed, env_module=a.env_module)
     if a.out:
         tmp = Path(a.out).with_name(f".{Path(a.out).name}.partial")

@@ -16,3 +16,19 @@ def writable_dir(path: str | Path, error: type[QpolicyError] = QpolicyError, wha
     except OSError as exc:
         raise error(f"cannot write to {what} {out}: {exc.strerror or exc}") from None
     return out
+
+
+def writable_file(path: str | Path, error: type[QpolicyError] = QpolicyError) -> Path:
+    """``path`` as a file that can be written (its folder exists and takes a new file; it is not a folder),
+    checked before any long step; else ``error`` naming the file and the reason. Nothing is left behind."""
+    import tempfile
+
+    out = Path(path)
+    if out.is_dir():
+        raise error(f"{out} is a folder; give a file name")
+    try:
+        with tempfile.NamedTemporaryFile(dir=out.parent if str(out.parent) else ".", prefix=f".{out.name}."):
+            pass
+    except OSError as exc:
+        raise error(f"{out}: {exc.strerror or exc}") from None
+    return out

@@ -13,13 +13,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from qpolicy_hw.bundle import load_bundle
+import numpy as np
+
+from qpolicy_hw.bundle import GOLDEN_IN, load_bundle
 from qpolicy_hw.core_function import bundle_layers
+from qpolicy_hw.energy import energy_band
 from qpolicy_hw.errors import QpolicyError
 from qpolicy_hw.files import writable_dir
 from qpolicy_hw.fold import Fold, FoldError, parse_fold
 from qpolicy_hw.fold_cost import OBJECTIVES, Budget, Cost, area, estimate, estimate_da4ml, plan_fold
-from qpolicy_hw.rtl import DEFAULT_LATENCY_CUTOFF, TOP, build_core, solver_blocks, synthesize
+from qpolicy_hw.rtl import DEFAULT_LATENCY_CUTOFF, TOP, build_core, solver_blocks, synthesize, toggle_rate
 from qpolicy_hw.runtime.pynq_backend import OVERLAY_BIT as OVERLAY_BIT_NAME
 from qpolicy_hw.runtime.pynq_backend import OVERLAY_HWH as OVERLAY_HWH_NAME
 from qpolicy_hw.targets import FIT_MARGIN, TARGETS
@@ -393,6 +396,10 @@ def build_hw(bundle_path: str | Path, target: str, out_dir: str | Path, n_random
             mmio.close()
         exact["axi_driver_vs_int"] = {"n": int(len(q)), "mismatches": int((axi_codes != ref).sum())}
         mismatches += exact["axi_driver_vs_int"]["mismatches"]
+    stage("Verilator with toggle coverage over the golden vectors (switching activity for the energy band)")
+    golden_q = np.load(bundle.path / GOLDEN_IN)
+    activity = toggle_rate(out, golden_q)
+    power = {**energy_band(res, latency, rule.clock_mhz, activity["toggle_rate"]), "activity": activity}
     stage("the hls4ml project (C simulation where exact)")
     try:  # the hls4ml project, where it is exact (po2 scales)
         from qpolicy_hw.hls import build_hls, hls_codes
@@ -424,7 +431,7 @@ def build_hw(bundle_path: str | Path, target: str, out_dir: str | Path, n_random
         "resources": {k: res[k] for k in ("LUT", "FF", "CARRY4", "DSP", "BRAM", "INV", "LUT_upper_bound")},
         "resource_source": res["resource_source"] + f" of {TOP} (the core with its valid pipeline)",
         "exact": exact,
-        "power": None, "rtl": info,
+        "power": power, "rtl": info,
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "README.md").write_text(handoff_readme(target, bundle, report, out))
@@ -445,6 +452,9 @@ def build_hw(bundle_path: str | Path, target: str, out_dir: str | Path, n_random
         + "the contract in C (bit-exact with the int reference under IEEE arithmetic): host/qpolicy_host.h, "
           "host/qpolicy_host.c (normalize, quantize, decode), host/qpolicy_core_sw.c (the core in software), "
           "host/qpolicy_core_regs.h\n"
+        + f"energy per action ({power['note']}): {power['energy_per_action_nj']['low']:g} to "
+        f"{power['energy_per_action_nj']['high']:g} nJ (power {power['power_w']['low']:g} to {power['power_w']['high']:g} W"
+        f" at toggle rate {power['toggle_rate']:.3f}); model: {power['model']}\n"
         + "sign-off timing and power: not run here (Vivado: vivado -mode batch -source build_ooc.tcl)\n"
         + ("overlay: vivado -mode batch -source build_overlay.tcl -> overlay/qpolicy.bit + .hwh; "
            "driver: qpolicy_hw.axi.PolicyCoreDriver; C header: qpolicy_core_regs.h\n" if target == "pynq-z2" else ""))

@@ -200,6 +200,9 @@ int main(int argc, char** argv) {
         if (cycles > lat_max) lat_max = cycles;
     }
     fprintf(stderr, "latency_cycles %lld\nlatency_max %lld\n", lat_min, lat_max);
+#ifdef QPOLICY_TOGGLES
+    Verilated::threadContextp()->coveragep()->write(QPOLICY_TOGGLES);
+#endif
     delete top;
     return 0;
 #endif
@@ -218,6 +221,9 @@ int main(int argc, char** argv) {
         }
     }
     fprintf(stderr, "latency_cycles %lld\n", first_out - first_in);
+#ifdef QPOLICY_TOGGLES
+    Verilated::threadContextp()->coveragep()->write(QPOLICY_TOGGLES);
+#endif
     delete top;
     return got == n ? 0 : 1;
 }
@@ -286,8 +292,9 @@ def verilog_sources(rtl_dir: Path) -> list[Path]:
     return sorted(src.glob("*.v")) + static
 
 
-def compile_simulator(rtl_dir: str | Path) -> Path:
-    """Verilate the wrapped core with the streaming testbench (cached next to the sources)."""
+def compile_simulator(rtl_dir: str | Path, toggles: bool = False) -> Path:
+    """Verilate the wrapped core with the streaming testbench (cached next to the sources); with ``toggles``,
+    a second binary that also counts every signal bit's toggles (Verilator ``--coverage-toggle``)."""
     rtl_dir = Path(rtl_dir)
     if shutil.which("verilator") is None:
         raise BackendUnavailable("verilator is not installed: apt-get install -y verilator")
@@ -296,11 +303,13 @@ def compile_simulator(rtl_dir: str | Path) -> Path:
     words_out = "top->out_data" if info["n_out"] * info["out_bits"] > 64 else "((uint32_t*)&top->out_data)"
     tb = (f"#define N_IN {info['n_in']}\n#define IN_BITS {info['in_bits']}\n#define N_OUT {info['n_out']}\n"
           f"#define OUT_BITS {info['out_bits']}\n#define IN_WORDS {words_in}\n#define OUT_WORDS {words_out}\n"
-          + ("" if info.get("streaming", True) else "#define BLOCKING 1\n") + TESTBENCH)
-    return verilate(rtl_dir, TOP, tb, "verilator")
+          + ("" if info.get("streaming", True) else "#define BLOCKING 1\n")
+          + ('#define QPOLICY_TOGGLES "toggles.dat"\n#include "verilated_cov.h"\n' if toggles else "") + TESTBENCH)
+    return verilate(rtl_dir, TOP, tb, "verilator_toggles" if toggles else "verilator",
+                    ["--coverage-toggle", "-CFLAGS", "-O0"] if toggles else [])
 
 
-def verilate(rtl_dir: str | Path, top: str, testbench: str, sim_name: str) -> Path:
+def verilate(rtl_dir: str | Path, top: str, testbench: str, sim_name: str, flags: list[str] | None = None) -> Path:
     """Build ``top`` of the project in ``rtl_dir`` with a C++ ``testbench`` into ``rtl_dir/sim_name``; the
     binary is reused while the testbench and the Verilog are unchanged (a hash of both)."""
     rtl_dir = Path(rtl_dir).resolve()   # make runs inside the object folder: relative paths would break
@@ -314,7 +323,7 @@ def verilate(rtl_dir: str | Path, top: str, testbench: str, sim_name: str) -> Pa
     binary, stamp = sim_dir / "obj" / "sim", sim_dir / "build.sha256"
     if binary.exists() and stamp.exists() and stamp.read_text() == digest:
         return binary
-    cmd = ["verilator", "--cc", "--exe", "--build", "-O2", "-Wno-fatal", "-Wno-lint", "-Wno-style",
+    cmd = ["verilator", "--cc", "--exe", "--build", "-O2", "-Wno-fatal", "-Wno-lint", "-Wno-style", *(flags or []),
            "--top-module", top, "-Mdir", str(sim_dir / "obj"), "-o", "sim", str(sim_dir / "tb.cpp"),
            *map(str, sources)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -338,6 +347,30 @@ def simulate(rtl_dir: str | Path, q_in: np.ndarray) -> tuple[np.ndarray, int]:
     if worst and int(worst.group(1)) != latency:
         raise QpolicyError(f"the core's latency varies between inputs ({latency} to {worst.group(1)} cycles)")
     return out.reshape(len(q), -1), latency
+
+
+def toggle_rate(rtl_dir: str | Path, q_in: np.ndarray) -> dict:
+    """The core's switching activity over ``q_in`` in Verilator: per signal bit, toggles per clock cycle,
+    averaged over every bit of the design but the clock and the reset (XPE's "toggle rate")."""
+    binary = compile_simulator(rtl_dir, toggles=True)
+    q = np.asarray(q_in, dtype=np.int64)
+    text = f"{len(q)}\n" + "\n".join(" ".join(map(str, row)) for row in q) + "\n"
+    work = binary.parent
+    (work / "toggles.dat").unlink(missing_ok=True)
+    proc = subprocess.run([str(binary)], input=text, capture_output=True, text=True, cwd=work)
+    if proc.returncode != 0 or not (work / "toggles.dat").exists():
+        raise QpolicyError(f"the toggle simulation failed: {proc.stderr.strip()[-300:]}")
+    counts: dict[str, int] = {}
+    for line in (work / "toggles.dat").read_text(errors="replace").splitlines():
+        m = re.match(r"C '(.*)' (\d+)$", line)
+        if m:
+            fields = dict(kv.split("\x02", 1) for kv in m.group(1).split("\x01") if "\x02" in kv)
+            counts[f"{fields.get('h', '')}.{fields.get('o', '')}"] = int(m.group(2))
+    clock = max((v for k, v in counts.items() if k.endswith(".clk")), default=0)
+    cycles = max(clock // 2, 1)
+    bits = {k: v for k, v in counts.items() if not k.endswith((".clk", ".rst"))}
+    return {"toggle_rate": sum(bits.values()) / max(len(bits), 1) / cycles, "cycles": cycles, "bits": len(bits),
+            "vectors": int(len(q)), "source": "Verilator --coverage-toggle over the test vectors"}
 
 
 def parse_ltp(text: str) -> int | None:

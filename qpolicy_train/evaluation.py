@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from qpolicy_hw.errors import QpolicyError
+from qpolicy_hw.files import writable_file
 from qpolicy_hw.runtime import make_policy
 
 NOISE_STREAM = 0x5EED
@@ -68,7 +69,6 @@ def noise_table(bundles: list[tuple[str, str]], sigmas: list[float], episodes: i
     rows go to a temporary file beside it that replaces it only when the table is complete: a refused or
     interrupted run leaves an existing ``out_csv`` as it was."""
     import os
-    from pathlib import Path
 
     if episodes <= 0:
         raise QpolicyError(f"episodes={episodes} must be positive")
@@ -76,9 +76,7 @@ def noise_table(bundles: list[tuple[str, str]], sigmas: list[float], episodes: i
     if bad:
         raise QpolicyError(f"sigma {bad[0]}: noise must be a finite standard deviation >= 0")
     policies = [(label, path, make_policy(path, "auto")) for label, path in bundles]
-    out = Path(out_csv)
-    if out.is_dir():
-        raise QpolicyError(f"--out {out} is a folder; give a CSV file")
+    out = writable_file(out_csv)
     tmp = out.with_name(f".{out.name}.partial")
     rows = []
     try:

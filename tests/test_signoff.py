@@ -1,0 +1,92 @@
+"""Cores an FPGA engineer can sign off: pipelining that keeps every core exact, a deep core pipelined until
+the timing estimate meets the rule, the planner's objectives within their budgets, and the energy band."""
+from __future__ import annotations
+
+import json
+import shutil
+import zlib
+
+import numpy as np
+import pytest
+
+from qpolicy_hw.core_function import chain_codes
+from qpolicy_hw.energy import STATIC_W, energy_band
+from qpolicy_hw.fold import FoldError, parse_fold
+from qpolicy_hw.fold_cost import Budget, area, estimate, plan_fold
+from qpolicy_hw.fold_verilog import build_folded_rtl
+from tests.test_fold import CASES, chain, random_layer
+
+needs_tools = pytest.mark.skipif(shutil.which("yosys") is None or shutil.which("verilator") is None,
+                                 reason="yosys and verilator are needed")
+
+
+@pytest.mark.skipif(shutil.which("verilator") is None, reason="verilator is not installed")
+@pytest.mark.parametrize("stage_levels", [0, 1])
+@pytest.mark.parametrize("name", ["mixed: folded, unrolled, folded", "three layers, wide codes (shift-and-add products)",
+                                  "mixed: unrolled first and last"])
+def test_every_pipelining_is_exact_with_the_modelled_latency(tmp_path, name, stage_levels):
+    from qpolicy_hw.rtl import simulate
+
+    dims, bits, spec = CASES[name]
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    layers = chain(rng, dims, bits)
+    plan = parse_fold(spec, [layer.shape for layer in layers])
+    info = build_folded_rtl(layers, plan, tmp_path, stage_levels)
+    (tmp_path / "qpolicy_rtl.json").write_text(json.dumps(info))
+    lo, hi = -(1 << (bits[0] - 1)), (1 << (bits[0] - 1)) - 1
+    q = np.vstack([np.full(dims[0], lo), np.full(dims[0], hi), rng.integers(lo, hi + 1, size=(300, dims[0]))])
+    got, latency = simulate(tmp_path, q)
+    assert np.array_equal(got, chain_codes(layers, q))
+    assert latency == info["latency"] == estimate(layers, plan, stage_levels).cycles
+
+
+@needs_tools
+def test_a_deliberately_deep_core_misses_the_rule_and_pipelining_meets_it(tmp_path):
+    from qpolicy_hw.hw_project import TimingRule
+    from qpolicy_hw.rtl import simulate, synthesize
+
+    rng = np.random.default_rng(7)
+    layers = [random_layer(rng, 4, 64, 3, 4, True, 8, True)]      # one lane summing 64 products: a deep tree
+    plan = parse_fold("1x64", [layers[0].shape])
+    rule, found = TimingRule(), {}
+    for levels in (0, 1):
+        out = tmp_path / f"s{levels}"
+        info = build_folded_rtl(layers, plan, out, levels)
+        (out / "qpolicy_rtl.json").write_text(json.dumps(info))
+        timing = synthesize(out)["timing"]
+        q = rng.integers(-8, 8, size=(200, 64))
+        got, latency = simulate(out, q)
+        assert np.array_equal(got, chain_codes(layers, q)) and latency == info["latency"]
+        found[levels] = (timing, latency)
+    unpipelined, pipelined = found[0][0], found[1][0]
+    assert not rule.holds(unpipelined), unpipelined
+    assert rule.holds(pipelined), pipelined
+    assert pipelined["estimated_critical_path_ns"] < unpipelined["estimated_critical_path_ns"]
+    assert found[1][1] > found[0][1]                                # the registers cost cycles, said so
+
+
+def test_the_planner_honours_the_latency_budget_and_the_part():
+    rng = np.random.default_rng(3)
+    layers = chain(rng, [40, 32, 32, 6], [4, 3, 3, 8])
+    part = Budget(9360, 18720, 25, 45)
+    fastest, fast = plan_fold(layers, part, "latency")
+    for max_cycles in (fast.cycles * 2, fast.cycles * 8, fast.cycles * 30):
+        plan, cost = plan_fold(layers, part, "area", max_cycles)
+        assert cost.cycles <= max_cycles and cost.lut <= part.lut and cost.ff <= part.ff
+        assert area(cost) <= area(fast)
+    smallest = plan_fold(layers, part, "area", 10**9)[1]
+    assert area(smallest) <= area(plan_fold(layers, part, "area", fast.cycles * 2)[1])
+    with pytest.raises(FoldError, match="within 3 cycles"):
+        plan_fold(layers, part, "area", 3)
+    with pytest.raises(FoldError, match="no folding fits"):
+        plan_fold(layers, Budget(50, 50, 0, 0), "latency")
+
+
+def test_the_energy_band_brackets_static_and_says_it_is_an_estimate():
+    res = {"LUT_upper_bound": 2000, "FF": 1500, "DSP": 0, "BRAM": 1}
+    quiet = energy_band(res, 100, 100.0, 0.01)
+    busy = energy_band(res, 100, 100.0, 0.5)
+    assert quiet["power_w"]["low"] == STATIC_W and quiet["energy_per_action_nj"]["low"] == pytest.approx(70.0)
+    assert quiet["power_w"]["high"] > STATIC_W                     # never below XPE's default activity
+    assert busy["power_w"]["high"] > quiet["power_w"]["high"]      # more toggling, more dynamic power
+    assert "estimate" in quiet["note"] and "Table 3" in quiet["source"]
