@@ -22,15 +22,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-# The paper's FINN cores (Table "Hardware", XC7A15T at 100 MHz, Vivado): LUT, FF, DSP, latency.
-FINN = {"Humanoid": (2300, 3100, 45, "15.4 us"), "Walker2d": (1900, 1600, 4, "162.2 us"),
-        "Ant": (2700, 4500, 45, "2.3 us"), "HalfCheetah": (4300, 4600, 11, "243.2 us"),
-        "Hopper": (2400, 2000, 45, "21 cycles (0.2 us)")}
+from hw_reference import FINN, dominates  # noqa: E402  (bench/ is on the path when run as a script)
 
 
-def measure(bundle_path: Path, out: Path, fold: str = "auto") -> dict:
-    """One row: ``qpolicy hw BUNDLE --target xc7a15t --fold FOLD`` (the same code path), summarised."""
+def measure(bundle_path: Path, out: Path, fold: str = "auto", objective: str = "area") -> dict:
+    """One row: ``qpolicy hw BUNDLE --target xc7a15t --fold FOLD --objective OBJECTIVE`` (the same code
+    path), summarised with the keys the README's table and ``bench/results/hw_rows`` use."""
     from qpolicy_hw.hw_project import build_hw
     from qpolicy_hw.targets import TARGETS
 
@@ -41,28 +40,36 @@ def measure(bundle_path: Path, out: Path, fold: str = "auto") -> dict:
     def stage(msg: str) -> None:
         print(f"[{bundle_path.name} {time.perf_counter() - t0:6.1f} s] {msg}", file=sys.stderr, flush=True)
 
-    report = build_hw(bundle_path, "xc7a15t", out, fold=fold, stage=stage)
+    report = build_hw(bundle_path, "xc7a15t", out, fold=fold, stage=stage, objective=objective)
     res = report["resources"]
     meta = json.loads((bundle_path / "bundle.json").read_text())
     spec = meta["spec"]
-    return {"task": meta["task"]["env_id"].split("-")[0], "bundle": str(bundle_path.relative_to(ROOT))
-            if bundle_path.is_relative_to(ROOT) else str(bundle_path), "steps": meta["provenance"].get("steps"),
-            "width": spec["width"], "core_bits": spec["core_bits"], "input_bits": spec["input_bits"],
-            "output_bits": spec["output_bits"], "latency_cycles": report["latency_cycles"], **res,
-            "fold": report["fold"]["spec"], "fold_mode": fold, "fold_attempts": report["fold"]["attempts"],
-            "logic_levels": report["logic_levels"],
-            "resource_source": report["resource_source"],
-            "fits_xc7a15t": TARGETS["xc7a15t"].holds(res),
-            "rtl_vs_int": report["exact"]["rtl_vs_int"],
-            "seconds": time.perf_counter() - t0}
+    row = {"task": meta["task"]["env_id"].split("-")[0], "bundle": str(bundle_path.relative_to(ROOT))
+           if bundle_path.is_relative_to(ROOT) else str(bundle_path), "steps": meta["provenance"].get("steps"),
+           "width": spec["width"], "core_bits": spec["core_bits"], "input_bits": spec["input_bits"],
+           "output_bits": spec["output_bits"], "objective": objective, "max_latency_us": report["max_latency_us"],
+           "LUT_upper_bound": res["LUT_upper_bound"], "FF": res["FF"], "BRAM": res["BRAM"], "DSP": res["DSP"],
+           "LUT": res["LUT"], "INV": res["INV"], "CARRY4": res["CARRY4"],
+           "latency_cycles": report["latency_cycles"], "clock_mhz": report["clock_mhz"],
+           "latency_us": report["latency_us"],
+           "est_critical_path_ns": report["timing"]["estimated_critical_path_ns"],
+           "est_fmax_mhz": report["timing"]["estimated_fmax_mhz"], "logic_levels": report["timing"]["logic_levels"],
+           "energy_per_action_nj": report["power"]["energy_per_action_nj"], "power_w": report["power"]["power_w"],
+           "toggle_rate": report["power"]["toggle_rate"],
+           "rtl_vs_int": report["exact"]["rtl_vs_int"], "fold": report["fold"]["spec"], "fold_mode": fold,
+           "fold_attempts": report["fold"]["attempts"], "resource_source": report["resource_source"],
+           "timing_model": report["timing"]["model"], "energy_model": report["power"]["model"],
+           "estimates": "timing and energy are estimates, not sign-off: Vivado decides",
+           "fits_xc7a15t": TARGETS["xc7a15t"].holds(res), "seconds": time.perf_counter() - t0}
+    finn = FINN.get(row["task"]) if row["task"] != "Hopper" or row["core_bits"] == 2 else None
+    row["dominates_finn"] = dominates(row, finn) if finn else None
+    row["latency_ratio_finn"] = finn["latency_us"] / row["latency_us"] if finn else None
+    return row
 
 
-def _finn_cycles(f: tuple) -> float:
-    """FINN's latency in cycles at 100 MHz (the paper gives microseconds, or cycles for Hopper)."""
-    import re
-
-    m = re.search(r"(\d+) cycles", f[3])
-    return float(m.group(1)) if m else 100.0 * float(re.search(r"([\d.]+) us", f[3]).group(1))
+def _finn_cycles(f: dict) -> float:
+    """FINN's latency in cycles at 100 MHz."""
+    return 100.0 * f["latency_us"]
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -83,8 +90,8 @@ def plot(rows: list[dict], path: Path) -> None:
                    label=f"{label}: qpolicy ({r.get('fold', 'u')})")
         f = FINN.get(r["task"]) if paper_config else None
         if f:
-            ax.scatter(f[0], _finn_cycles(f), color=c, marker="x", s=60, label=f"{label}: FINN (paper)")
-            ax.plot([r["LUT_upper_bound"], f[0]], [r["latency_cycles"], _finn_cycles(f)], color=c, lw=0.6, ls=":")
+            ax.scatter(f["LUT"], _finn_cycles(f), color=c, marker="x", s=60, label=f"{label}: FINN (paper)")
+            ax.plot([r["LUT_upper_bound"], f["LUT"]], [r["latency_cycles"], _finn_cycles(f)], color=c, lw=0.6, ls=":")
     ax.axvline(TARGETS["xc7a15t"].luts, color="k", ls="--", lw=1, label="XC7A15T LUTs")
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -107,6 +114,8 @@ def main() -> None:
                    help="hw_row.json files of earlier measurements: print/plot them instead of measuring")
     p.add_argument("--plot", type=Path, default=None, help="also draw the table as a figure (PNG)")
     p.add_argument("--fold", default="auto", help="qpolicy hw --fold for every bundle: auto (default) or none")
+    p.add_argument("--objective", default="area", choices=["area", "latency"], help="qpolicy hw --objective")
+    p.add_argument("--rows-dir", type=Path, default=None, help="also write each row to DIR/<Task>.json")
     a = p.parse_args()
     bundles = [] if a.rows else a.bundles or [
         *sorted(d for d in (ROOT / "policies").glob("*/selected") if (d / "bundle.json").exists()),
@@ -115,8 +124,13 @@ def main() -> None:
     for b in bundles:
         # runs/X/bundle -> X; policies/walker2d/selected -> walker2d_selected (one folder per bundle)
         out = a.out / (b.resolve().parent.name if b.name == "bundle" else "_".join(b.resolve().parts[-2:]))
-        row = measure(b.resolve(), out, a.fold)
+        row = measure(b.resolve(), out, a.fold, a.objective)
         (out / "hw_row.json").write_text(json.dumps(row, indent=2) + "\n")  # kept if a later bundle fails
+        if a.rows_dir:
+            a.rows_dir.mkdir(parents=True, exist_ok=True)
+            name = row["task"] + ("" if b.name == "selected" else f"-{b.name}") + (
+                "" if a.objective == "area" else f"-{a.objective}")
+            (a.rows_dir / f"{name}.json").write_text(json.dumps(row, indent=2) + "\n")
         rows.append(row)
         print(f"measured {row['task']} ({b}) in {row['seconds']:.0f} s", file=sys.stderr, flush=True)
     if a.plot:
@@ -124,19 +138,20 @@ def main() -> None:
     if a.json:
         print(json.dumps(rows, indent=2))
         return
-    print("| task | width | core/in/out bits | bundle (steps) | fold | latency | LUT + INV | FF | BRAM36 | DSP | logic levels "
-          "| fits XC7A15T | rtl_vs_int | FINN (paper): LUT / FF / DSP / latency | latency FINN / ours |")
+    print("| task | objective | fold | latency | LUT + INV | FF | BRAM36 | DSP | est. critical path (Fmax) | levels "
+          "| energy / action (estimate) | rtl_vs_int | FINN (paper): LUT / FF / BRAM / DSP / latency / energy | "
+          "latency FINN / ours | dominates FINN |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        paper_config = r["task"] != "Hopper" or r["core_bits"] == 2
-        f = FINN.get(r["task"]) if paper_config else None
-        finn = f"{f[0]} / {f[1]} / {f[2]} / {f[3]}" if f else "-"
-        speedup = f"{_finn_cycles(f) / r['latency_cycles']:.1f}x" if f else "-"
-        print(f"| {r['task']} | {r['width']} | {r['core_bits']}/{r['input_bits']}/{r['output_bits']} | "
-              f"{r['bundle']} ({r['steps']}) | {r.get('fold', 'u')} | {r['latency_cycles']} cycles | "
-              f"{r['LUT_upper_bound']:,} | {r['FF']:,} | {r['BRAM']:g} | {r['DSP']} | {r.get('logic_levels', '-')} | "
-              f"{'yes' if r['fits_xc7a15t'] else 'no'} | {r['rtl_vs_int']['mismatches']}/{r['rtl_vs_int']['n']} | "
-              f"{finn} | {speedup} |")
+        f = FINN.get(r["task"]) if r["task"] != "Hopper" or r["core_bits"] == 2 else None
+        finn = (f"{f['LUT']:,} / {f['FF']:,} / {f['BRAM']:g} / {f['DSP']} / {f['latency_us']:g} us / "
+                f"{f['energy_nj']:,} nJ" if f else "-")
+        e = r["energy_per_action_nj"]
+        print(f"| {r['task']} | {r['objective']} | {r['fold']} | {r['latency_cycles']} cycles ({r['latency_us']:.2f} us) | "
+              f"{r['LUT_upper_bound']:,} | {r['FF']:,} | {r['BRAM']:g} | {r['DSP']} | {r['est_critical_path_ns']:.2f} ns "
+              f"({r['est_fmax_mhz']:.0f} MHz) | {r['logic_levels']} | {e['low']:g}-{e['high']:g} nJ | "
+              f"{r['rtl_vs_int']['mismatches']}/{r['rtl_vs_int']['n']} | {finn} | "
+              f"{(r['latency_ratio_finn'] or 0):.1f}x | {'yes' if r['dominates_finn'] else 'no'} |")
 
 
 if __name__ == "__main__":

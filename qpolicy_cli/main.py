@@ -58,7 +58,7 @@ def cmd_export(argv: list[str]) -> int:
     p.add_argument("--evaluation", help="evaluation JSON to record in the bundle's provenance")
     a = p.parse_args(argv)
     from qpolicy_hw.errors import QpolicyError
-    from qpolicy_train.export import export_checkpoint
+    from qpolicy_train.ship import export_safely
 
     evaluation = None
     if a.evaluation:
@@ -67,7 +67,7 @@ def cmd_export(argv: list[str]) -> int:
                 evaluation = json.load(f)
         except (OSError, ValueError) as exc:   # JSONDecodeError and UnicodeDecodeError are ValueErrors
             raise QpolicyError(f"cannot read evaluation {a.evaluation}: {exc}") from None
-    out = export_checkpoint(a.checkpoint, a.out, evaluation)
+    out = export_safely(a.checkpoint, a.out, evaluation)
     print(f"wrote bundle {out}")
     return 0
 

@@ -338,7 +338,7 @@ def _fit(bundle, layers, target: str, out: Path, plan, latency_cutoff: float, st
 def build_hw(bundle_path: str | Path, target: str, out_dir: str | Path, n_random: int = 10_000,
              latency_cutoff: float = DEFAULT_LATENCY_CUTOFF, stage: Callable[[str], None] | None = None,
              fold: str = "auto", objective: str = DEFAULT_OBJECTIVE, max_latency_us: float | None = None,
-             clock_mhz: float | None = None) -> dict:
+             clock_mhz: float | None = None, energy: bool = True) -> dict:
     """Generate, synthesize and verify the core of ``bundle_path`` for ``target`` in ``out_dir``.
 
     ``fold``: ``auto`` (the planner's choice for ``objective``, whose Yosys count fits the part with
@@ -346,7 +346,8 @@ def build_hw(bundle_path: str | Path, target: str, out_dir: str | Path, n_random
     (``16x6,u,u``; see :func:`~qpolicy_hw.fold.parse_fold`). ``objective``: ``area``, the smallest core whose
     latency fits ``max_latency_us`` (default :func:`default_latency_budget_us`), or ``latency``, the fastest
     that fits the part. Every core is pipelined until the timing estimate meets the clock (``clock_mhz``,
-    default the target's) with :class:`TimingRule`'s margin. ``stage`` is told when each long step starts
+    default the target's) with :class:`TimingRule`'s margin. ``energy``: measure the switching activity for the
+    energy band (a second Verilator build with toggle coverage). ``stage`` is told when each long step starts
     (the da4ml solver, Yosys and the Verilator build take minutes on wide cores); the library prints nothing."""
     stage = stage or (lambda _msg: None)
     if target not in TARGETS:
@@ -396,10 +397,11 @@ def build_hw(bundle_path: str | Path, target: str, out_dir: str | Path, n_random
             mmio.close()
         exact["axi_driver_vs_int"] = {"n": int(len(q)), "mismatches": int((axi_codes != ref).sum())}
         mismatches += exact["axi_driver_vs_int"]["mismatches"]
-    stage("Verilator with toggle coverage over the golden vectors (switching activity for the energy band)")
-    golden_q = np.load(bundle.path / GOLDEN_IN)
-    activity = toggle_rate(out, golden_q)
-    power = {**energy_band(res, latency, rule.clock_mhz, activity["toggle_rate"]), "activity": activity}
+    power = None
+    if energy:
+        stage("Verilator with toggle coverage over the golden vectors (switching activity for the energy band)")
+        activity = toggle_rate(out, np.load(bundle.path / GOLDEN_IN))
+        power = {**energy_band(res, latency, rule.clock_mhz, activity["toggle_rate"]), "activity": activity}
     stage("the hls4ml project (C simulation where exact)")
     try:  # the hls4ml project, where it is exact (po2 scales)
         from qpolicy_hw.hls import build_hls, hls_codes
@@ -452,9 +454,10 @@ def build_hw(bundle_path: str | Path, target: str, out_dir: str | Path, n_random
         + "the contract in C (bit-exact with the int reference under IEEE arithmetic): host/qpolicy_host.h, "
           "host/qpolicy_host.c (normalize, quantize, decode), host/qpolicy_core_sw.c (the core in software), "
           "host/qpolicy_core_regs.h\n"
-        + f"energy per action ({power['note']}): {power['energy_per_action_nj']['low']:g} to "
-        f"{power['energy_per_action_nj']['high']:g} nJ (power {power['power_w']['low']:g} to {power['power_w']['high']:g} W"
-        f" at toggle rate {power['toggle_rate']:.3f}); model: {power['model']}\n"
+        + (f"energy per action ({power['note']}): {power['energy_per_action_nj']['low']:g} to "
+           f"{power['energy_per_action_nj']['high']:g} nJ (power {power['power_w']['low']:g} to "
+           f"{power['power_w']['high']:g} W at toggle rate {power['toggle_rate']:.3f}); model: {power['model']}\n"
+           if power else "energy per action: not estimated (energy=False)\n")
         + "sign-off timing and power: not run here (Vivado: vivado -mode batch -source build_ooc.tcl)\n"
         + ("overlay: vivado -mode batch -source build_overlay.tcl -> overlay/qpolicy.bit + .hwh; "
            "driver: qpolicy_hw.axi.PolicyCoreDriver; C header: qpolicy_core_regs.h\n" if target == "pynq-z2" else ""))

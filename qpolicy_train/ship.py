@@ -33,10 +33,11 @@ def _run_folder(run: Path) -> Path:
     raise QpolicyError(f"no training run at {run}")
 
 
-def check_ship_target(out: Path, run_folder: Path) -> str | None:
-    """Refuse an ``--out`` that ship could damage; returns the kind of the previous ship there, if any."""
+def check_ship_target(out: Path, run_folder: Path, inside_ok: bool = False) -> str | None:
+    """Refuse an ``--out`` that ship could damage; returns the kind of the previous ship there, if any.
+    ``inside_ok``: a new folder inside the run is fine (``export RUN/checkpoint.pt --out RUN/bundle``)."""
     out_r, run_r = out.resolve(), run_folder.resolve()
-    if out_r == run_r or out_r.is_relative_to(run_r):
+    if out_r == run_r or (out_r.is_relative_to(run_r) and not inside_ok):
         raise QpolicyError(f"--out {out} is the training run or inside it; ship to a folder of its own")
     if run_r.is_relative_to(out_r):
         raise QpolicyError(f"--out {out} holds the training run {run_folder}; ship to a folder of its own")
@@ -57,6 +58,28 @@ def check_ship_target(out: Path, run_folder: Path) -> str | None:
     except (OSError, ValueError, KeyError, TypeError):
         raise QpolicyError(f"--out {out}: its bundle.json is unreadable; move the folder away first") from None
     return kind
+
+
+def export_safely(checkpoint: str | Path, out: str | Path, evaluation: dict | None = None) -> Path:
+    """``qpolicy export``: the bundle built in a staging folder beside ``out`` and moved into place; ``out``
+    must be new, empty or a previous bundle or ship, and never the run or inside it."""
+    from qpolicy_train.export import export_checkpoint
+
+    checkpoint, out = Path(checkpoint), Path(out)
+    run_folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
+    if not checkpoint.exists():
+        raise QpolicyError(f"no checkpoint at {checkpoint}")
+    check_ship_target(out, run_folder, inside_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
+    try:
+        export_checkpoint(str(checkpoint), staging / "bundle", evaluation)
+        if out.exists():
+            os.replace(out, staging / "previous")
+        os.replace(staging / "bundle", out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
 
 
 def ship(run: str | Path, out: str | Path, episodes: int = 100, seed: int = 0,
