@@ -45,5 +45,7 @@ setup(
             "mujoco_bridge = qpolicy_ros.mujoco_bridge:main",
             "bag_recorder = qpolicy_ros.bag_recorder:main",
         ],
+        # the float reference lives with training; qpolicy_hw finds it here without naming training code
+        "qpolicy.float_reference": ["brevitas = qpolicy_train.float_reference"],
     },
 )

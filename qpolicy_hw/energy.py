@@ -14,7 +14,8 @@ to the six Xilinx Power Estimator totals that Kresse & Lampert report for their 
 100 MHz (Table 3: 0.17-0.39 W), against those cores' resource counts. It gives static 0.070 W (the intercept,
 the size of XPE's device static for this die), 22.6 uW per LUT, 28.2 uW per FF and 2.83 mW per DSP48, with
 residuals within 7 mW. The six points cannot separate block RAM from logic (its fitted coefficient is 0), so
-each BRAM36 is charged the DSP figure as an allowance. Toggle rates come from Verilator over the test vectors
+each BRAM36 is charged the DSP figure as an allowance. Toggle rates come from a simulation of the RTL over the
+golden vectors
 (:func:`~qpolicy_hw.rtl.toggle_rate`).
 """
 from __future__ import annotations
@@ -28,7 +29,7 @@ XPE_DEFAULT_TOGGLE = 0.125
 MODEL = ("E = P x latency (one action at a time); P low = static 0.070 W; P high = static + sum(coefficient x count) "
          "x max(toggle / 12.5 %, 1) x clock / 100 MHz + 7 mW")
 SOURCE = ("NNLS fit to the six XPE totals of the FINN cores on the XC7A15T at 100 MHz (Kresse & Lampert, L4DC 2026, "
-          "Table 3); toggle rate: Verilator --coverage-toggle over the test vectors")
+          "Table 3); toggle rate: Icarus Verilog VCD of every signal over the golden vectors")
 NOTE = "estimate, not a measurement: Vivado's report_power (with a SAIF from simulation) or a board decides"
 
 

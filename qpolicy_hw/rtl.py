@@ -200,9 +200,6 @@ int main(int argc, char** argv) {
         if (cycles > lat_max) lat_max = cycles;
     }
     fprintf(stderr, "latency_cycles %lld\nlatency_max %lld\n", lat_min, lat_max);
-#ifdef QPOLICY_TOGGLES
-    Verilated::threadContextp()->coveragep()->write(QPOLICY_TOGGLES);
-#endif
     delete top;
     return 0;
 #endif
@@ -221,9 +218,6 @@ int main(int argc, char** argv) {
         }
     }
     fprintf(stderr, "latency_cycles %lld\n", first_out - first_in);
-#ifdef QPOLICY_TOGGLES
-    Verilated::threadContextp()->coveragep()->write(QPOLICY_TOGGLES);
-#endif
     delete top;
     return got == n ? 0 : 1;
 }
@@ -292,9 +286,8 @@ def verilog_sources(rtl_dir: Path) -> list[Path]:
     return sorted(src.glob("*.v")) + static
 
 
-def compile_simulator(rtl_dir: str | Path, toggles: bool = False) -> Path:
-    """Verilate the wrapped core with the streaming testbench (cached next to the sources); with ``toggles``,
-    a second binary that also counts every signal bit's toggles (Verilator ``--coverage-toggle``)."""
+def compile_simulator(rtl_dir: str | Path) -> Path:
+    """Verilate the wrapped core with the streaming testbench (cached next to the sources)."""
     rtl_dir = Path(rtl_dir)
     if shutil.which("verilator") is None:
         raise BackendUnavailable("verilator is not installed: apt-get install -y verilator")
@@ -303,10 +296,8 @@ def compile_simulator(rtl_dir: str | Path, toggles: bool = False) -> Path:
     words_out = "top->out_data" if info["n_out"] * info["out_bits"] > 64 else "((uint32_t*)&top->out_data)"
     tb = (f"#define N_IN {info['n_in']}\n#define IN_BITS {info['in_bits']}\n#define N_OUT {info['n_out']}\n"
           f"#define OUT_BITS {info['out_bits']}\n#define IN_WORDS {words_in}\n#define OUT_WORDS {words_out}\n"
-          + ("" if info.get("streaming", True) else "#define BLOCKING 1\n")
-          + ('#define QPOLICY_TOGGLES "toggles.dat"\n#include "verilated_cov.h"\n' if toggles else "") + TESTBENCH)
-    return verilate(rtl_dir, TOP, tb, "verilator_toggles" if toggles else "verilator",
-                    ["--coverage-toggle", "-CFLAGS", "-O0"] if toggles else [])
+          + ("" if info.get("streaming", True) else "#define BLOCKING 1\n") + TESTBENCH)
+    return verilate(rtl_dir, TOP, tb, "verilator")
 
 
 def verilate(rtl_dir: str | Path, top: str, testbench: str, sim_name: str, flags: list[str] | None = None) -> Path:
@@ -349,28 +340,98 @@ def simulate(rtl_dir: str | Path, q_in: np.ndarray) -> tuple[np.ndarray, int]:
     return out.reshape(len(q), -1), latency
 
 
+TOGGLE_CYCLES = 20_000
+"""Clock cycles the toggle simulation records at most (a VCD of every signal grows with cycles x signals)."""
+
+
 def toggle_rate(rtl_dir: str | Path, q_in: np.ndarray) -> dict:
-    """The core's switching activity over ``q_in`` in Verilator: per signal bit, toggles per clock cycle,
-    averaged over every bit of the design but the clock and the reset (XPE's "toggle rate")."""
-    binary = compile_simulator(rtl_dir, toggles=True)
-    q = np.asarray(q_in, dtype=np.int64)
-    text = f"{len(q)}\n" + "\n".join(" ".join(map(str, row)) for row in q) + "\n"
-    work = binary.parent
-    (work / "toggles.dat").unlink(missing_ok=True)
-    proc = subprocess.run([str(binary)], input=text, capture_output=True, text=True, cwd=work)
-    if proc.returncode != 0 or not (work / "toggles.dat").exists():
-        raise QpolicyError(f"the toggle simulation failed: {proc.stderr.strip()[-300:]}")
-    counts: dict[str, int] = {}
-    for line in (work / "toggles.dat").read_text(errors="replace").splitlines():
-        m = re.match(r"C '(.*)' (\d+)$", line)
-        if m:
-            fields = dict(kv.split("\x02", 1) for kv in m.group(1).split("\x01") if "\x02" in kv)
-            counts[f"{fields.get('h', '')}.{fields.get('o', '')}"] = int(m.group(2))
-    clock = max((v for k, v in counts.items() if k.endswith(".clk")), default=0)
-    cycles = max(clock // 2, 1)
-    bits = {k: v for k, v in counts.items() if not k.endswith((".clk", ".rst"))}
-    return {"toggle_rate": sum(bits.values()) / max(len(bits), 1) / cycles, "cycles": cycles, "bits": len(bits),
-            "vectors": int(len(q)), "source": "Verilator --coverage-toggle over the test vectors"}
+    """The core's switching activity over ``q_in``: per signal bit, toggles per clock cycle, averaged over every
+    bit of the design but the clock and the reset (XPE's "toggle rate"). Icarus Verilog simulates the RTL with
+    a VCD of every signal (Verilator's toggle coverage instruments every instance of da4ml's thousands of
+    adders and took minutes to compile); the inputs follow the testbench's timing, at most
+    :data:`TOGGLE_CYCLES` cycles."""
+    rtl_dir = Path(rtl_dir)
+    if shutil.which("iverilog") is None or shutil.which("vvp") is None:
+        raise BackendUnavailable("iverilog is not installed: apt-get install -y iverilog")
+    info = json.loads((rtl_dir / "qpolicy_rtl.json").read_text())
+    n_in, ib, n_out, ob = info["n_in"], info["in_bits"], info["n_out"], info["out_bits"]
+    streaming = info.get("streaming", True)
+    per_vector = 1 if streaming else info["latency"] + 2
+    q = np.asarray(q_in, dtype=np.int64)[:max(1, TOGGLE_CYCLES // per_vector)]
+    work = rtl_dir / "toggles"
+    work.mkdir(exist_ok=True)
+    mask = (1 << ib) - 1
+    (work / "q.hex").write_text("".join(f"{sum((int(c) & mask) << (ib * i) for i, c in enumerate(row)):x}\n"
+                                        for row in q))
+    feed = ("for (i = 0; i < N; i = i + 1) begin in_valid = 1; in_data = mem[i]; #10; end in_valid = 0;"
+            if streaming else
+            "for (i = 0; i < N; i = i + 1) begin in_valid = 1; in_data = mem[i]; #10; in_valid = 0; "
+            "wait (out_valid); #10; end")
+    (work / "tb.v").write_text(f"""`timescale 1ns/1ps
+module toggles_tb;
+  localparam N = {len(q)};
+  reg clk = 0, rst = 1, in_valid = 0;
+  reg [{n_in * ib - 1}:0] in_data = 0;
+  wire out_valid; wire [{n_out * ob - 1}:0] out_data;
+  reg [{n_in * ib - 1}:0] mem [0:N-1];
+  integer i;
+  {TOP} dut (.clk(clk), .rst(rst), .in_valid(in_valid), .in_data(in_data), .out_valid(out_valid), .out_data(out_data){'' if streaming else ', .in_ready()'});
+  always #5 clk = ~clk;
+  initial begin
+    $readmemh("q.hex", mem);
+    #40 rst = 0;
+    $dumpfile("toggles.vcd"); $dumpvars(0, dut);
+    {feed}
+    #{10 * (info["latency"] + 4)} $finish;
+  end
+endmodule
+""")
+    sources = [str(p) for p in verilog_sources(rtl_dir)]
+    proc = subprocess.run(["iverilog", "-g2005", "-o", str(work / "sim"), str(work / "tb.v"), *sources],
+                          capture_output=True, text=True)
+    if proc.returncode == 0:
+        proc = subprocess.run(["vvp", "-n", str(work / "sim")], capture_output=True, text=True, cwd=work)
+    if proc.returncode != 0 or not (work / "toggles.vcd").exists():
+        raise QpolicyError(f"the toggle simulation failed: {(proc.stderr or proc.stdout).strip()[-300:]}")
+    result = vcd_toggles(work / "toggles.vcd")
+    (work / "toggles.vcd").unlink()
+    return {**result, "vectors": int(len(q)), "source": "Icarus Verilog VCD of every signal over the golden vectors"}
+
+
+def vcd_toggles(path: Path, period_ns: float = 10.0) -> dict:
+    """Toggle rate from a VCD: bit changes per clock cycle per signal bit (clock and reset excluded)."""
+    widths: dict[str, int] = {}
+    names: dict[str, str] = {}
+    last: dict[str, int] = {}
+    toggles = 0
+    t_end = 0
+    in_header = True
+    with open(path) as f:
+        for line in f:
+            if in_header:
+                if line.startswith("$var"):
+                    parts = line.split()
+                    widths[parts[3]], names[parts[3]] = int(parts[2]), parts[4]
+                elif line.startswith("$enddefinitions"):
+                    in_header = False
+                continue
+            c = line[:1]
+            if c == "#":
+                t_end = int(line[1:])
+                continue
+            if c == "b":
+                value, ident = line[1:].split()
+                v = int(value.replace("x", "0").replace("z", "0"), 2)
+            elif c in "01xz":
+                v, ident = (1 if c == "1" else 0), line[1:].strip()
+            else:
+                continue
+            if ident in last and names.get(ident) not in ("clk", "rst"):
+                toggles += bin(v ^ last[ident]).count("1")
+            last[ident] = v
+    bits = sum(w for i, w in widths.items() if names[i] not in ("clk", "rst"))
+    cycles = max(int(t_end / (period_ns * 1000)), 1)   # the VCD's time unit is ps under `timescale 1ns/1ps
+    return {"toggle_rate": toggles / max(bits, 1) / cycles, "cycles": cycles, "bits": bits}
 
 
 def parse_ltp(text: str) -> int | None:

@@ -9,9 +9,9 @@ Rungs available here:
 ``float_vs_int``    the Brevitas float forward (float32, as trained) vs the integer contract, stage by
                     stage. Mismatches are allowed only at float ties; each one is classified.
 ``qonnx_vs_float``  qonnx ``execute_onnx`` of model.onnx vs the Brevitas forward: bit-identical floats.
-                    (These two need torch and Brevitas: they live with training, in
-                    ``qpolicy_train/float_reference.py``, and are loaded by name; where training is not
-                    installed, on a board, they are skipped with that reason.)
+                    (These two need torch and Brevitas: they live with training, which registers them
+                    (``runtime.float_reference``, an entry point); where training is not installed, on a
+                    board, they are skipped with that reason.)
 ``hls4ml_vs_int``   hls4ml's g++ C simulation vs int (po2 bundles; float scales are refused by design).
 ``rtl_vs_int``      the da4ml RTL core in Verilator, one vector per clock, vs int; plus the measured latency.
 ``axi_driver_vs_int`` the Python driver over the Verilated AXI-Lite slave vs int.

@@ -159,3 +159,14 @@ def qonnx_vs_float(bundle: Bundle, n: int = 300, seed: int = 1) -> dict[str, Any
     mism = int((got != expected).sum())
     return {"vectors": int(len(x)), "values": int(expected.size), "mismatches": mism,
             "max_abs_diff": float(diff.max()) if diff.size else 0.0, "pass": mism == 0}
+
+
+def _register() -> None:
+    import sys
+
+    from qpolicy_hw.runtime import register_float_reference
+
+    register_float_reference(sys.modules[__name__])
+
+
+_register()

@@ -57,6 +57,22 @@ def test_imports_only_flow_one_way(package):
     assert offenders == []
 
 
+@pytest.mark.parametrize("package", ["qpolicy_hw", "qpolicy_ros", "qpolicy_sim"])
+def test_no_lower_layer_names_training_even_in_a_string(package):
+    """A string import (``importlib.import_module("qpolicy_train...")``) would hide an upward dependency
+    from the import walk above: the lower layers may not name training at all."""
+    offenders = sorted(str(p.relative_to(ROOT)) for p in (ROOT / package).rglob("*.py")
+                       if "qpolicy_train" in p.read_text())
+    assert offenders == []
+
+
+def test_the_float_reference_is_found_through_its_registration(bundle_factory):
+    from qpolicy_hw.runtime import float_reference, make_policy
+
+    assert hasattr(float_reference(), "FloatPolicy")
+    assert make_policy(bundle_factory(), "float").backend == "float"
+
+
 def test_rclpy_lives_in_the_ros_package_alone():
     offenders = [str(p.relative_to(ROOT)) for pkg in ("qpolicy_train", "qpolicy_hw", "qpolicy_cli", "bench")
                  for p in (ROOT / pkg).rglob("*.py") if "rclpy" in _imports(p)]

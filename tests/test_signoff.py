@@ -90,3 +90,15 @@ def test_the_energy_band_brackets_static_and_says_it_is_an_estimate():
     assert quiet["power_w"]["high"] > STATIC_W                     # never below XPE's default activity
     assert busy["power_w"]["high"] > quiet["power_w"]["high"]      # more toggling, more dynamic power
     assert "estimate" in quiet["note"] and "Table 3" in quiet["source"]
+
+
+def test_vcd_toggles_counts_bit_changes_per_cycle(tmp_path):
+    from qpolicy_hw.rtl import vcd_toggles
+
+    (tmp_path / "t.vcd").write_text("$timescale 1ps $end\n$var wire 1 ! clk $end\n$var wire 4 \" bus $end\n"
+                                    "$var reg 1 # q $end\n$enddefinitions $end\n#0\n0!\nb0000 \"\n0#\n"
+                                    "#5000\n1!\n#10000\n0!\nb0011 \"\n1#\n#20000\nb0110 \"\n#40000\n")
+    result = vcd_toggles(tmp_path / "t.vcd")
+    # 4 cycles of 10 ns; bus: 2 + 2 bit changes, q: 1; the clock is not counted; 5 bits
+    assert result["cycles"] == 4 and result["bits"] == 5
+    assert result["toggle_rate"] == pytest.approx(5 / 5 / 4)

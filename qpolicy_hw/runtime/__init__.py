@@ -7,6 +7,7 @@ integer backends, ``codes(q_in) -> q_out``. Backends import their heavy dependen
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from pathlib import Path
 from types import ModuleType
 
@@ -17,18 +18,32 @@ from qpolicy_hw.trust import TrustPolicy
 BACKENDS = ("auto", "int", "float", "rtl", "pynq", "remote")
 """``auto``: ``pynq`` where an overlay answers, else ``int`` (``float`` for a float bundle). ``remote``: a board
 agent's core over the network (``address="HOST:PORT"``)."""
-FLOAT_REFERENCE = "qpolicy_train.float_reference"
-"""Where the float reference lives: with training (it needs torch, Brevitas and the actor's definition).
-It is imported by name only when the ``float`` backend or a float rung is asked for, so nothing here
-depends on training code, and a board without torch gets a clear refusal instead."""
+FLOAT_REFERENCE_GROUP = "qpolicy.float_reference"
+"""The entry-point group through which the training side offers the float reference (it needs torch, Brevitas
+and the actor's definition). Nothing here names training code: the package that provides the reference
+registers it, through this group (setup.py) or by calling :func:`register_float_reference` when imported."""
+_float_reference: ModuleType | None = None
+
+
+def register_float_reference(module: ModuleType) -> None:
+    """Offer the float reference (a module with ``FloatPolicy``, ``float_vs_int`` and ``qonnx_vs_float``)."""
+    global _float_reference
+    _float_reference = module
 
 
 def float_reference() -> ModuleType:
-    """The training side's float reference module, or :class:`BackendUnavailable` where it is not installed."""
-    try:
-        return importlib.import_module(FLOAT_REFERENCE)
-    except ImportError as exc:
-        raise BackendUnavailable(f"the float reference needs the training stack (torch, brevitas): {exc}") from None
+    """The registered float reference module, or :class:`BackendUnavailable` where none is installed."""
+    if _float_reference is None:
+        for entry in importlib.metadata.entry_points(group=FLOAT_REFERENCE_GROUP):
+            try:
+                register_float_reference(entry.load())
+            except ImportError as exc:
+                raise BackendUnavailable(f"the float reference needs the training stack (torch, brevitas): "
+                                         f"{exc}") from None
+    if _float_reference is None:
+        raise BackendUnavailable("no float reference is installed (it comes with the training stack: torch, "
+                                 "brevitas)")
+    return _float_reference
 
 
 def make_policy(bundle: Bundle | str | Path, backend: str = "int", address: str | None = None,
