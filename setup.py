@@ -36,7 +36,7 @@ setup(
     maintainer_email="qpolicy@example.com",
     description="Quantized continuous-control policies from QAT to an integer-only FPGA core, served over ROS 2.",
     license="Apache-2.0",
-    # board: on the PYNQ board only (pynq pins numpy<2, ENVIRONMENT.md); ray: `qpolicy select --engine ray`
+    # board: on the PYNQ board only (pynq pins numpy<2 and protobuf 5, which break onnx/qonnx); ray: `qpolicy select --engine ray`
     extras_require={"board": ["pynq==4.0.0"], "ray": ["ray==2.60.0"]},
     entry_points={
         "console_scripts": [
