@@ -34,8 +34,9 @@ def render_episode(bundle_path: str | Path, out: str | Path, backend: str = "int
     env = track_robot(make_env(policy.bundle.env_id, env_module, render_mode="rgb_array", width=width, height=height))
     fps = fps or 1.0 / (env.unwrapped.dt * every)
     out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.stem}.partial{out.suffix}")   # moved over ``out`` only when complete
     try:
-        writer = video_writer(out, fps)
+        writer = video_writer(partial, fps)
     except Exception as exc:
         env.close()
         raise QpolicyError(f"cannot write {out}: {exc}") from None
@@ -58,8 +59,13 @@ def render_episode(bundle_path: str | Path, out: str | Path, backend: str = "int
     except (AttributeError, RuntimeError) as exc:   # no GL context: MuJoCo's renderer fails on its first call
         raise QpolicyError(f"off-screen rendering failed ({type(exc).__name__}: {exc}); install EGL "
                            "(apt-get install -y libegl1 libgl1-mesa-dri) or set MUJOCO_GL=osmesa") from None
-    finally:
+    except BaseException:
         writer.close()
         env.close()
+        partial.unlink(missing_ok=True)
+        raise
+    writer.close()
+    env.close()
+    os.replace(partial, out)
     return {"bundle": str(bundle_path), "env_id": policy.bundle.env_id, "backend": policy.backend, "seed": seed,
             "return": total, "steps": steps, "frames": frames, "fps": fps, "out": str(out)}
