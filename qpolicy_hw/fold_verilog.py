@@ -184,7 +184,7 @@ def folded_layer_verilog(layer: IntLayer, fold: Fold, name: str, stage_levels: i
     reg [{sfw - 1}:0] sf;
     reg [{sw - 1}:0] step;
     wire [{sf * simd * xb - 1}:0] xp = {(f"{{{{{pad}{{1'b0}}}}, x}}" if pad else "x")};  // zero codes pad the inputs
-    wire [{waw - 1}:0] w_addr = nf * {sf} + sf;
+    reg [{waw - 1}:0] w_addr;   // nf * SF + sf, counted: no multiplier in front of the weight ROM
     wire [{wwidth - 1}:0] w_q;
     {name}_wrom wrom (.clk(clk), .addr(w_addr), .data(w_q));
     reg [{simd * xb - 1}:0] xs;
@@ -224,8 +224,11 @@ def folded_layer_verilog(layer: IntLayer, fold: Fold, name: str, stage_levels: i
         if (rst) begin
             state <= S_IDLE; nf <= 0; sf <= 0; step <= 0;
         end else case (state)
-            S_IDLE: if (start) begin nf <= 0; sf <= 0; state <= S_MAC; end
-            S_MAC: if (sf == {sf - 1}) begin sf <= 0; drain <= {depth}; state <= S_DRAIN; end else sf <= sf + 1'b1;
+            S_IDLE: if (start) begin nf <= 0; sf <= 0; w_addr <= 0; state <= S_MAC; end
+            S_MAC: begin
+                w_addr <= w_addr + 1'b1;
+                if (sf == {sf - 1}) begin sf <= 0; drain <= {depth}; state <= S_DRAIN; end else sf <= sf + 1'b1;
+            end
             S_DRAIN: if (drain == 0) begin step <= {ob - 1}; state <= S_TADDR; end else drain <= drain - 1'b1;
             S_TADDR: state <= S_TCMP;
             S_TCMP: if (step == 0) state <= S_WRITE; else begin step <= step - 1'b1; state <= S_TADDR; end

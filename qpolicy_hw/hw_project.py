@@ -399,7 +399,7 @@ def build_hw(bundle_path: str | Path, target: str, out_dir: str | Path, n_random
         mismatches += exact["axi_driver_vs_int"]["mismatches"]
     power = None
     if energy:
-        stage("Verilator with toggle coverage over the golden vectors (switching activity for the energy band)")
+        stage("Icarus: the switching activity over the golden vectors (for the energy band)")
         activity = toggle_rate(out, np.load(bundle.path / GOLDEN_IN))
         power = {**energy_band(res, latency, rule.clock_mhz, activity["toggle_rate"]), "activity": activity}
     stage("the hls4ml project (C simulation where exact)")
