@@ -183,6 +183,9 @@ def folded_layer_verilog(layer: IntLayer, fold: Fold, name: str, stage_levels: i
     reg [{nfw - 1}:0] nf;
     reg [{sfw - 1}:0] sf;
     reg [{sw - 1}:0] step;
+    // the binary search's probe bit (1 << step) and the bits below it: at step k, pos has no bit at or below k set,
+    // so pos + below and pos + probe are ORs (no carry chain in front of the threshold ROM)
+    reg [{ob - 1}:0] probe, below;
     wire [{sf * simd * xb - 1}:0] xp = {(f"{{{{{pad}{{1'b0}}}}, x}}" if pad else "x")};  // zero codes pad the inputs
     reg [{waw - 1}:0] w_addr;   // nf * SF + sf, counted: no multiplier in front of the weight ROM
     wire [{wwidth - 1}:0] w_q;
@@ -208,13 +211,13 @@ def folded_layer_verilog(layer: IntLayer, fold: Fold, name: str, stage_levels: i
         assert depth == (1 + regs if depth else 0), (depth, regs)
         body.append(f"""    reg [{ab - 1}:0] acc{p};
     reg [{ob - 1}:0] pos{p};
-    wire [{ob - 1}:0] idx{p} = pos{p} + (({ob}'d1 << step) - {ob}'d1);
+    wire [{ob - 1}:0] idx{p} = pos{p} | below;
     wire [{ab - 1}:0] t_q{p};
     {name}_trom{p} trom{p} (.clk(clk), .addr({{nf, idx{p}}}), .data(t_q{p}));
     always @(posedge clk) begin
         if (mac_v) acc{p} <= (mac_first ? {ab}'d0 : acc{p}) + {root};
         if (state == S_DRAIN) pos{p} <= {ob}'d0;
-        else if (state == S_TCMP && $signed(acc{p}) >= $signed(t_q{p})) pos{p} <= pos{p} + ({ob}'d1 << step);
+        else if (state == S_TCMP && $signed(acc{p}) >= $signed(t_q{p})) pos{p} <= pos{p} | probe;
     end
 """)
     new_codes = ", ".join(f"pos{p} + {_hex(olo_bits, ob)}" for p in reversed(range(pe)))
@@ -229,9 +232,12 @@ def folded_layer_verilog(layer: IntLayer, fold: Fold, name: str, stage_levels: i
                 w_addr <= w_addr + 1'b1;
                 if (sf == {sf - 1}) begin sf <= 0; drain <= {depth}; state <= S_DRAIN; end else sf <= sf + 1'b1;
             end
-            S_DRAIN: if (drain == 0) begin step <= {ob - 1}; state <= S_TADDR; end else drain <= drain - 1'b1;
+            S_DRAIN: if (drain == 0) begin
+                step <= {ob - 1}; probe <= {_hex(1 << (ob - 1), ob)}; below <= {_hex((1 << (ob - 1)) - 1, ob)}; state <= S_TADDR;
+            end else drain <= drain - 1'b1;
             S_TADDR: state <= S_TCMP;
-            S_TCMP: if (step == 0) state <= S_WRITE; else begin step <= step - 1'b1; state <= S_TADDR; end
+            S_TCMP: if (step == 0) state <= S_WRITE;
+                    else begin step <= step - 1'b1; probe <= probe >> 1; below <= below >> 1; state <= S_TADDR; end
             S_WRITE: begin
                 y_all <= {shift_in};
                 if (nf == {nf - 1}) begin done <= 1'b1; state <= S_IDLE; end
