@@ -350,7 +350,7 @@ def toggle_rate(rtl_dir: str | Path, q_in: np.ndarray) -> dict:
     a VCD of every signal (Verilator's toggle coverage instruments every instance of da4ml's thousands of
     adders and took minutes to compile); the inputs follow the testbench's timing, at most
     :data:`TOGGLE_CYCLES` cycles."""
-    rtl_dir = Path(rtl_dir)
+    rtl_dir = Path(rtl_dir).resolve()   # vvp runs inside the work folder: relative paths would break
     if shutil.which("iverilog") is None or shutil.which("vvp") is None:
         raise BackendUnavailable("iverilog is not installed: apt-get install -y iverilog")
     info = json.loads((rtl_dir / "qpolicy_rtl.json").read_text())
