@@ -183,9 +183,9 @@ def shipped_row(bundle: Path) -> dict:
     evaluation = json.loads((bundle / "evaluation.json").read_text())
     prov = meta.get("provenance", {})
     return {"task": evaluation["env"], "implementation": "qpolicy", "seed": int(prov["seed"]),
-            "steps": int(prov["step"]), "episodes": int(evaluation["episodes"]),
+            "steps": int(prov["steps"]), "episodes": int(evaluation["episodes"]),
             "mean": round(float(evaluation["mean_return"]), 1), "std": round(float(evaluation["std_return"]), 1),
-            "source": str(bundle.relative_to(ROOT)) if bundle.resolve().is_relative_to(ROOT) else str(bundle)}
+            "source": str(bundle.resolve().relative_to(ROOT)) if bundle.resolve().is_relative_to(ROOT) else str(bundle)}
 
 
 def main() -> int:
