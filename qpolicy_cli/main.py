@@ -395,8 +395,11 @@ def cmd_agent(argv: list[str]) -> int:
     from qpolicy_hw.axi import PolicyCoreDriver
     from qpolicy_hw.bundle import load_bundle
 
-    parse_address(a.listen, listening=True)
+    host, _ = parse_address(a.listen, listening=True)
     auth_key = read_shared_key(a.auth_key) if a.auth_key else None
+    if auth_key is None and not host.startswith("127.") and host != "localhost":
+        print(f"qpolicy agent: warning: listening on {host} without --auth-key: any host that reaches the port "
+              "can use the core", file=sys.stderr)
     if a.max_clients < 1:
         raise QpolicyError("--max-clients must be at least 1")
     bundle = load_bundle(a.bundle, trust=trust_from(a))
