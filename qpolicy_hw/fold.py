@@ -116,10 +116,18 @@ class FoldedShape:
     stage_levels: int = 0
 
     @property
+    def weight_register(self) -> bool:
+        """Whether the weights from a block-RAM ROM are registered once more before the products (a block RAM's
+        clock-to-out is 2-3 ns: in front of a product it would take most of a 10 ns cycle)."""
+        return self.stage_levels > 0 and _wants_block(*self.weight_rom)
+
+    @property
     def mac_depth(self) -> int:
-        """Pipeline registers between the lane inputs and the accumulator: the product register and the
-        adder tree's registers (0 when unpipelined)."""
-        return 1 + tree_registers(self.simd, self.stage_levels) if self.stage_levels > 0 else 0
+        """Pipeline registers between the lane inputs and the accumulator: a block-RAM weight register, the
+        product register and the adder tree's registers (0 when unpipelined)."""
+        if self.stage_levels <= 0:
+            return 0
+        return 1 + tree_registers(self.simd, self.stage_levels) + int(self.weight_register)
 
     @property
     def cycles(self) -> int:

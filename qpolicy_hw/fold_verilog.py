@@ -178,6 +178,12 @@ def folded_layer_verilog(layer: IntLayer, fold: Fold, name: str, stage_levels: i
     olo_bits = (layer.out_range[0]) & ((1 << ob) - 1)
     body = []
     body.append(_product_function("mul", s, layer.in_signed))
+    weight_stage = (f"""    reg [{wwidth - 1}:0] w_q;   // block RAM out, registered: its clock-to-out stays off the products
+    reg [{simd * xb - 1}:0] xs_q;
+    always @(posedge clk) begin w_q <= w_rom; xs_q <= xs; end
+""" if s.weight_register else f"""    wire [{wwidth - 1}:0] w_q = w_rom;
+    wire [{simd * xb - 1}:0] xs_q = xs;
+""")
     body.append(f"""    localparam S_IDLE = 3'd0, S_MAC = 3'd1, S_DRAIN = 3'd2, S_TADDR = 3'd3, S_TCMP = 3'd4, S_WRITE = 3'd5;
     reg [2:0] state;
     reg [{nfw - 1}:0] nf;
@@ -188,13 +194,13 @@ def folded_layer_verilog(layer: IntLayer, fold: Fold, name: str, stage_levels: i
     reg [{ob - 1}:0] probe, below;
     wire [{sf * simd * xb - 1}:0] xp = {(f"{{{{{pad}{{1'b0}}}}, x}}" if pad else "x")};  // zero codes pad the inputs
     reg [{waw - 1}:0] w_addr;   // nf * SF + sf, counted: no multiplier in front of the weight ROM
-    wire [{wwidth - 1}:0] w_q;
-    {name}_wrom wrom (.clk(clk), .addr(w_addr), .data(w_q));
+    wire [{wwidth - 1}:0] w_rom;
+    {name}_wrom wrom (.clk(clk), .addr(w_addr), .data(w_rom));
     reg [{simd * xb - 1}:0] xs;
     reg [{depth}:0] mac_v_d, mac_first_d;   // the accumulator's enables, down the MAC pipeline
     wire mac_v = mac_v_d[{depth}], mac_first = mac_first_d[{depth}];
     reg [{dw - 1}:0] drain;
-    always @(posedge clk) begin
+{weight_stage}    always @(posedge clk) begin
         xs <= xp[sf * {simd * xb} +: {simd * xb}];
         mac_v_d <= {{mac_v_d, state == S_MAC}};
         mac_first_d <= {{mac_first_d, state == S_MAC && sf == 0}};
@@ -203,12 +209,12 @@ def folded_layer_verilog(layer: IntLayer, fold: Fold, name: str, stage_levels: i
     assign y = y_all[{s.mh * ob - 1}:0];
 """)
     for p in range(pe):
-        prods = [f"mul(w_q[{(p * simd + j) * wb} +: {wb}], xs[{j * xb} +: {xb}])" for j in range(simd)]
+        prods = [f"mul(w_q[{(p * simd + j) * wb} +: {wb}], xs_q[{j * xb} +: {xb}])" for j in range(simd)]
         for j, expr in enumerate(prods):
             body.append(f"    reg [{pb - 1}:0] p{p}_m{j};\n    always @(posedge clk) p{p}_m{j} <= {expr};" if depth
                         else f"    wire [{pb - 1}:0] p{p}_m{j} = {expr};")
         root, regs = _adder_tree(body, f"p{p}", [f"p{p}_m{j}" for j in range(simd)], ab, pb, stage_levels)
-        assert depth == (1 + regs if depth else 0), (depth, regs)
+        assert depth == (1 + regs + int(s.weight_register) if depth else 0), (depth, regs)
         body.append(f"""    reg [{ab - 1}:0] acc{p};
     reg [{ob - 1}:0] pos{p};
     wire [{ob - 1}:0] idx{p} = pos{p} | below;

@@ -102,3 +102,21 @@ def test_vcd_toggles_counts_bit_changes_per_cycle(tmp_path):
     # 4 cycles of 10 ns; bus: 2 + 2 bit changes, q: 1; the clock is not counted; 5 bits
     assert result["cycles"] == 4 and result["bits"] == 5
     assert result["toggle_rate"] == pytest.approx(5 / 5 / 4)
+
+
+@pytest.mark.skipif(shutil.which("verilator") is None, reason="verilator is not installed")
+def test_weights_in_block_ram_are_registered_before_the_products_and_stay_exact(tmp_path):
+    from qpolicy_hw.fold import folded_shape
+    from qpolicy_hw.rtl import simulate
+
+    rng = np.random.default_rng(11)
+    layers = [random_layer(rng, 32, 96, 3, 4, True, 3, True)]
+    plan = parse_fold("1x2", [layers[0].shape])
+    shape = folded_shape(layers[0], plan[0], 1)
+    assert shape.weight_register                     # 1,536 words of 6 bits: a block-RAM ROM
+    info = build_folded_rtl(layers, plan, tmp_path, 1)
+    (tmp_path / "qpolicy_rtl.json").write_text(json.dumps(info))
+    q = rng.integers(-8, 8, size=(40, 96))
+    got, latency = simulate(tmp_path, q)
+    assert np.array_equal(got, chain_codes(layers, q))
+    assert latency == info["latency"] == estimate(layers, plan, 1).cycles
