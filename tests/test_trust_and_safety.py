@@ -115,7 +115,8 @@ def test_the_hand_off_readme_quotes_a_hostile_folder_name_for_the_shell(bundle_f
     hostile = tmp_path / "b; touch MARKER; echo $(touch MARKER2)"
     shutil.copytree(bundle_factory(), hostile)
     bundle = load_bundle(hostile)
-    report = {"latency_cycles": 5, "resources": {"LUT": 1, "INV": 0, "FF": 1, "DSP": 0, "BRAM": 0}}
+    report = {"latency_cycles": 5, "resources": {"LUT": 1, "INV": 0, "FF": 1, "DSP": 0, "BRAM": 0}, "clock_mhz": 100.0,
+              "timing": {"estimated_critical_path_ns": 5.0, "logic_levels": 6}, "power": None}
     text = handoff_readme("pynq-z2", bundle, report, tmp_path / "out dir")
     shell = [line for line in text.splitlines() if line.startswith(("mkdir", "qpolicy verify", "python -c"))]
     assert len(shell) == 3
