@@ -178,6 +178,8 @@ def folded_layer_verilog(layer: IntLayer, fold: Fold, name: str, stage_levels: i
     olo_bits = (layer.out_range[0]) & ((1 << ob) - 1)
     body = []
     body.append(_product_function("mul", s, layer.in_signed))
+    x_slices = "\n".join(f"    assign x_slice[{k}] = xp[{k * simd * xb + simd * xb - 1}:{k * simd * xb}];"
+                         for k in range(sf))
     weight_stage = (f"""    reg [{wwidth - 1}:0] w_q;   // block RAM out, registered: its clock-to-out stays off the products
     reg [{simd * xb - 1}:0] xs_q;
     always @(posedge clk) begin w_q <= w_rom; xs_q <= xs; end
@@ -193,6 +195,9 @@ def folded_layer_verilog(layer: IntLayer, fold: Fold, name: str, stage_levels: i
     // so pos + below and pos + probe are ORs (no carry chain in front of the threshold ROM)
     reg [{ob - 1}:0] probe, below;
     wire [{sf * simd * xb - 1}:0] xp = {(f"{{{{{pad}{{1'b0}}}}, x}}" if pad else "x")};  // zero codes pad the inputs
+    // the input fold sf's SIMD codes, selected by sf (an indexed array: a multiplexer, no sf * width product)
+    wire [{simd * xb - 1}:0] x_slice [0:{sf - 1}];
+{x_slices}
     reg [{waw - 1}:0] w_addr;   // nf * SF + sf, counted: no multiplier in front of the weight ROM
     wire [{wwidth - 1}:0] w_rom;
     {name}_wrom wrom (.clk(clk), .addr(w_addr), .data(w_rom));
@@ -201,7 +206,7 @@ def folded_layer_verilog(layer: IntLayer, fold: Fold, name: str, stage_levels: i
     wire mac_v = mac_v_d[{depth}], mac_first = mac_first_d[{depth}];
     reg [{dw - 1}:0] drain;
 {weight_stage}    always @(posedge clk) begin
-        xs <= xp[sf * {simd * xb} +: {simd * xb}];
+        xs <= x_slice[sf];
         mac_v_d <= {{mac_v_d, state == S_MAC}};
         mac_first_d <= {{mac_first_d, state == S_MAC && sf == 0}};
     end
