@@ -71,6 +71,11 @@ def _launch_values(**changes):
     ({"record": "yes"}, "record:='yes'"),
     ({"policy": "/nonexistent"}, "no policy bundle at /nonexistent"),
     ({"env_id": "Walker2d-v5"}, "is a Hopper-v5 policy"),
+    ({"expected_digest": "0" * 64}, "is not the expected 0000000000000000"),
+    ({"expected_digest": "abc"}, "give the 64 hex digits"),
+    ({"trusted_key": "/nonexistent/key.pem"}, "trusted key /nonexistent/key.pem"),
+    ({"auth_key": "/nonexistent/board.key"}, "auth key /nonexistent/board.key"),
+    ({"env_module": "no_such_pkg_qpolicy"}, "--env-module no_such_pkg_qpolicy: cannot import it"),
 ])
 def test_launch_arguments_are_checked_before_any_node_starts(changes, message):
     """What the launch file's OpaqueFunction runs first: a bad argument is one line, and no node starts."""

@@ -208,3 +208,11 @@ def test_train_argument_errors_are_one_line(argv, message, tmp_path):
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert message in out.stderr and "╭" not in out.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_demo_with_a_trusted_key_refuses_an_unsigned_bundle_before_any_node_starts(bundle_factory, keys, tmp_path):
+    _, public, _ = keys
+    out = cli("demo", "--policy", bundle_factory(), "--trusted-key", public, "--episodes", "1", "--out",
+              tmp_path / "demo", timeout=120)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    assert "unsigned bundle" in out.stderr and not (tmp_path / "demo" / "policy_server.log").exists()
