@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from hw_reference import DWC, FINN  # noqa: E402
+from hw_reference import DWC, FINN, save_figure  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "hw_pareto"
 TASKS = {"Hopper": "hopper", "Humanoid": "humanoid", "Walker2d": "walker2d", "Ant": "ant", "HalfCheetah": "halfcheetah"}
@@ -92,10 +92,7 @@ def plot(results: dict[str, list[dict]], path: Path) -> None:
     axes[0][-1].legend(fontsize=7)
     fig.suptitle("Area-latency fronts; every core pipelined to an estimated <= 8 ns and <= 12 levels "
                  "(estimates, not sign-off)", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from hw_reference import FINN, dominates  # noqa: E402  (bench/ is on the path when run as a script)
+from hw_reference import FINN, dominates, save_figure  # noqa: E402  (bench/ is on the path when run as a script)
 
 
 def measure(bundle_path: Path, out: Path, fold: str = "auto", objective: str = "area") -> dict:
@@ -100,10 +100,7 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_title("Default cores (--objective area) vs the paper's FINN cores: Yosys counts, every core at an "
                  "estimated <= 8 ns", fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> None:
