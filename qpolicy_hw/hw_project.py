@@ -240,10 +240,12 @@ class TimingRule:
 
 
 def _timed_build(bundle, target: str, out: Path, plan, latency_cutoff: float, rule: TimingRule,
-                 stage: Callable[[str], None], attempts: list[dict], estimate_figures: dict) -> tuple[dict, dict]:
+                 stage: Callable[[str], None], attempts: list[dict], estimate_figures: dict,
+                 fits: Callable[[dict], bool]) -> tuple[dict, dict]:
     """Build and count the core of ``plan``, pipelined deeper until the timing estimate meets ``rule``: da4ml's
     per-stage delay budget (``latency_cutoff``) for an unrolled core, adder levels per register for a folded
-    or mixed one. Returns the core's description and its Yosys counts with the timing estimate."""
+    or mixed one. A core that ``fits`` refuses is returned at once: more registers would not make it smaller.
+    Returns the core's description and its Yosys counts with the timing estimate."""
     unrolled = all(f.unrolled for f in plan)
     knobs = ([c for c in CUTOFF_STEPS if c <= latency_cutoff] or [latency_cutoff]) if unrolled else list(STAGE_STEPS)
     if unrolled and latency_cutoff not in knobs:
@@ -264,7 +266,7 @@ def _timed_build(bundle, target: str, out: Path, plan, latency_cutoff: float, ru
                          "stage_levels": None if unrolled else levels, "cycles": info["latency"],
                          "yosys": {k: res[k] for k in ("LUT", "INV", "LUT_upper_bound", "FF", "DSP", "BRAM")},
                          "timing": {k: res["timing"][k] for k in ("estimated_critical_path_ns", "logic_levels")}})
-        if rule.holds(res["timing"]):
+        if rule.holds(res["timing"]) or not fits(res):
             return info, res
         stage(f"{spec}: {rule.misses(res['timing'])}; pipelining deeper")
     raise QpolicyError(f"the core {spec} misses the timing rule even fully pipelined ({rule.misses(res['timing'])}); "
@@ -320,7 +322,9 @@ def _fit(bundle, layers, target: str, out: Path, plan, latency_cutoff: float, st
             current, cost, why = auto_plan(layers, budget, objective, max_cycles)
             estimate_figures = {**cost.to_dict(), "why": why}
         spec = ",".join(map(str, current))
-        info, res = _timed_build(bundle, target, out, current, latency_cutoff, rule, stage, attempts, estimate_figures)
+        fits = tgt.holds if plan is not None else (lambda r: tgt.holds(r, FIT_MARGIN))
+        info, res = _timed_build(bundle, target, out, current, latency_cutoff, rule, stage, attempts,
+                                 estimate_figures, fits)
         if plan is not None:
             if not tgt.holds(res):
                 raise QpolicyError(f"the core ({spec}) does not fit {target}: {tgt.misses(res)} by the Yosys count; "

@@ -113,7 +113,7 @@ def test_qpolicy_hw_folded_behind_axi_matches_int_and_reports_the_fold(bundle_fa
     from qpolicy_hw.runtime.pynq_backend import PynqPolicy
 
     path = bundle_factory(QuantSpec(6, 2, 8, 16, 2, "float"))
-    report = build_hw(path, "pynq-z2", tmp_path / "hw", n_random=500, fold="4x11,8x8,u")
+    report = build_hw(path, "pynq-z2", tmp_path / "hw", n_random=500, fold="4x11,8x8,u", energy=False)
     assert report["fold"]["spec"] == "4x11,8x8,u"
     assert report["exact"]["rtl_vs_int"]["mismatches"] == 0
     assert report["exact"]["axi_driver_vs_int"]["mismatches"] == 0
