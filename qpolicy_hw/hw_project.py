@@ -381,7 +381,7 @@ def build_hw(bundle_path: str | Path, target: str, out_dir: str | Path, n_random
     rule = TimingRule(clock_mhz=float(clock))
     budget_us = None
     if objective == "area":
-        budget_us = max_latency_us if max_latency_us is not None else default_latency_budget_us(bundle)
+        budget_us = max_latency_us if max_latency_us is not None else default_latency_budget_us(bundle, clock)
         if not budget_us > 0:
             raise QpolicyError(f"--max-latency-us {budget_us}: must be positive")
     max_cycles = int(budget_us * clock) if budget_us is not None else None

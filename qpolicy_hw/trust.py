@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qpolicy_hw.bundle_files import regular_file
+from qpolicy_hw.bundle_schema import DIGEST
 from qpolicy_hw.errors import BundleError, QpolicyError
 
 SIGNATURE_FILE = "signature.json"
@@ -121,7 +122,7 @@ class TrustPolicy:
     def __post_init__(self):
         if self.expected_digest is not None:
             d = self.expected_digest.strip().lower()
-            if len(d) != 64 or any(c not in "0123456789abcdef" for c in d):
+            if not DIGEST.fullmatch(d):
                 raise QpolicyError(f"expected digest {self.expected_digest[:80]!r}: give the 64 hex digits "
                                    "`qpolicy verify BUNDLE` prints")
             object.__setattr__(self, "expected_digest", d)
