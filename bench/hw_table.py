@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from hw_reference import FINN, dominates, save_figure  # noqa: E402  (bench/ is on the path when run as a script)
 
 
-def measure(bundle_path: Path, out: Path, fold: str = "auto", objective: str = "area") -> dict:
+def measure(bundle_path: Path, out: Path, fold: str = "auto", objective: str = "auto") -> dict:
     """One row: ``qpolicy hw BUNDLE --target xc7a15t --fold FOLD --objective OBJECTIVE`` (the same code
     path), summarised with the keys the README's table and ``bench/results/hw_rows`` use."""
     from qpolicy_hw.hw_project import build_hw
@@ -47,7 +47,8 @@ def measure(bundle_path: Path, out: Path, fold: str = "auto", objective: str = "
     row = {"task": meta["task"]["env_id"].split("-")[0], "bundle": str(bundle_path.relative_to(ROOT))
            if bundle_path.is_relative_to(ROOT) else str(bundle_path), "steps": meta["provenance"].get("steps"),
            "width": spec["width"], "core_bits": spec["core_bits"], "input_bits": spec["input_bits"],
-           "output_bits": spec["output_bits"], "objective": objective, "max_latency_us": report["max_latency_us"],
+           "output_bits": spec["output_bits"], "objective": report["objective"],
+           "max_latency_us": report["max_latency_us"],
            "LUT_upper_bound": res["LUT_upper_bound"], "FF": res["FF"], "BRAM": res["BRAM"], "DSP": res["DSP"],
            "LUT": res["LUT"], "INV": res["INV"], "CARRY4": res["CARRY4"],
            "latency_cycles": report["latency_cycles"], "clock_mhz": report["clock_mhz"],
@@ -98,8 +99,8 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.set_xlabel("LUT (qpolicy: Yosys LUT + INV upper bound; FINN: Vivado)")
     ax.set_ylabel("latency, cycles at 100 MHz")
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    ax.set_title("Default cores (--objective area) vs the paper's FINN cores: Yosys counts, every core at an "
-                 "estimated <= 8 ns", fontsize=10)
+    ax.set_title("Default cores (--objective finn: within FINN's resources) vs the paper's FINN cores: Yosys "
+                 "counts, every core at an estimated <= 8 ns", fontsize=10)
     save_figure(fig, path)
 
 
@@ -112,7 +113,8 @@ def main() -> None:
                    help="hw_row.json files of earlier measurements: print/plot them instead of measuring")
     p.add_argument("--plot", type=Path, default=None, help="also draw the table as a figure (PNG)")
     p.add_argument("--fold", default="auto", help="qpolicy hw --fold for every bundle: auto (default) or none")
-    p.add_argument("--objective", default="area", choices=["area", "latency"], help="qpolicy hw --objective")
+    p.add_argument("--objective", default="auto", choices=["auto", "finn", "area", "latency"],
+                   help="qpolicy hw --objective (default: its default, auto)")
     p.add_argument("--rows-dir", type=Path, default=None, help="also write each row to DIR/<Task>.json")
     a = p.parse_args()
     bundles = [] if a.rows else a.bundles or [
@@ -131,7 +133,7 @@ def main() -> None:
         if a.rows_dir:
             a.rows_dir.mkdir(parents=True, exist_ok=True)
             name = row["task"] + ("" if b.name == "selected" else f"-{b.name}") + (
-                "" if a.objective == "area" else f"-{a.objective}")
+                "" if a.objective == "auto" else f"-{a.objective}")
             (a.rows_dir / f"{name}.json").write_text(json.dumps(row, indent=2) + "\n")
         rows.append(row)
         print(f"measured {row['task']} ({b}) in {row['seconds']:.0f} s", file=sys.stderr, flush=True)

@@ -287,8 +287,10 @@ def cmd_hw(argv: list[str]) -> int:
     p.add_argument("--latency-cutoff", type=float, default=None, help="da4ml delay budget per pipeline stage")
     p.add_argument("--fold", default="auto", help="auto (default: the --objective's choice, within a 10%% margin of "
                    "the part), none (fully unrolled, da4ml) or PExSIMD per layer, e.g. 16x6,u,u (u = unrolled)")
-    p.add_argument("--objective", default="area", choices=["area", "latency"], help="area (default): the smallest "
-                   "core within --max-latency-us; latency: the fastest core that fits the part")
+    p.add_argument("--objective", default="auto", choices=["auto", "finn", "area", "latency"], help="finn: the "
+                   "fastest core within the resources of the paper's FINN core for the task (Table 3); area: the "
+                   "smallest core within --max-latency-us; latency: the fastest core that fits the part; auto "
+                   "(default): finn for the paper's five tasks, else area")
     p.add_argument("--max-latency-us", type=float, default=None, help="the area objective's latency budget "
                    "(default: 50 multiply-accumulates per cycle, e.g. 1.2 us for Humanoid)")
     p.add_argument("--clock-mhz", type=float, default=None, help="the clock every core is pipelined for "

@@ -42,22 +42,30 @@ class FoldError(QpolicyError):
 
 @dataclass(frozen=True)
 class Fold:
-    """How one layer runs: ``pe``/``simd`` lanes, or unrolled when ``pe`` is None."""
+    """How one layer runs: ``pe``/``simd`` lanes, or unrolled when ``pe`` is None; ``dsp``: the lanes are
+    DSP48E1 slices, two output channels each (:mod:`qpolicy_hw.fold_dsp`)."""
 
     pe: int | None = None
     simd: int | None = None
+    dsp: bool = False
 
     @property
     def unrolled(self) -> bool:
         return self.pe is None
 
+    @property
+    def dsps(self) -> int:
+        """DSP48E1 slices the layer uses: one per pair of output lanes per input lane."""
+        return -(-self.pe // 2) * self.simd if self.dsp else 0
+
     def __str__(self) -> str:
-        return "u" if self.unrolled else f"{self.pe}x{self.simd}"
+        return "u" if self.unrolled else f"{self.pe}x{self.simd}{'d' if self.dsp else ''}"
 
 
 def parse_fold(text: str, shapes: list[tuple[int, int]]) -> list[Fold] | None:
     """``auto`` -> None (the planner decides); ``none`` -> every layer unrolled; else one entry per layer,
-    comma-separated: ``u`` (unrolled) or ``PExSIMD`` (e.g. ``16x6,u,u``). Refused in one line otherwise."""
+    comma-separated: ``u`` (unrolled), ``PExSIMD`` (LUT lanes, e.g. ``16x6,u,u``) or ``PExSIMDd`` (DSP48E1
+    lanes, e.g. ``16x5d``). Refused in one line otherwise."""
     text = text.strip().lower()
     if text == "auto":
         return None
@@ -72,14 +80,14 @@ def parse_fold(text: str, shapes: list[tuple[int, int]]) -> list[Fold] | None:
         if part == "u":
             plan.append(Fold())
             continue
-        m = re.fullmatch(r"(\d+)x(\d+)", part)
+        m = re.fullmatch(r"(\d+)x(\d+)(d?)", part)
         if not m:
-            raise FoldError(f"--fold layer {k}: {part!r} is neither 'u' nor PExSIMD (e.g. 16x6)")
+            raise FoldError(f"--fold layer {k}: {part!r} is neither 'u' nor PExSIMD (e.g. 16x6, or 16x5d on DSPs)")
         pe, simd = int(m.group(1)), int(m.group(2))
         if not (1 <= pe <= mh and 1 <= simd <= mw):
             raise FoldError(f"--fold layer {k}: PE={pe} must be in 1..{mh} (outputs) and SIMD={simd} in 1..{mw} "
                             "(inputs)")
-        plan.append(Fold(pe, simd))
+        plan.append(Fold(pe, simd, bool(m.group(3))))
     return plan
 
 
@@ -114,32 +122,61 @@ class FoldedShape:
     out_bits: int
     acc_bits: int
     stage_levels: int = 0
+    dsp: bool = False
+    affine: bool = False
+    """The codes come from the affine requantizer (:func:`affine_requant`) instead of the binary search."""
 
     @property
     def weight_register(self) -> bool:
         """Whether the weights from a block-RAM ROM are registered once more before the products (a block RAM's
-        clock-to-out is 2-3 ns: in front of a product it would take most of a 10 ns cycle)."""
-        return self.stage_levels > 0 and _wants_block(*self.weight_rom)
+        clock-to-out is 2-3 ns: in front of a product it would take most of a 10 ns cycle). DSP lanes register
+        their operands inside the slice."""
+        return self.stage_levels > 0 and not self.dsp and _wants_block(*self.weight_rom)
 
     @property
     def mac_depth(self) -> int:
         """Pipeline registers between the lane inputs and the accumulator: a block-RAM weight register, the
-        product register and the adder tree's registers (0 when unpipelined)."""
+        product register and the adder tree's registers (0 when unpipelined); DSP lanes: the slice's operand
+        and product registers (AREG/BREG, MREG)."""
+        if self.dsp:
+            return 2
         if self.stage_levels <= 0:
             return 0
         return 1 + tree_registers(self.simd, self.stage_levels) + int(self.weight_register)
 
     @property
+    def reduce_cycles(self) -> int:
+        """DSP lanes: cycles to add the SIMD columns' partial sums down the PCIN cascade (0 for LUT lanes)."""
+        return self.simd - 1 if self.dsp else 0
+
+    @property
     def cycles(self) -> int:
         """Cycles from ``start`` to ``done``: per group, SF MAC cycles, one plus the MAC pipeline's depth to
-        drain the last product, two per binary-search step, one to store the codes; plus the cycle that
-        leaves IDLE."""
-        return 1 + self.nf * (self.sf + 2 + self.mac_depth + 2 * self.out_bits)
+        drain the last product, the cascade's reduction (DSP lanes), two per binary-search step, one to store
+        the codes; plus the cycle that leaves IDLE."""
+        return 1 + self.nf * (self.sf + 2 + self.mac_depth + self.reduce_cycles + self.requant_cycles)
+
+    @property
+    def requant_cycles(self) -> int:
+        """Cycles from the sums to the codes: two per binary-search step, or one per lane through the affine
+        requantizer's DSP plus its three pipeline registers."""
+        return self.pe + AFFINE_DEPTH if self.affine else 2 * self.out_bits
+
+    @property
+    def weight_word_bits(self) -> int:
+        """Bits one lane's weights take in a ROM word: a weight; for a DSP lane, its pair of weights packed
+        for the slice's A port (``w_even`` and ``w_odd`` less the even weight's borrow, one bit wider)."""
+        return 2 * self.weight_bits + 1 if self.dsp else self.weight_bits
+
+    @property
+    def lanes(self) -> int:
+        """Weight slots per ROM word: PE x SIMD products, or ceil(PE/2) x SIMD slices."""
+        return (-(-self.pe // 2) if self.dsp else self.pe) * self.simd
 
     @property
     def weight_rom(self) -> tuple[int, int]:
         """(depth, width in bits) of the weight ROM."""
-        return self.nf * self.sf, self.pe * self.simd * self.weight_bits
+        return self.nf * self.sf, self.lanes * self.weight_word_bits
 
     @property
     def threshold_rom(self) -> tuple[int, int]:
@@ -158,7 +195,123 @@ def folded_shape(layer: IntLayer, fold: Fold, stage_levels: int = 0) -> FoldedSh
     mh, mw = layer.shape
     acc_bits = accumulator_bits(layer)
     return FoldedShape(mh, mw, fold.pe, fold.simd, -(-mh // fold.pe), -(-mw // fold.simd), layer.in_bits,
-                       layer.weight_bits, layer.out_bits, acc_bits, stage_levels)
+                       layer.weight_bits, layer.out_bits, acc_bits, stage_levels, fold.dsp,
+                       uses_affine(layer))
+
+
+# --- the affine requantizer ----------------------------------------------------------------------
+AFFINE_MIN_OUT_BITS = 6
+"""Layers with at least this many output bits (the 8-bit action layer: 255 thresholds a channel) use the affine
+requantizer when it is exact; below it, the binary search over a few thresholds is smaller."""
+AFFINE_DEPTH = 3
+"""Pipeline registers of the affine requantizer: the DSP's operand (AREG/BREG, CREG fed one cycle late), product
+(MREG) and P (PREG) registers; the code is written from P."""
+AFFINE_MAX_SHIFT = 24
+
+
+@dataclass(frozen=True)
+class Affine:
+    """``code = clamp(floor((acc * M[c] + B[c]) / 2^shift), 0, 2^out_bits - 1)``, equal to the threshold count
+    for every reachable ``acc`` of every channel (checked exhaustively when fitted)."""
+
+    shift: int
+    scale: tuple[int, ...]
+    offset: tuple[int, ...]
+
+    @property
+    def scale_bits(self) -> int:
+        return signed_width(min(min(self.scale), 0), max(max(self.scale), 0))
+
+    @property
+    def offset_bits(self) -> int:
+        return signed_width(min(min(self.offset), 0), max(max(self.offset), 0))
+
+
+def _fit_channel(acc: np.ndarray, code: np.ndarray, top: int, shift: int) -> tuple[int, int] | None:
+    """(M, B) with ``clamp(floor((acc M + B) / 2^shift), 0, top) == code`` on every ``acc``, or None."""
+    inside = (code > 0) & (code < top)
+    unit = 1 << shift
+    if not inside.any():
+        if np.all(code == code[0]):
+            return 0, int(code[0]) * unit
+        inside = np.ones_like(code, dtype=bool)
+    a, c = acc[inside], code[inside]
+    span = int(a[-1] - a[0])
+    slope = (int(c[-1]) - int(c[0])) / span if span else 0.0
+    window = (unit // max(span, 1)) + 2
+    at_zero, at_top = acc[code == 0], acc[code == top]
+    for m in range(max(0, round(slope * unit) - window), round(slope * unit) + window + 1):
+        lo = int(np.max(c * unit - a * m))
+        hi = int(np.min((c + 1) * unit - a * m)) - 1
+        if at_zero.size:
+            hi = min(hi, int(np.min(unit - 1 - at_zero * m)))
+        if at_top.size:
+            lo = max(lo, int(np.max(top * unit - at_top * m)))
+        if lo <= hi:
+            return m, lo
+    return None
+
+
+_AFFINE_CACHE: dict[int, tuple[IntLayer, Affine | None]] = {}
+
+
+def affine_requant(layer: IntLayer) -> Affine | None:
+    """The affine form of the layer's requantization when one exists for every channel with one shift (the
+    action layer of a uniform output quantizer: its thresholds are ``ceil((k - b) / r)``), verified over every
+    reachable accumulator value; None otherwise."""
+    cached = _AFFINE_CACHE.get(id(layer))
+    if cached is not None and cached[0] is layer:
+        return cached[1]
+    lo, hi = layer.product_range()
+    t = folded_thresholds(layer)
+    top = (1 << layer.out_bits) - 1
+    result = None
+    for shift in range(AFFINE_MAX_SHIFT + 1):
+        fits = []
+        for c in range(layer.shape[0]):
+            acc = np.arange(int(lo[c]), int(hi[c]) + 1, dtype=np.int64)
+            code = np.searchsorted(t[c], acc, side="right").astype(np.int64)
+            fit = _fit_channel(acc, code, top, shift)
+            if fit is None:
+                break
+            m, b = fit
+            got = np.clip((acc * m + b) >> shift, 0, top)
+            if not np.array_equal(got, code):
+                break
+            fits.append(fit)
+        else:
+            result = Affine(shift, tuple(m for m, _ in fits), tuple(b for _, b in fits))
+            break
+    _AFFINE_CACHE[id(layer)] = (layer, result)
+    return result
+
+
+def uses_affine(layer: IntLayer) -> bool:
+    """Whether a folded layer requantizes with :func:`affine_requant`: wide outputs, an exact affine form, and
+    operands the requantizer's DSP48E1 takes (sums in A, scales in B, offsets in C)."""
+    if layer.out_bits < AFFINE_MIN_OUT_BITS:
+        return False
+    aff = affine_requant(layer)
+    return (aff is not None and aff.scale_bits <= DSP_B_BITS and accumulator_bits(layer) <= DSP_A_BITS
+            and accumulator_bits(layer) + aff.scale_bits + 1 < DSP_P_BITS and aff.offset_bits < DSP_P_BITS)
+
+
+
+
+def dsp_packing_fits(layer: IntLayer) -> str | None:
+    """Why two output channels of ``layer`` cannot share one DSP48E1 (None when they can): the packed weight
+    pair needs ``acc_bits + weight_bits + 1`` bits of the A port, the two sums ``2 acc_bits`` bits of P, and
+    the input code (zero-extended when unsigned) the B port."""
+    ab = accumulator_bits(layer)
+    if ab < layer.weight_bits:
+        return f"its {ab}-bit sums are narrower than its {layer.weight_bits}-bit weights"
+    if ab + layer.weight_bits + 1 > DSP_A_BITS:
+        return f"the packed weights need {ab + layer.weight_bits + 1} bits, the A port has {DSP_A_BITS}"
+    if 2 * ab > DSP_P_BITS:
+        return f"two {ab}-bit sums need {2 * ab} bits, P has {DSP_P_BITS}"
+    if layer.in_bits + (0 if layer.in_signed else 1) > DSP_B_BITS:
+        return f"{layer.in_bits}-bit input codes do not fit the {DSP_B_BITS}-bit B port"
+    return None
 
 
 def folded_thresholds(layer: IntLayer) -> np.ndarray:
@@ -205,6 +358,9 @@ def unrolled_cycles(layer: IntLayer, stage_levels: int) -> int:
     return 2 + sum(unrolled_stages(layer, stage_levels))
 
 
+
+DSP_A_BITS, DSP_B_BITS, DSP_P_BITS = 25, 18, 48
+"""DSP48E1 operand widths (UG479): the multiplier takes 25 x 18 bits signed; P is 48 bits."""
 
 BLOCK_ROM_BITS = 8192
 """ROMs of at least this many bits (and 128 words) are asked to go into block RAM; smaller ones stay LUT-ROM."""

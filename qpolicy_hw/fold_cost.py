@@ -16,6 +16,8 @@ from qpolicy_hw.fold import (
     FoldError,
     _wants_block,
     accumulator_bits,
+    affine_requant,
+    dsp_packing_fits,
     folded_shape,
     folded_thresholds,
     unrolled_cycles,
@@ -31,12 +33,15 @@ class Cost:
     ff: float
     bram36: float
     cycles: int
+    dsp: int = 0
 
     def __add__(self, other: Cost) -> Cost:
-        return Cost(self.lut + other.lut, self.ff + other.ff, self.bram36 + other.bram36, self.cycles + other.cycles)
+        return Cost(self.lut + other.lut, self.ff + other.ff, self.bram36 + other.bram36, self.cycles + other.cycles,
+                    self.dsp + other.dsp)
 
     def to_dict(self) -> dict:
-        return {"LUT": round(self.lut), "FF": round(self.ff), "BRAM36": round(self.bram36, 1), "cycles": self.cycles}
+        return {"LUT": round(self.lut), "FF": round(self.ff), "BRAM36": round(self.bram36, 1), "DSP": self.dsp,
+                "cycles": self.cycles}
 
 
 LUT_SCALE = 1.0
@@ -58,24 +63,51 @@ def _rom_cost(depth: int, width: int) -> tuple[float, float]:
     return width * math.ceil(depth / 64) * (1.0 if depth <= 64 else 1.25), 0.0
 
 
+def estimate_dsp(layer: IntLayer, fold: Fold) -> Cost:
+    """A layer on DSP48E1 lanes (:mod:`qpolicy_hw.fold_dsp`): the slices multiply and accumulate, the fabric
+    keeps the input multiplexer, the ROMs, one comparator and search position per output lane and the
+    control (OPMODE per column)."""
+    s = folded_shape(layer, fold, 1)
+    xmux = s.simd * s.in_bits * (math.ceil((s.sf - 1) / 3) if s.sf > 1 else 0)
+    w_lut, w_bram = _rom_cost(*s.weight_rom)
+    r_lut, r_ff, r_bram, r_dsp = _requant_cost(layer, s)
+    lut = LUT_SCALE * (xmux + 4 * s.simd + 45) + w_lut + r_lut
+    ff = s.simd * s.in_bits + s.weight_rom[1] + s.nf * s.pe * s.out_bits + 30 + r_ff
+    return Cost(lut, ff, w_bram + r_bram, s.cycles, fold.dsps + r_dsp)
+
+
+def _requant_cost(layer: IntLayer, s) -> tuple[float, float, float, int]:
+    """(LUT, FF, BRAM36, DSP) from the lanes' sums to their codes: per lane a comparator, a search position and
+    a threshold ROM; or the affine requantizer: a lane multiplexer, its constants, the clamp and one DSP."""
+    if s.affine:
+        aff = affine_requant(layer)
+        const_lut, _ = _rom_cost(s.nf << max(1, math.ceil(math.log2(s.pe))), aff.scale_bits + aff.offset_bits)
+        lut = s.acc_bits * math.ceil(s.pe / 4) + const_lut + (48 - aff.shift) // 5 + s.out_bits + 30 + 2 * s.pe
+        ff = s.pe * s.out_bits + aff.offset_bits + 12
+        return lut, ff, 0.0, 1
+    t_lut, t_bram = _rom_cost(*s.threshold_rom)
+    return s.pe * (s.acc_bits // 2 + 2 * s.out_bits + t_lut), s.pe * s.out_bits, s.pe * t_bram, 0
+
+
 def estimate_folded(layer: IntLayer, fold: Fold, stage_levels: int = DEFAULT_STAGE_LEVELS) -> Cost:
+    if fold.dsp:
+        return estimate_dsp(layer, fold)
     s = folded_shape(layer, fold, stage_levels)
     lanes = s.pe * s.simd
     pw = s.weight_bits + s.in_bits + (0 if layer.in_signed else 1)
     prod = lanes * (pw if s.weight_bits + s.in_bits <= 6 else s.weight_bits * pw)
     tree = s.pe * (s.simd - 1) * min(s.acc_bits, pw + math.ceil(math.log2(max(s.simd, 2))))
-    lane_regs = s.pe * (2 * s.acc_bits + s.out_bits)        # accumulator adder, comparator, search position
+    lane_regs = s.pe * s.acc_bits                          # the accumulator's adder
     xmux = s.simd * s.in_bits * (math.ceil((s.sf - 1) / 3) if s.sf > 1 else 0)
     w_lut, w_bram = _rom_cost(*s.weight_rom)
-    t_lut, t_bram = _rom_cost(*s.threshold_rom)
-    lut = LUT_SCALE * (prod + tree + lane_regs + xmux + 40) + w_lut + s.pe * t_lut
+    r_lut, r_ff, r_bram, r_dsp = _requant_cost(layer, s)
+    lut = LUT_SCALE * (prod + tree + lane_regs + xmux + 40) + w_lut + r_lut
     # pipeline registers: the products, then each registered tree level (about half the terms, each a bit wider)
     pipe = 0 if not s.mac_depth else lanes * pw + s.pe * sum(
         max(1, s.simd >> (k + 1)) * min(s.acc_bits, pw + k + 1)
         for k in range(math.ceil(math.log2(max(s.simd, 2)))) if (k + 1) % stage_levels == 0)
-    ff = (s.simd * s.in_bits + s.weight_rom[1] + s.pe * (2 * s.acc_bits + s.out_bits) + s.nf * s.pe * s.out_bits
-          + 20 + pipe)
-    return Cost(lut, ff, w_bram + s.pe * t_bram, s.cycles)
+    ff = (s.simd * s.in_bits + s.weight_rom[1] + s.pe * s.acc_bits + s.nf * s.pe * s.out_bits + 20 + pipe + r_ff)
+    return Cost(lut, ff, w_bram + r_bram, s.cycles, r_dsp)
 
 
 def estimate_unrolled(layer: IntLayer, stage_levels: int = DEFAULT_STAGE_LEVELS) -> Cost:
@@ -116,11 +148,12 @@ def _lane_counts(n: int) -> list[int]:
 
 
 def _pareto(options: list[tuple[Fold, Cost]]) -> list[tuple[Fold, Cost]]:
-    """Drop options another one beats (or equals) on cycles, LUT, FF and BRAM at once."""
-    options = sorted(options, key=lambda o: (o[1].cycles, o[1].lut, o[1].bram36, o[1].ff))
+    """Drop options another one beats (or equals) on cycles, LUT, FF, BRAM and DSP at once."""
+    options = sorted(options, key=lambda o: (o[1].cycles, o[1].lut, o[1].bram36, o[1].ff, o[1].dsp))
     kept: list[tuple[Fold, Cost]] = []
     for fold, c in options:
-        if not any(k.cycles <= c.cycles and k.lut <= c.lut and k.bram36 <= c.bram36 and k.ff <= c.ff for _, k in kept):
+        if not any(k.cycles <= c.cycles and k.lut <= c.lut and k.bram36 <= c.bram36 and k.ff <= c.ff
+                   and k.dsp <= c.dsp for _, k in kept):
             kept.append((fold, c))
     return kept
 
@@ -135,13 +168,22 @@ class Budget:
     dsp: int
 
 
+DSP_AREA_LUT = 40.0
+"""LUT equivalents of one DSP48E1 in :func:`area`: a 7-series DSP tile holds two slices in the height of five
+CLBs (UG479, UG474), 40 LUT each; the figure also keeps the planner from spending a slice to save a few LUT."""
+
+
 def area(cost: Cost) -> float:
     """The area the ``area`` objective minimizes, in LUT equivalents: a slice holds 4 LUT and 8 FF, so a
-    flip-flop counts half a LUT; a BRAM36 counts as 250 LUT (its share of a column of the part)."""
-    return cost.lut + 0.5 * cost.ff + 250.0 * cost.bram36
+    flip-flop counts half a LUT; a BRAM36 counts as 250 LUT (its share of a column of the part); a DSP48E1
+    as :data:`DSP_AREA_LUT`."""
+    return cost.lut + 0.5 * cost.ff + 250.0 * cost.bram36 + DSP_AREA_LUT * cost.dsp
 
 
-OBJECTIVES = ("area", "latency")
+OBJECTIVES = ("area", "latency", "finn")
+"""``finn``: ``latency`` within the resources of the paper's FINN core (``qpolicy_hw.hw_project.finn_budget``)."""
+MAX_DSP_LANES = 64
+"""The most DSP48E1 slices one layer's options consider (the largest 7-series parts the project targets have 90)."""
 
 
 def layer_options(layer: IntLayer, stage_levels: int = DEFAULT_STAGE_LEVELS) -> list[tuple[Fold, Cost]]:
@@ -151,6 +193,10 @@ def layer_options(layer: IntLayer, stage_levels: int = DEFAULT_STAGE_LEVELS) -> 
     opts = [(Fold(), estimate_unrolled(layer, stage_levels))]
     opts += [(Fold(pe, simd), estimate_folded(layer, Fold(pe, simd), stage_levels))
              for pe in _lane_counts(mh) for simd in _lane_counts(mw)]
+    if dsp_packing_fits(layer) is None:
+        opts += [(Fold(pe, simd, True), estimate_dsp(layer, Fold(pe, simd, True)))
+                 for pe in _lane_counts(mh) for simd in _lane_counts(mw)
+                 if (pe % 2 == 0 or pe == mh) and -(-pe // 2) * simd <= MAX_DSP_LANES]
     return _pareto(opts)
 
 
@@ -160,7 +206,7 @@ def plan_fold(layers: list[IntLayer], budget: Budget, objective: str = "latency"
     fewest cycles (then the fewest LUT); ``area``, the smallest :func:`area` among those within
     ``max_cycles`` (then the fewest cycles). A core has few layers, so every combination of the layers'
     Pareto options is searched, with pruning. Raises :class:`FoldError` when nothing fits."""
-    if objective not in OBJECTIVES:
+    if objective not in ("area", "latency"):
         raise FoldError(f"objective {objective!r}: choose area or latency")
     per_layer = [layer_options(layer, stage_levels) for layer in layers]
     base = Cost(0.0, layers[0].shape[1] * layers[0].in_bits + 4, 0.0, 1)
@@ -173,7 +219,7 @@ def plan_fold(layers: list[IntLayer], budget: Budget, objective: str = "latency"
 
     def search(i: int, acc: Cost, chosen: list[Fold]) -> None:
         nonlocal best
-        if acc.lut > budget.lut or acc.ff > budget.ff or acc.bram36 > budget.bram36:
+        if acc.lut > budget.lut or acc.ff > budget.ff or acc.bram36 > budget.bram36 or acc.dsp > budget.dsp:
             return
         if acc.cycles + least_cycles[i] > limit:
             return

@@ -55,6 +55,134 @@ def _pack(values, bits: int) -> int:
 
 
 
+def _async_rom_module(name: str, words: list[int], width: int, aw: int) -> str:
+    """A small ROM read without a clock (LUT-ROM): the affine requantizer's per-channel constants."""
+    init = "\n".join(f"        mem[{i}] = {_hex(v, width)};" for i, v in enumerate(words))
+    return f"""module {name} (input [{aw - 1}:0] addr, output [{width - 1}:0] data);
+    reg [{width - 1}:0] mem [0:{len(words) - 1}];
+    initial begin
+{init}
+    end
+    assign data = mem[addr];
+endmodule
+"""
+
+
+def affine_unit_verilog(layer: IntLayer, s: FoldedShape, name: str) -> tuple[str, str]:
+    """The affine requantizer of a folded layer (:func:`~qpolicy_hw.fold.affine_requant`): (the lines inside
+    the layer's module, its constants ROM). One lane a cycle: ``acc`` of lane ``aff_cnt`` (A), the channel's
+    scale (B) and offset (C, registered one cycle later so that it meets the product) into one DSP48E1; from
+    P, ``floor(P / 2^shift)`` clamped to the code range is written into the lane's ``pos``. The FSM runs
+    ``aff_cnt`` from 0 to ``PE + 2`` in state ``S_AFF``."""
+    from qpolicy_hw.fold import AFFINE_DEPTH, affine_requant
+
+    aff = affine_requant(layer)
+    pe, nf, k, ob = s.pe, s.nf, s.acc_bits, s.out_bits
+    mb, bb = aff.scale_bits, aff.offset_bits
+    lw, nfw = _clog2(pe), _clog2(nf)
+    words = []
+    for g in range(nf):
+        for p in range(1 << lw):
+            c = g * pe + p
+            m, b = (aff.scale[c], aff.offset[c]) if p < pe and c < s.mh else (0, 0)
+            words.append((m & ((1 << mb) - 1)) | ((b & ((1 << bb) - 1)) << mb))
+    rom = _async_rom_module(f"{name}_arom", words, mb + bb, nfw + lw)
+    sel = "\n".join(f"            {_hex(p, lw)}: aff_acc = acc{p};" for p in range(pe))
+    top = (1 << ob) - 1
+    shifted_bits = 48 - aff.shift
+    lines = f"""    // the affine requantizer: code = clamp(floor((acc * M + B) / 2^{aff.shift}), 0, {top})
+    reg [{lw + 2}:0] aff_cnt;
+    wire aff_issue = state == S_AFF && aff_cnt < {pe};
+    reg [{AFFINE_DEPTH - 1}:0] aff_v;
+    reg [{lw - 1}:0] aff_lane_d0, aff_lane_d1, aff_lane_d2;
+    reg [{k - 1}:0] aff_acc;
+    always @* begin
+        case (aff_cnt[{lw - 1}:0])
+{sel}
+            default: aff_acc = {k}'d0;
+        endcase
+    end
+    wire [{mb + bb - 1}:0] aff_const;
+    {name}_arom arom (.addr({{nf, aff_cnt[{lw - 1}:0]}}), .data(aff_const));
+    reg [{bb - 1}:0] aff_offset;
+    always @(posedge clk) begin
+        aff_v <= {{aff_v[{AFFINE_DEPTH - 2}:0], aff_issue}};
+        aff_lane_d0 <= aff_cnt[{lw - 1}:0]; aff_lane_d1 <= aff_lane_d0; aff_lane_d2 <= aff_lane_d1;
+        aff_offset <= aff_const[{mb + bb - 1}:{mb}];
+    end
+    wire [47:0] aff_p;
+{_dsp_requant_instance(k, mb, bb)}
+    wire [{shifted_bits - 1}:0] aff_q = aff_p[47:{aff.shift}];
+    wire [{ob - 1}:0] aff_code = aff_q[{shifted_bits - 1}] ? {ob}'d0
+        : (|aff_q[{shifted_bits - 1}:{ob}] ? {_hex(top, ob)} : aff_q[{ob - 1}:0]);
+    wire aff_we = aff_v[{AFFINE_DEPTH - 1}];
+"""
+    return lines, rom
+
+
+def requant_lane(name: str, p: int, s: FoldedShape) -> str:
+    """Lane ``p``'s output code register ``pos{p}`` from ``acc{p}``: the binary search over its threshold ROM,
+    or a write from the affine requantizer."""
+    ob, ab = s.out_bits, s.acc_bits
+    if s.affine:
+        return f"""    reg [{ob - 1}:0] pos{p};
+    always @(posedge clk) if (aff_we && aff_lane_d2 == {p}) pos{p} <= aff_code;
+"""
+    return f"""    reg [{ob - 1}:0] pos{p};
+    wire [{ob - 1}:0] idx{p} = pos{p} | below;
+    wire [{ab - 1}:0] t_q{p};
+    {name}_trom{p} trom{p} (.clk(clk), .addr({{nf, idx{p}}}), .data(t_q{p}));
+    always @(posedge clk) begin
+        if (state == S_DRAIN) pos{p} <= {ob}'d0;
+        else if (state == S_TCMP && $signed(acc{p}) >= $signed(t_q{p})) pos{p} <= pos{p} | probe;
+    end
+"""
+
+
+def requant_roms(layer: IntLayer, s: FoldedShape, name: str) -> list[str]:
+    """The threshold ROMs of the lanes (none with the affine requantizer)."""
+    if s.affine:
+        return []
+    ob = s.out_bits
+    t = np.zeros((s.nf * s.pe, 1 << ob), np.int64)
+    t[:s.mh, :(1 << ob) - 1] = folded_thresholds(layer)
+    return [_rom_module(f"{name}_trom{p}", [int(t[g * s.pe + p, j]) for g in range(s.nf) for j in range(1 << ob)],
+                        s.acc_bits, _wants_block(*s.threshold_rom), _clog2(s.nf) + ob)
+            for p in range(s.pe)]
+
+
+def requant_start(s: FoldedShape) -> str:
+    """The FSM statement that starts requantizing once the sums are ready."""
+    ob = s.out_bits
+    if s.affine:
+        return "aff_cnt <= 0; state <= S_AFF;"
+    return (f"step <= {ob - 1}; probe <= {_hex(1 << (ob - 1), ob)}; below <= {_hex((1 << (ob - 1)) - 1, ob)}; "
+            "state <= S_TADDR;")
+
+
+def requant_states(s: FoldedShape) -> str:
+    """The FSM cases of the requantization: the affine requantizer's lanes and drain, or the search's steps."""
+    from qpolicy_hw.fold import AFFINE_DEPTH
+
+    if s.affine:
+        return (f"            S_AFF: if (aff_cnt == {s.pe + AFFINE_DEPTH - 1}) state <= S_WRITE; "
+                "else aff_cnt <= aff_cnt + 1'b1;\n")
+    return """            S_TADDR: state <= S_TCMP;
+            S_TCMP: if (step == 0) state <= S_WRITE;
+                    else begin step <= step - 1'b1; probe <= probe >> 1; below <= below >> 1; state <= S_TADDR; end
+"""
+
+
+def _dsp_requant_instance(k: int, mb: int, bb: int) -> str:
+    from qpolicy_hw.fold_dsp import _dsp_instance
+
+    return _dsp_instance("dsp_requant", f"{{{{{30 - k}{{aff_acc[{k - 1}]}}}}, aff_acc}}",
+                         f"{{{{{18 - mb}{{aff_const[{mb - 1}]}}}}, aff_const[{mb - 1}:0]}}" if mb < 18
+                         else "aff_const[17:0]",
+                         f"{{{{{48 - bb}{{aff_offset[{bb - 1}]}}}}, aff_offset}}", "48'd0", "7'b0110101", "1'b1",
+                         "aff_p", "", creg=1)
+
+
 def product_bits(s: FoldedShape, in_signed: bool) -> int:
     """Two's-complement bits of one weight x code product (never more than the accumulator)."""
     w_lo, w_hi = signed_range(s.weight_bits)
@@ -157,8 +285,6 @@ def folded_layer_verilog(layer: IntLayer, fold: Fold, name: str, stage_levels: i
     depth = s.mac_depth
     w = np.zeros((s.nf * s.pe, s.sf * s.simd), np.int64)
     w[:s.mh, :s.mw] = layer.weights
-    t = np.zeros((s.nf * s.pe, 1 << s.out_bits), np.int64)
-    t[:s.mh, :(1 << s.out_bits) - 1] = folded_thresholds(layer)
     xb, ob, ab, wb = s.in_bits, s.out_bits, s.acc_bits, s.weight_bits
     pe, simd, nf, sf = s.pe, s.simd, s.nf, s.sf
 
@@ -166,12 +292,9 @@ def folded_layer_verilog(layer: IntLayer, fold: Fold, name: str, stage_levels: i
     words = [_pack([w[g * pe + p, k * simd + j] for p in range(pe) for j in range(simd)], wb)
              for g in range(nf) for k in range(sf)]
     nfw, sfw, sw, dw = _clog2(nf), _clog2(sf), _clog2(ob), _clog2(depth + 1)
-    waw, taw = _clog2(wdepth), nfw + ob
+    waw = _clog2(wdepth)
     parts = [_rom_module(f"{name}_wrom", words, wwidth, _wants_block(wdepth, wwidth), waw)]
-    tdepth, _ = s.threshold_rom
-    for p in range(pe):
-        lane = [int(t[g * pe + p, j]) for g in range(nf) for j in range(1 << ob)]
-        parts.append(_rom_module(f"{name}_trom{p}", lane, ab, _wants_block(tdepth, ab), taw))
+    parts += requant_roms(layer, s, name)
 
     pad = (sf * simd - s.mw) * xb
     pb = product_bits(s, layer.in_signed)
@@ -186,7 +309,8 @@ def folded_layer_verilog(layer: IntLayer, fold: Fold, name: str, stage_levels: i
 """ if s.weight_register else f"""    wire [{wwidth - 1}:0] w_q = w_rom;
     wire [{simd * xb - 1}:0] xs_q = xs;
 """)
-    body.append(f"""    localparam S_IDLE = 3'd0, S_MAC = 3'd1, S_DRAIN = 3'd2, S_TADDR = 3'd3, S_TCMP = 3'd4, S_WRITE = 3'd5;
+    body.append(f"""    localparam S_IDLE = 3'd0, S_MAC = 3'd1, S_DRAIN = 3'd2, S_TADDR = 3'd3, S_TCMP = 3'd4, S_WRITE = 3'd5,
+        S_AFF = 3'd7;
     reg [2:0] state;
     reg [{nfw - 1}:0] nf;
     reg [{sfw - 1}:0] sf;
@@ -221,16 +345,12 @@ def folded_layer_verilog(layer: IntLayer, fold: Fold, name: str, stage_levels: i
         root, regs = _adder_tree(body, f"p{p}", [f"p{p}_m{j}" for j in range(simd)], ab, pb, stage_levels)
         assert depth == (1 + regs + int(s.weight_register) if depth else 0), (depth, regs)
         body.append(f"""    reg [{ab - 1}:0] acc{p};
-    reg [{ob - 1}:0] pos{p};
-    wire [{ob - 1}:0] idx{p} = pos{p} | below;
-    wire [{ab - 1}:0] t_q{p};
-    {name}_trom{p} trom{p} (.clk(clk), .addr({{nf, idx{p}}}), .data(t_q{p}));
-    always @(posedge clk) begin
-        if (mac_v) acc{p} <= (mac_first ? {ab}'d0 : acc{p}) + {root};
-        if (state == S_DRAIN) pos{p} <= {ob}'d0;
-        else if (state == S_TCMP && $signed(acc{p}) >= $signed(t_q{p})) pos{p} <= pos{p} | probe;
-    end
-""")
+    always @(posedge clk) if (mac_v) acc{p} <= (mac_first ? {ab}'d0 : acc{p}) + {root};
+""" + requant_lane(name, p, s))
+    if s.affine:
+        lines, rom = affine_unit_verilog(layer, s, name)
+        body.append(lines)
+        parts.append(rom)
     new_codes = ", ".join(f"pos{p} + {_hex(olo_bits, ob)}" for p in reversed(range(pe)))
     shift_in = f"{{{new_codes}, y_all[{nf * pe * ob - 1}:{pe * ob}]}}" if nf > 1 else f"{{{new_codes}}}"
     body.append(f"""    always @(posedge clk) begin
@@ -243,13 +363,9 @@ def folded_layer_verilog(layer: IntLayer, fold: Fold, name: str, stage_levels: i
                 w_addr <= w_addr + 1'b1;
                 if (sf == {sf - 1}) begin sf <= 0; drain <= {depth}; state <= S_DRAIN; end else sf <= sf + 1'b1;
             end
-            S_DRAIN: if (drain == 0) begin
-                step <= {ob - 1}; probe <= {_hex(1 << (ob - 1), ob)}; below <= {_hex((1 << (ob - 1)) - 1, ob)}; state <= S_TADDR;
-            end else drain <= drain - 1'b1;
-            S_TADDR: state <= S_TCMP;
-            S_TCMP: if (step == 0) state <= S_WRITE;
-                    else begin step <= step - 1'b1; probe <= probe >> 1; below <= below >> 1; state <= S_TADDR; end
-            S_WRITE: begin
+            S_DRAIN: if (drain == 0) begin {requant_start(s)} end
+                     else drain <= drain - 1'b1;
+{requant_states(s)}            S_WRITE: begin
                 y_all <= {shift_in};
                 if (nf == {nf - 1}) begin done <= 1'b1; state <= S_IDLE; end
                 else begin nf <= nf + 1'b1; state <= S_MAC; end
@@ -406,11 +522,15 @@ def build_folded_rtl(layers: list[IntLayer], plan: list[Fold], out_dir: str | Pa
             (src / f"{name}.v").write_text(text)
             shapes.append({"layers": list(group), "fold": "unrolled", "cycles": latency})
         else:
+            from qpolicy_hw.fold_dsp import dsp_layer_verilog
+
             name = f"qpolicy_seg{k}"
-            text, shape = folded_layer_verilog(first, fold, name, stage_levels)
+            text, shape = (dsp_layer_verilog(first, fold, name) if fold.dsp
+                           else folded_layer_verilog(first, fold, name, stage_levels))
             (src / f"{name}.v").write_text(text)
             latency = shape.cycles
             shapes.append({"layers": list(group), "fold": str(fold), "pe": shape.pe, "simd": shape.simd,
+                           "dsp48e1": fold.dsps,
                            "output_groups": shape.nf, "input_folds": shape.sf, "acc_bits": shape.acc_bits,
                            "weight_rom": {"depth": shape.weight_rom[0], "width": shape.weight_rom[1],
                                           "style": "block" if _wants_block(*shape.weight_rom) else "distributed"},

@@ -181,8 +181,9 @@ firmware against `golden/obs.npy` -> `golden/actions.npy` of the bundle.
 """
 
 
-DEFAULT_OBJECTIVE = "area"
-"""Robots need the smallest core that answers well inside their control period, not the fastest one."""
+DEFAULT_OBJECTIVE = "auto"
+"""``finn`` for a task the paper's Table 3 has a FINN core for (the same silicon, as fast as it goes), else
+``area`` (the smallest core at :data:`DEFAULT_MACS_PER_CYCLE`): :func:`resolve_objective`."""
 DEFAULT_MACS_PER_CYCLE = 50
 """The default latency budget of the ``area`` objective: the core must average this many multiply-accumulates
 per cycle (Humanoid's 6,096 MACs in 1.2 us at 100 MHz, HalfCheetah's 71,424 in 14 us): a budget that grows
@@ -279,9 +280,33 @@ def default_latency_budget_us(bundle, clock_mhz: float = 100.0) -> float:
     return math.ceil(macs / DEFAULT_MACS_PER_CYCLE) / clock_mhz
 
 
+def resolve_objective(objective: str, bundle) -> str:
+    """``auto`` -> ``finn`` where :func:`~qpolicy_hw.reference_cores.finn_point` knows the bundle's task, else
+    ``area``; any other objective as given."""
+    from qpolicy_hw.reference_cores import finn_point
+
+    if objective != "auto":
+        return objective
+    return "finn" if finn_point(bundle.env_id) is not None else "area"
+
+
+def finn_budget(bundle) -> Budget:
+    """The resources of the task's Table-3 FINN core (LUT, FF, BRAM36, DSP48): the ``finn`` objective's cap."""
+    from qpolicy_hw.reference_cores import finn_point
+
+    point = finn_point(bundle.env_id)
+    if point is None:
+        raise QpolicyError(f"--objective finn: the paper has no FINN core for {bundle.env_id}; choose area or latency")
+    return Budget(point["LUT"], point["FF"], point["BRAM"], point["DSP"])
+
+
 def auto_plan(layers, budget: Budget, objective: str, max_cycles: int | None) -> tuple[list[Fold], Cost, str]:
     """The model's core for ``objective``: da4ml's unrolled core or the planner's folding, whichever is best;
-    for ``area``, the smallest within ``max_cycles``, and when nothing is, the fastest that fits (said so)."""
+    for ``area``, the smallest within ``max_cycles``, and when nothing is, the fastest that fits (said so);
+    for ``finn`` (``budget`` is then the FINN core's resources), the fastest within them."""
+    if objective == "finn":
+        best = auto_plan(layers, budget, "latency", None)
+        return best[0], best[1], "finn: the fastest core within the resources of the paper's FINN core"
     unrolled = ([Fold() for _ in layers], estimate_da4ml(layers))
     options = [unrolled] if unrolled[1].lut <= budget.lut and unrolled[1].ff <= budget.ff else []
     try:
@@ -302,6 +327,11 @@ def auto_plan(layers, budget: Budget, objective: str, max_cycles: int | None) ->
     return best[0], best[1], "latency: the fastest core that fits"
 
 
+def _within(res: dict, cap: Budget | None) -> bool:
+    return cap is None or (res["LUT_upper_bound"] <= cap.lut and res["FF"] <= cap.ff and res["BRAM"] <= cap.bram36
+                           and res["DSP"] <= cap.dsp)
+
+
 def _fit(bundle, layers, target: str, out: Path, plan, latency_cutoff: float, stage: Callable[[str], None],
          rule: TimingRule, objective: str = "latency", max_cycles: int | None = None) -> tuple[dict, dict, list[dict]]:
     """Build the core of ``plan`` and count it with Yosys; for ``auto`` (``plan`` None) choose the plan for
@@ -311,6 +341,10 @@ def _fit(bundle, layers, target: str, out: Path, plan, latency_cutoff: float, st
     counts, every attempt."""
     tgt = TARGETS[target]
     budget = Budget(FIT_MARGIN * tgt.luts, FIT_MARGIN * tgt.ffs, tgt.bram36, tgt.dsps)
+    cap = finn_budget(bundle) if objective == "finn" and plan is None else None
+    if cap is not None:   # the FINN core's resources, inside the part's margin
+        budget = Budget(min(budget.lut, cap.lut), min(budget.ff, cap.ff), min(budget.bram36, cap.bram36),
+                        min(budget.dsp, cap.dsp))
     attempts: list[dict] = []
     tries = 0
     while True:
@@ -330,16 +364,23 @@ def _fit(bundle, layers, target: str, out: Path, plan, latency_cutoff: float, st
                 raise QpolicyError(f"the core ({spec}) does not fit {target}: {tgt.misses(res)} by the Yosys count; "
                                    "fold more (--fold auto, or smaller PE/SIMD), or choose a larger part")
             break
-        if tgt.holds(res, FIT_MARGIN):
+        if tgt.holds(res, FIT_MARGIN) and _within(res, cap):
             break
         tries += 1
+        missed = (tgt.misses(res, FIT_MARGIN) if not tgt.holds(res, FIT_MARGIN)
+                  else f"the FINN core's resources: LUT {res['LUT_upper_bound']} / {cap.lut:.0f}, FF {res['FF']} / "
+                       f"{cap.ff:.0f}, BRAM {res['BRAM']} / {cap.bram36:g}, DSP {res['DSP']} / {cap.dsp}")
         if tries > MAX_FOLD_TRIES:
-            raise QpolicyError(f"--fold auto: after {tries} plans the core still misses {FIT_MARGIN:.0%} of "
-                               f"{target} ({tgt.misses(res, FIT_MARGIN)}); try --fold SPEC or a larger part")
-        if not all(f.unrolled for f in current):  # fold further: shrink the model's budget by what it missed
-            ratio = min(budget.lut / max(res["LUT_upper_bound"], 1), budget.ff / max(res["FF"], 1))
+            raise QpolicyError(f"--fold auto: after {tries} plans the core still misses {missed}; try --fold SPEC, "
+                               "--objective area or a larger part")
+        if all(f.unrolled for f in current):   # da4ml's core missed: plan folded cores from here on
+            da4ml = estimate_da4ml(layers)
+            budget = Budget(min(budget.lut, da4ml.lut - 1), budget.ff, budget.bram36, budget.dsp)
+        else:   # fold further: shrink the model's budget by what it missed
+            ratio = min(budget.lut / max(res["LUT_upper_bound"], 1), budget.ff / max(res["FF"], 1),
+                        *([cap.lut / max(res["LUT_upper_bound"], 1), cap.ff / max(res["FF"], 1)] if cap else []))
             budget = Budget(budget.lut * min(ratio, 0.95), budget.ff * min(ratio, 0.95), budget.bram36, budget.dsp)
-        stage(f"{spec} misses the margin ({tgt.misses(res, FIT_MARGIN)}); folding further")
+        stage(f"{spec} misses {missed}; folding further")
     return info, res, attempts
 
 
@@ -351,9 +392,10 @@ def build_hw(bundle_path: str | Path, target: str, out_dir: str | Path, n_random
 
     ``fold``: ``auto`` (the planner's choice for ``objective``, whose Yosys count fits the part with
     :data:`~qpolicy_hw.targets.FIT_MARGIN`), ``none`` (da4ml's unrolled core) or a per-layer SPEC
-    (``16x6,u,u``; see :func:`~qpolicy_hw.fold.parse_fold`). ``objective``: ``area``, the smallest core whose
-    latency fits ``max_latency_us`` (default :func:`default_latency_budget_us`), or ``latency``, the fastest
-    that fits the part. Every core is pipelined until the timing estimate meets the clock (``clock_mhz``,
+    (``16x6,u,u``; see :func:`~qpolicy_hw.fold.parse_fold`). ``objective``: ``finn``, the fastest core within
+    the resources of the paper's FINN core for the task (:func:`finn_budget`); ``area``, the smallest core whose
+    latency fits ``max_latency_us`` (default :func:`default_latency_budget_us`); ``latency``, the fastest that
+    fits the part; ``auto`` (default), :func:`resolve_objective`. Every core is pipelined until the timing estimate meets the clock (``clock_mhz``,
     default the target's) with :class:`TimingRule`'s margin. ``energy``: measure the switching activity for the
     energy band (a second Verilator build with toggle coverage). ``stage`` is told when each long step starts
     (the da4ml solver, Yosys and the Verilator build take minutes on wide cores); the library prints nothing."""
@@ -373,8 +415,11 @@ def build_hw(bundle_path: str | Path, target: str, out_dir: str | Path, n_random
     writable_dir(out)
     layers = bundle_layers(bundle)
     plan = parse_fold(fold, [layer.shape for layer in layers])   # a bad SPEC fails here, before any long step
+    objective = resolve_objective(objective, bundle)
     if objective not in OBJECTIVES:
-        raise QpolicyError(f"--objective {objective!r}: choose area or latency")
+        raise QpolicyError(f"--objective {objective!r}: choose auto, finn, area or latency")
+    if objective == "finn":
+        finn_budget(bundle)   # refused here, before any long step, for a task without a FINN core
     clock = clock_mhz or tgt.clock_mhz
     if not (isinstance(clock, (int, float)) and 1.0 <= clock <= 500.0):
         raise QpolicyError(f"--clock-mhz {clock!r}: choose a clock between 1 and 500 MHz")

@@ -286,6 +286,45 @@ def verilog_sources(rtl_dir: Path) -> list[Path]:
     return sorted(src.glob("*.v")) + static
 
 
+SIM_MODELS = ("DSP48E1",)
+"""Vendor primitives a generated core may instantiate; simulations take their behavioural models from Yosys'
+xc7 cell library (``share/yosys/xilinx/cells_sim.v``), synthesis keeps them as primitives."""
+
+
+def _yosys_cell_library() -> Path | None:
+    yosys = shutil.which("yosys")
+    candidates = ([Path(yosys).resolve().parents[1] / "share" / "yosys"] if yosys else []) + [Path("/usr/share/yosys"),
+                                                                                            Path("/usr/local/share/yosys")]
+    return next((c / "xilinx" / "cells_sim.v" for c in candidates if (c / "xilinx" / "cells_sim.v").exists()), None)
+
+
+def simulation_models(rtl_dir: Path) -> list[Path]:
+    """The behavioural models of the primitives the core instantiates, written to ``rtl_dir/sim_models``
+    (simulation only: never handed to synthesis). Raises :class:`BackendUnavailable` without Yosys' library."""
+    text = "".join(p.read_text() for p in sorted((rtl_dir / "src").glob("*.v")))
+    used = [m for m in SIM_MODELS if re.search(rf"\b{m}\s+#\(", text)]
+    if not used:
+        return []
+    library = _yosys_cell_library()
+    if library is None:
+        raise BackendUnavailable("the core uses DSP48E1 slices and simulating them needs Yosys' xc7 cell library "
+                                 "(share/yosys/xilinx/cells_sim.v): apt-get install -y yosys")
+    lib = library.read_text()
+    out = rtl_dir / "sim_models"
+    out.mkdir(exist_ok=True)
+    paths = []
+    for m in used:
+        found = re.search(rf"^module {m} \(.*?^endmodule", lib, re.M | re.S)
+        if found is None:
+            raise BackendUnavailable(f"{library} has no {m} model")
+        path = out / f"{m}.v"
+        text = "`timescale 1 ns / 1 ps\n" + found.group(0) + "\n"
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+        paths.append(path)
+    return paths
+
+
 def compile_simulator(rtl_dir: str | Path) -> Path:
     """Verilate the wrapped core with the streaming testbench (cached next to the sources)."""
     rtl_dir = Path(rtl_dir)
@@ -309,7 +348,7 @@ def verilate(rtl_dir: str | Path, top: str, testbench: str, sim_name: str, flags
     sim_dir = rtl_dir / sim_name
     sim_dir.mkdir(exist_ok=True)
     (sim_dir / "tb.cpp").write_text(testbench)
-    sources = verilog_sources(rtl_dir)
+    sources = verilog_sources(rtl_dir) + simulation_models(rtl_dir)
     digest = hashlib.sha256(testbench.encode() + b"".join(p.read_bytes() for p in sources)).hexdigest()
     binary, stamp = sim_dir / "obj" / "sim", sim_dir / "build.sha256"
     if binary.exists() and stamp.exists() and stamp.read_text() == digest:
@@ -386,7 +425,7 @@ module toggles_tb;
   end
 endmodule
 """)
-    sources = [str(p) for p in verilog_sources(rtl_dir)]
+    sources = [str(p) for p in verilog_sources(rtl_dir) + simulation_models(rtl_dir)]
     proc = subprocess.run(["iverilog", "-g2005", "-o", str(work / "sim"), str(work / "tb.v"), *sources],
                           capture_output=True, text=True)
     if proc.returncode == 0:
@@ -398,18 +437,29 @@ endmodule
     return {**result, "vectors": int(len(q)), "source": "Icarus Verilog VCD of every signal over the golden vectors"}
 
 
+PRIMITIVE_SCOPE = re.compile(r"dsp(\d+_\d+|_requant)")
+"""Instances of vendor primitives (:mod:`qpolicy_hw.fold_dsp` names its slices ``dspQ_C``, the affine requantizer's ``dsp_requant``): their simulation
+models' internals are not fabric signals, so the fabric toggle rate leaves them out (their ports count)."""
+
+
 def vcd_toggles(path: Path, period_ns: float = 10.0) -> dict:
-    """Toggle rate from a VCD: bit changes per clock cycle per signal bit (clock and reset excluded)."""
+    """Toggle rate from a VCD: bit changes per clock cycle per fabric signal bit (clock, reset and the insides
+    of primitive models excluded)."""
     widths: dict[str, int] = {}
     names: dict[str, str] = {}
     last: dict[str, int] = {}
     toggles = 0
     t_end = 0
     in_header = True
+    scopes: list[str] = []
     with open(path) as f:
         for line in f:
             if in_header:
-                if line.startswith("$var"):
+                if line.startswith("$scope"):
+                    scopes.append(line.split()[2])
+                elif line.startswith("$upscope"):
+                    scopes.pop()
+                elif line.startswith("$var") and not any(PRIMITIVE_SCOPE.fullmatch(sc) for sc in scopes):
                     parts = line.split()
                     widths[parts[3]], names[parts[3]] = int(parts[2]), parts[4]
                 elif line.startswith("$enddefinitions"):
@@ -425,6 +475,8 @@ def vcd_toggles(path: Path, period_ns: float = 10.0) -> dict:
             elif c in "01xz":
                 v, ident = (1 if c == "1" else 0), line[1:].strip()
             else:
+                continue
+            if ident not in names:
                 continue
             if ident in last and names.get(ident) not in ("clk", "rst"):
                 toggles += bin(v ^ last[ident]).count("1")

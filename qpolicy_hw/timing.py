@@ -13,9 +13,12 @@ one level, as in Vivado's count and Yosys' ``ltp``).
 ``artix7/timings/CLBLL_L.sdf`` and ``slicel.sdf``): LUT pin delays, CARRY4 arcs, MUXF7/MUXF8, FDRE
 clock-to-Q (303) and setup (CE 109, R/S 404; D 0, where the database has -46). They are copied here so that
 every machine computes the same figure; ``tests/test_timing.py`` checks them against the installed library.
+DSP48E1 slices take the figures of the same model's ``required``/``arrival`` functions for their registered
+configuration (:func:`dsp_setup_ps`: A 254 ps with AREG, B 324 with BREG, C 168 with CREG, PCIN 1025 with PREG;
+clock-to-out P 329, PCOUT 435), their control pins (OPMODE, CEP, ...), which the model gives no figure, 1.5 ns.
 Cells without arcs there get allowances (:data:`ALLOWANCES`): block RAM clock-to-out 3.0 ns and setup
 0.6 ns (above DS181's -1 figures for a block RAM read without output register), SRL clock-to-out 1.5 ns,
-DSP48E1 5.0 ns combinational, 1.0 ns for any other cell.
+a DSP48E1 without registers 5.0 ns combinational, 1.0 ns for any other cell.
 
 **Routing** (:func:`net_delay`): the database gives no per-net figure before placement, so each net gets an
 allowance: 0 for the dedicated wires inside a slice (CARRY4 CO[3] -> next CI, a LUT into its F7 mux or its
@@ -70,11 +73,43 @@ FF_CLOCK_TO_Q = 303
 FF_SETUP = {"D": 0, "CE": 109, "R": 404, "S": 404, "CLR": 404, "PRE": 404}
 FLIP_FLOPS = ("FDRE", "FDSE", "FDCE", "FDPE", "FDRE_1", "FDSE_1", "FDCE_1", "FDPE_1")
 ALLOWANCES = {"bram_clock_to_out": 3000, "bram_setup": 600, "srl_clock_to_out": 1500, "srl_address": 642,
-              "dsp_combinational": 5000, "dsp_clock_to_out": 1000, "dsp_setup": 4000, "lutram_read": 1000,
+              "dsp_combinational": 5000, "dsp_clock_to_out": 1000, "dsp_setup": 4000,
+              "dsp_control_setup": 1500, "lutram_read": 1000,
               "unknown": 1000}
 """ps; qpolicy's conservative allowances for cells the cell library gives no arcs (module docstring)."""
 CLOCK_PINS = {"C", "CLK", "CLKARDCLK", "CLKBWRCLK", "CLKA", "CLKB", "WCLK"}
 LEVEL_CELLS = ("LUT", "INV", "MUXF", "CARRY4")
+
+
+def _param(params: dict, name: str, default: int = 1) -> int:
+    """An integer cell parameter of the Yosys JSON (binary strings there), ``default`` when absent."""
+    value = str(params.get(name, default))
+    return int(value, 2) if value and set(value) <= {"0", "1"} else default
+
+
+def dsp_setup_ps(port: str, params: dict) -> float:
+    """Setup (ps) of a DSP48E1 input pin, from the ``required`` functions of the DSP48E1 model in Yosys'
+    cells_sim.v (USE_DPORT FALSE, no pattern detect) for the data pins given the cell's AREG/BREG/CREG/MREG/PREG;
+    control pins (OPMODE, ALUMODE, INMODE, CARRYIN*, CE*, RST*), which it gives no figure, get
+    ``ALLOWANCES["dsp_control_setup"]``."""
+    areg, breg, creg, mreg, preg = (_param(params, k) for k in ("AREG", "BREG", "CREG", "MREG", "PREG"))
+    if port == "A":
+        return 254 if areg else 1416 if mreg else 2739
+    if port == "B":
+        return 324 if breg else 1285 if mreg else 2608
+    if port == "C":
+        return 168 if creg else 1244
+    if port == "PCIN":
+        return 1025 if preg else ALLOWANCES["dsp_setup"]
+    if port == "D":
+        return 248
+    return ALLOWANCES["dsp_control_setup"]
+
+
+def dsp_clock_to_out_ps(port: str) -> float:
+    """Clock-to-out (ps) of a registered DSP48E1 output: P 329, PCOUT 435 (cells_sim.v, PREG = 1); any other
+    output gets the conservative allowance."""
+    return {"P": 329, "PCOUT": 435}.get(port, ALLOWANCES["dsp_clock_to_out"])
 
 
 def net_delay(driver: tuple[str, str, int] | None, sink: tuple[str, str, int], fanout: int) -> int:
@@ -90,6 +125,8 @@ def net_delay(driver: tuple[str, str, int] | None, sink: tuple[str, str, int], f
             return 0
         if dtype.startswith("LUT") and stype == "CARRY4" and sport == "S":
             return 0
+        if dtype == "DSP48E1" and dport == "PCOUT" and stype == "DSP48E1" and sport == "PCIN":
+            return 0   # the cascade's dedicated wire to the slice above
     return min(2000, 450 + 100 * math.ceil(math.log2(max(fanout, 1))))
 
 
@@ -182,6 +219,8 @@ def analyze(netlist: dict, top: str | None = None, clock_mhz: float = 100.0) -> 
             return FF_CLOCK_TO_Q, 0
         if kind == "bram":
             return ALLOWANCES["bram_clock_to_out"], 0
+        if kind == "dsp_seq" and d[1] == "DSP48E1" and _param(cells[d[0]].get("parameters", {}), "PREG"):
+            return dsp_clock_to_out_ps(d[2]), 0
         if kind == "dsp_seq":
             return ALLOWANCES["dsp_clock_to_out"], 0
         return 0.0, 0
@@ -252,7 +291,8 @@ def analyze(netlist: dict, top: str | None = None, clock_mhz: float = 100.0) -> 
         for port, bits in cell.get("connections", {}).items():
             if cell.get("port_directions", {}).get(port) != "input" or port in CLOCK_PINS:
                 continue
-            setup = _setup(kind, port)
+            setup = (dsp_setup_ps(port, cell.get("parameters", {})) if kind == "dsp_seq" and cell["type"] == "DSP48E1"
+                     else _setup(kind, port))
             if setup is None:
                 continue
             for i, b in enumerate(bits):

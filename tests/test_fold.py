@@ -11,7 +11,7 @@ import pytest
 
 from qpolicy_hw.bundle import load_bundle
 from qpolicy_hw.core_function import IntLayer, bundle_layers, chain_codes
-from qpolicy_hw.fold import FoldError, folded_thresholds, parse_fold
+from qpolicy_hw.fold import FoldError, folded_thresholds, parse_fold, uses_affine
 from qpolicy_hw.fold_cost import Budget, estimate, plan_fold
 from qpolicy_hw.fold_verilog import build_folded_rtl
 from qpolicy_train.quant_actor import QuantSpec
@@ -30,12 +30,25 @@ def random_layer(rng, out_features, in_features, weight_bits, in_bits, in_signed
     return IntLayer(w, b, t, weight_bits, in_bits, in_signed, out_bits, out_signed)
 
 
-def chain(rng, dims, bits):
+def uniform_output(layer: IntLayer, rng) -> IntLayer:
+    """``layer`` with the thresholds of a uniform output quantizer (per channel ``ceil((k + 1/2 - b) / r)``,
+    r > 1 as in an action layer), the form the affine requantizer takes."""
+    n = (1 << layer.out_bits) - 1
+    r = rng.uniform(1.5, 9.0, size=layer.shape[0])
+    b = rng.uniform(-40, 40, size=layer.shape[0]) + n / 2
+    t = np.ceil((np.arange(n)[None, :] + 0.5 - b[:, None]) / r[:, None]).astype(np.int64)
+    return IntLayer(layer.weights, layer.bias, t, layer.weight_bits, layer.in_bits, layer.in_signed, layer.out_bits,
+                    layer.out_signed)
+
+
+def chain(rng, dims, bits, uniform_last=False):
     """Layers dims[0] -> dims[1] -> ...; bits[k] are the codes between them (first signed, last signed)."""
     layers = []
     for k in range(len(dims) - 1):
         layers.append(random_layer(rng, dims[k + 1], dims[k], 2 + k % 2, bits[k], k == 0, bits[k + 1],
                                    k == len(dims) - 2))
+    if uniform_last:
+        layers[-1] = uniform_output(layers[-1], rng)
     return layers
 
 
@@ -58,6 +71,12 @@ CASES = {  # name: (dims, bits between layers, plan)
     "three layers, wide codes (shift-and-add products)": ([6, 8, 8, 3], [8, 3, 3, 8], "8x2,2x8,3x8"),
     "mixed: folded, unrolled, folded": ([12, 10, 10, 3], [3, 3, 2, 8], "5x4,u,3x10"),
     "mixed: unrolled first and last": ([7, 12, 10, 3], [3, 2, 3, 8], "u,2x4,u"),
+    "DSP lanes: odd PE, SIMD columns, padded": ([7, 5], [3, 6], "5x3d"),
+    "DSP lanes: both layers, cascades of 4 and 3": ([9, 10, 3], [2, 2, 8], "4x4d,3x3d"),
+    "DSP and LUT lanes, 8-bit signed inputs": ([6, 8, 8, 3], [8, 3, 3, 8], "8x2d,2x8,3x1d"),
+    "affine requantizer after LUT lanes": ([9, 10, 5], [2, 2, 8], "4x4,3x5", True),
+    "affine requantizer after DSP lanes, one lane": ([6, 8, 3], [8, 3, 8], "8x2d,1x4d", True),
+    "affine requantizer, mixed": ([7, 12, 10, 6], [3, 2, 3, 8], "u,2x4d,4x2", True),
 }
 
 
@@ -66,10 +85,11 @@ CASES = {  # name: (dims, bits between layers, plan)
 def test_folded_core_matches_the_reference_with_the_modelled_latency(tmp_path, name):
     from qpolicy_hw.rtl import simulate
 
-    dims, bits, spec = CASES[name]
+    dims, bits, spec, *uniform = CASES[name]
     rng = np.random.default_rng(zlib.crc32(name.encode()))   # a stable seed per case (hash() is salted)
-    layers = chain(rng, dims, bits)
+    layers = chain(rng, dims, bits, bool(uniform))
     plan = parse_fold(spec, [layer.shape for layer in layers])
+    assert uses_affine(layers[-1]) == bool(uniform)
     info = build_folded_rtl(layers, plan, tmp_path)
     (tmp_path / "qpolicy_rtl.json").write_text(json.dumps(info))
     lo, hi = -(1 << (bits[0] - 1)), (1 << (bits[0] - 1)) - 1

@@ -120,3 +120,50 @@ def test_weights_in_block_ram_are_registered_before_the_products_and_stay_exact(
     got, latency = simulate(tmp_path, q)
     assert np.array_equal(got, chain_codes(layers, q))
     assert latency == info["latency"] == estimate(layers, plan, 1).cycles
+
+
+def test_dsp_lanes_count_their_slices_and_the_planner_keeps_to_the_dsp_budget():
+    from qpolicy_hw.fold import Fold
+
+    rng = np.random.default_rng(5)
+    layers = chain(rng, [40, 32, 32, 6], [4, 3, 3, 8])
+    assert Fold(5, 3, True).dsps == 9 and Fold(4, 2, True).dsps == 4 and Fold(4, 2).dsps == 0
+    plan = parse_fold("16x4d,8x2,u", [layer.shape for layer in layers])
+    assert estimate(layers, plan).dsp == 32
+    for lut in (1500, 2500):                         # few LUT: the slices buy speed, within their budget
+        no_dsp, without = plan_fold(layers, Budget(lut, 18720, 25, 0), "latency")
+        assert without.dsp == 0 and not any(f.dsp for f in no_dsp)
+        _, some = plan_fold(layers, Budget(lut, 18720, 25, 12), "latency")
+        _, many = plan_fold(layers, Budget(lut, 18720, 25, 45), "latency")
+        assert 0 < some.dsp <= 12 and 12 < many.dsp <= 45
+        assert many.cycles < some.cycles < without.cycles
+
+
+def test_the_affine_requantizer_exists_only_where_it_is_exact():
+    from qpolicy_hw.fold import affine_requant, folded_thresholds
+    from tests.test_fold import uniform_output
+
+    rng = np.random.default_rng(8)
+    uniform = uniform_output(random_layer(rng, 5, 12, 3, 3, False, 8, True), rng)
+    aff = affine_requant(uniform)
+    assert aff is not None
+    lo, hi = uniform.product_range()
+    t = folded_thresholds(uniform)
+    for c in range(5):                                  # every reachable sum: the threshold count, exactly
+        acc = np.arange(lo[c], hi[c] + 1)
+        count = np.searchsorted(t[c], acc, side="right")
+        assert np.array_equal(np.clip((acc * aff.scale[c] + aff.offset[c]) >> aff.shift, 0, 255), count)
+    assert affine_requant(random_layer(rng, 5, 12, 3, 3, False, 8, True)) is None   # scattered thresholds
+
+
+def test_the_default_objective_is_finn_for_the_papers_tasks_and_area_elsewhere():
+    from types import SimpleNamespace
+
+    from qpolicy_hw.hw_project import finn_budget, resolve_objective
+
+    assert resolve_objective("auto", SimpleNamespace(env_id="Walker2d-v5")) == "finn"
+    assert resolve_objective("auto", SimpleNamespace(env_id="my_robot/Arm-v0")) == "area"
+    assert resolve_objective("latency", SimpleNamespace(env_id="Walker2d-v5")) == "latency"
+    assert finn_budget(SimpleNamespace(env_id="Walker2d-v5")) == Budget(1900, 1600, 2, 4)
+    with pytest.raises(Exception, match="no FINN core"):
+        finn_budget(SimpleNamespace(env_id="my_robot/Arm-v0"))

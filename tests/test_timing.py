@@ -126,3 +126,20 @@ def test_a_synthesized_adder_estimate_agrees_with_yosys_ltp(tmp_path):
     ltp = int(re.search(r"length=(\d+)", (tmp_path / "ltp.txt").read_text()).group(1))
     assert r.logic_levels == ltp == 6                     # one LUT, five CARRY4 for 17 bits
     assert 2.0 < r.critical_path_ns < 3.5
+
+
+def test_dsp_pin_figures_come_from_the_cell_library():
+    from qpolicy_hw.timing import dsp_clock_to_out_ps, dsp_setup_ps, net_delay
+
+    registered = {"AREG": "1", "BREG": "1", "CREG": "1", "MREG": "1", "PREG": "1"}
+    assert (dsp_setup_ps("A", registered), dsp_setup_ps("B", registered), dsp_setup_ps("C", registered)) == (254, 324, 168)
+    assert dsp_setup_ps("C", {**registered, "CREG": "0"}) == 1244 and dsp_setup_ps("PCIN", registered) == 1025
+    assert dsp_setup_ps("OPMODE", registered) == 1500                      # no figure: the allowance
+    assert (dsp_clock_to_out_ps("P"), dsp_clock_to_out_ps("PCOUT")) == (329, 435)
+    assert net_delay(("DSP48E1", "PCOUT", 0), ("DSP48E1", "PCIN", 0), 1) == 0   # the cascade's own wire
+    library = next((p for p in (Path("/usr/share/yosys/xilinx/cells_sim.v"),) if p.exists()), None)
+    if library is not None:
+        text = library.read_text()
+        for figure in ("\\A.required =  254", "\\B.required =  324", "\\C.required =  168", "\\P.arrival =  329",
+                       "\\PCOUT.arrival =  435"):
+            assert figure in text, figure
