@@ -1,7 +1,8 @@
 """The area-latency Pareto front of each shipped selection: several fold plans, each built by ``qpolicy hw``.
 
-For every task, the planner's ``area`` choice at several latency budgets (multiples of the default budget,
-50 multiply-accumulates per cycle) and its ``latency`` choice are built through the same code path as
+For every task, the planner's ``area`` choice at several latency budgets (multiples of the ``area`` objective's
+default budget, 50 multiply-accumulates per cycle), its ``latency`` choice and its ``finn`` choice (the default:
+the fastest core within the FINN core's resources) are built through the same code path as
 ``qpolicy hw`` (pipelined until the timing estimate meets 100 MHz, Yosys cells, latency counted in Verilator,
 codes checked against ``int``). Writes ``bench/results/hw_pareto/<Task>.json`` and draws ``docs/hw_pareto.png``:
 one panel per task, LUT (+ INV) against latency in us (log x), with the paper's FINN point and the DWC band
@@ -36,7 +37,7 @@ def pareto_points(task: str, budgets: list[float], work: Path, n_random: int) ->
 
     bundle_path = ROOT / "policies" / TASKS[task] / "selected"
     default_us = default_latency_budget_us(load_bundle(bundle_path))
-    runs = [("latency", None)] + [("area", round(default_us * k, 3)) for k in budgets]
+    runs = [("latency", None), ("finn", None)] + [("area", round(default_us * k, 3)) for k in budgets]
     points, seen = [], set()
     for objective, budget in runs:
         out = work / f"{task}-{objective}-{budget}"

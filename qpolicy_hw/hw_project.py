@@ -376,9 +376,9 @@ def _fit(bundle, layers, target: str, out: Path, plan, latency_cutoff: float, st
         if all(f.unrolled for f in current):   # da4ml's core missed: plan folded cores from here on
             da4ml = estimate_da4ml(layers)
             budget = Budget(min(budget.lut, da4ml.lut - 1), budget.ff, budget.bram36, budget.dsp)
-        else:   # fold further: shrink the model's budget by what it missed
-            ratio = min(budget.lut / max(res["LUT_upper_bound"], 1), budget.ff / max(res["FF"], 1),
-                        *([cap.lut / max(res["LUT_upper_bound"], 1), cap.ff / max(res["FF"], 1)] if cap else []))
+        else:   # fold further: shrink the model's budget by how far the Yosys count overshot the real limit
+            limits = [(FIT_MARGIN * tgt.luts, FIT_MARGIN * tgt.ffs)] + ([(cap.lut, cap.ff)] if cap else [])
+            ratio = min(min(lut / max(res["LUT_upper_bound"], 1), ff / max(res["FF"], 1)) for lut, ff in limits)
             budget = Budget(budget.lut * min(ratio, 0.95), budget.ff * min(ratio, 0.95), budget.bram36, budget.dsp)
         stage(f"{spec} misses {missed}; folding further")
     return info, res, attempts
