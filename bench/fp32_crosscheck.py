@@ -37,6 +37,9 @@ PRESET_FOR_TASK = {"Ant-v5": "ant_fp32", "Humanoid-v5": "humanoid_fp32", "Hopper
 Q_LR = 1e-3
 POLICY_LR = 3e-4
 CHECKPOINT_EVERY = 10_000
+ABLATIONS = {"no-obs-norm": ("--no-normalize-observations",)}
+"""Our SAC with one difference to SB3's removed (the hyperparameter table in docs/training.md), to find what
+separates the two when their returns differ."""
 
 
 def evaluate_sb3(model, env_id: str, episodes: int, seed: int = 0) -> list[float]:
@@ -156,11 +159,12 @@ def train_sb3(env_id: str, seed: int, steps: int, out: Path) -> object:
     return model
 
 
-def run_qpolicy(env_id: str, seed: int, steps: int, out: Path, episodes: int) -> dict:
-    """Our FP32 baseline through the CLI: the task's FP32 preset with another seed, then ``qpolicy ship``."""
+def run_qpolicy(env_id: str, seed: int, steps: int, out: Path, episodes: int, extra: tuple[str, ...] = ()) -> dict:
+    """Our FP32 baseline through the CLI: the task's FP32 preset with another seed (and ``extra`` train
+    options: an ablation), then ``qpolicy ship``."""
     qpolicy = [sys.executable, "-m", "qpolicy_cli.main"]
     subprocess.run([*qpolicy, "train", "--preset", PRESET_FOR_TASK[env_id], "--seed", str(seed),
-                    "--total-timesteps", str(steps), "--out-dir", str(out / "run"), "--no-export-bundle"],
+                    "--total-timesteps", str(steps), "--out-dir", str(out / "run"), "--no-export-bundle", *extra],
                    check=True, cwd=ROOT)
     subprocess.run([*qpolicy, "ship", str(out / "run"), "--out", str(out / "bundle"), "--episodes", str(episodes)],
                    check=True, cwd=ROOT)
@@ -191,6 +195,8 @@ def shipped_row(bundle: Path) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--impl", choices=("sb3", "qpolicy"))
+    p.add_argument("--ablation", choices=sorted(ABLATIONS), default=None,
+                   help="qpolicy only: train with one difference to SB3 removed (the row's implementation names it)")
     p.add_argument("--env-id", default="Ant-v5", choices=sorted(PRESET_FOR_TASK))
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--steps", type=int, default=300_000)
@@ -219,12 +225,14 @@ def main() -> int:
             {"env": a.env_id, "episodes": a.episodes, "seed": 0, "mean_return": mean, "std_return": std,
              "returns": returns}, indent=2) + "\n")
     else:
-        evaluation = run_qpolicy(a.env_id, a.seed, a.steps, a.out, a.episodes)
+        evaluation = run_qpolicy(a.env_id, a.seed, a.steps, a.out, a.episodes, ABLATIONS.get(a.ablation, ()))
         mean, std = evaluation["mean_return"], evaluation["std_return"]
-    row = {"task": a.env_id, "implementation": a.impl, "seed": a.seed, "steps": a.steps, "episodes": a.episodes,
-           "mean": round(mean, 1), "std": round(std, 1), "source": f"bench/fp32_crosscheck.py --impl {a.impl}"}
+    name = a.impl + (f" ({a.ablation})" if a.ablation and a.impl == "qpolicy" else "")
+    row = {"task": a.env_id, "implementation": name, "seed": a.seed, "steps": a.steps, "episodes": a.episodes,
+           "mean": round(mean, 1), "std": round(std, 1), "source": f"bench/fp32_crosscheck.py --impl {a.impl}"
+           + (f" --ablation {a.ablation}" if a.ablation and a.impl == "qpolicy" else "")}
     upsert(row, a.results)
-    print(json.dumps(row) if a.json else f"{a.env_id} {a.impl} seed {a.seed}, {a.steps} steps: {mean:.1f} +- "
+    print(json.dumps(row) if a.json else f"{a.env_id} {name} seed {a.seed}, {a.steps} steps: {mean:.1f} +- "
           f"{std:.1f} over {a.episodes} episodes ({(time.time() - t0) / 60:.0f} min)")
     return 0
 

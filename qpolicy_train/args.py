@@ -67,6 +67,9 @@ class Args:
     """hidden width of SAC's FP32 log-std branch"""
     obs_clip: float = 10.0
     """normalized observations are clipped to [-obs_clip, obs_clip]"""
+    normalize_observations: bool = True
+    """learn running mean/variance statistics of the observations; off, they stay at 0 and 1 and only the clip
+    acts (SB3's and CleanRL's SAC use none: the FP32 cross-check's ablation)"""
     # --- bookkeeping ---------------------------------------------------------------------
     out_dir: str = "runs/hopper-sac"
     """where logs, checkpoints and the final bundle go"""

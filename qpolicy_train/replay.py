@@ -11,12 +11,14 @@ from qpolicy_hw.host_float import NORM_EPSILON, normalize_observation
 class ObservationNormalizer:
     """Running per-dimension statistics (Gymnasium's RunningMeanStd), frozen for evaluation/export."""
 
-    def __init__(self, obs_dim: int, clip: float):
+    def __init__(self, obs_dim: int, clip: float, adapt: bool = True):
         self.rms = RunningMeanStd(shape=(obs_dim,))
         self.clip = clip
+        self.adapt = adapt   # False: mean 0 and variance 1 throughout (only the clip acts)
 
     def update(self, obs: np.ndarray) -> None:
-        self.rms.update(np.asarray(obs, dtype=np.float64)[None])
+        if self.adapt:
+            self.rms.update(np.asarray(obs, dtype=np.float64)[None])
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         return normalize_observation(obs, self.rms.mean, self.rms.var, self.clip, NORM_EPSILON)

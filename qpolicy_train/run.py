@@ -123,7 +123,7 @@ class TrainingRun:
         self.qf = TwinQ(self.obs_dim + self.act_dim, args.critic_width, n=2 if sac else 1)
         self.qf_target = copy.deepcopy(self.qf)
         self.actor_target = copy.deepcopy(self.actor) if not sac else None
-        self.normalizer = ObservationNormalizer(self.obs_dim, args.obs_clip)
+        self.normalizer = ObservationNormalizer(self.obs_dim, args.obs_clip, args.normalize_observations)
         self.rb = ReplayBuffer(min(args.buffer_size, args.total_timesteps), self.obs_dim, self.act_dim)
 
         self.start_step, self.episode, self.history = 0, 0, []

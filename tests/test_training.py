@@ -171,3 +171,17 @@ def test_a_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path):
     assert out.returncode != 0 and "refused" in out.stderr and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
     assert not marker.exists() and not (tmp_path / "b").exists()
+
+
+def test_the_observation_normalizer_can_stay_at_the_identity():
+    import numpy as np
+
+    from qpolicy_train.replay import ObservationNormalizer
+
+    learning, fixed = ObservationNormalizer(3, 10.0), ObservationNormalizer(3, 10.0, adapt=False)
+    for obs in ([1.0, -50.0, 3.0], [2.0, 40.0, 3.5]):
+        learning.update(np.array(obs))
+        fixed.update(np.array(obs))
+    assert np.array_equal(fixed.state()["mean"], np.zeros(3)) and np.array_equal(fixed.state()["var"], np.ones(3))
+    assert not np.array_equal(learning.state()["mean"], np.zeros(3))
+    np.testing.assert_allclose(fixed(np.array([0.5, -50.0, 20.0])), [0.5, -10.0, 10.0], rtol=1e-6)   # only the clip
