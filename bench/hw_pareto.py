@@ -81,7 +81,7 @@ def plot(results: dict[str, list[dict]], path: Path) -> None:
             ax.annotate(p["fold"], (p["latency_us"], p["LUT_upper_bound"]), fontsize=6, xytext=(3, 3),
                         textcoords="offset points")
         row_file = ROOT / "bench" / "results" / "hw_rows" / f"{task}.json"
-        if row_file.exists():   # the default core (bench/hw_table.py): --objective area at its default budget
+        if row_file.exists():   # the default core (bench/hw_table.py): qpolicy hw's default objective
             row = json.loads(row_file.read_text())
             ax.plot([row["latency_us"]], [row["LUT_upper_bound"]], "*", ms=12, color="C1", label="qpolicy default")
         f = FINN[task]

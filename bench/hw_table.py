@@ -1,7 +1,7 @@
 """Hardware of the paper's five selected configurations (Table 1): latency and cells of each core.
 
 For every bundle: `qpolicy hw BUNDLE --target xc7a15t --fold auto` (or `--fold none`), i.e. the core the
-planner picks, its Yosys `synth_xilinx -family xc7 -flatten` cell counts, its latency counted in Verilator
+planner picks, its Yosys `synth_xilinx -family xc7` cell counts (module by module, flattened), its latency counted in Verilator
 and its codes checked against the `int` reference on 10k random codes + golden + extremes. The peer is the
 paper's FINN core for the same task (published figures from PAPER.md, not measured here; FINN reports
 Vivado numbers, these are Yosys counts, so compare orders of magnitude, not single LUTs).

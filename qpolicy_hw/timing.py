@@ -1,7 +1,7 @@
 """A static timing estimate of a synthesized xc7 netlist: an estimate, not sign-off (Vivado's
 ``report_timing_summary`` decides).
 
-Input: the Yosys JSON netlist of ``synth_xilinx -family xc7 -flatten`` (cells LUT1-6, INV, MUXF7/8, CARRY4,
+Input: the flattened Yosys JSON netlist of ``synth_xilinx -family xc7`` (cells LUT1-6, INV, MUXF7/8, CARRY4,
 FD*, SRL*, RAM*, RAMB*, DSP48E1). Every register-to-register path gets an arrival time: the launching cell's
 clock-to-out, then for each cell on the way its pin-to-pin delay and for each net a routing allowance, plus
 the capturing pin's setup. The longest such path is the estimated critical path; separately, the most

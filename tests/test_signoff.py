@@ -167,3 +167,14 @@ def test_the_default_objective_is_finn_for_the_papers_tasks_and_area_elsewhere()
     assert finn_budget(SimpleNamespace(env_id="Walker2d-v5")) == Budget(1900, 1600, 2, 4)
     with pytest.raises(Exception, match="no FINN core"):
         finn_budget(SimpleNamespace(env_id="my_robot/Arm-v0"))
+
+
+def test_room_to_spare_under_the_limits_grows_the_model_budget_and_a_near_miss_does_not():
+    from qpolicy_hw.hw_project import _grown_budget
+    from qpolicy_hw.targets import TARGETS
+
+    cap = Budget(2300, 3100, 1.5, 45)                     # Humanoid's FINN core
+    grown = _grown_budget(cap, {"LUT_upper_bound": 1800, "FF": 2000}, TARGETS["xc7a15t"], cap)
+    assert grown.lut == pytest.approx(2300 * 2300 / 1800) and grown.bram36 == 1.5 and grown.dsp == 45
+    assert _grown_budget(cap, {"LUT_upper_bound": 2250, "FF": 2000}, TARGETS["xc7a15t"], cap) is None
+    assert _grown_budget(cap, {"LUT_upper_bound": 500, "FF": 500}, TARGETS["xc7a15t"], cap).lut == 2300 * 1.5
