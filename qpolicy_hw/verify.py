@@ -56,7 +56,7 @@ def actions_vs_golden(bundle: Bundle) -> dict[str, Any]:
     from qpolicy_hw.bundle import GOLDEN_ACTIONS, GOLDEN_OBS
 
     if GOLDEN_OBS not in bundle.meta["files"]:
-        return {"skipped": "the bundle has no raw golden observations (re-export it, or tools/upgrade_bundle.py)"}
+        return {"skipped": "the bundle has no raw golden observations (re-export it from its training run)"}
     obs = np.load(bundle.path / GOLDEN_OBS, allow_pickle=False)
     want = np.load(bundle.path / GOLDEN_ACTIONS, allow_pickle=False)
     policy = IntegerPolicy(bundle)
