@@ -24,20 +24,33 @@ def loop_qos(node: Node) -> QoSProfile:
 
 def spin_node(node_factory, args=None) -> int:
     """Idiomatic main(): one node, a SingleThreadedExecutor (a multi-threaded executor starves the
-    125 Hz timer on 2 cores), clean shutdown on Ctrl-C or when the node says it is done."""
+    125 Hz timer on 2 cores), clean shutdown (exit 0, no traceback) on Ctrl-C or SIGTERM, however many arrive,
+    or when the node says it is done."""
+    import signal
+
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
 
-    rclpy.init(args=args)
+    # Ctrl-C in a terminal reaches every process of the group, and launch sends its own SIGINT too: the first
+    # SIGINT or SIGTERM asks the loop to stop, later ones are ignored, so cleanup never dies half-way
+    stop = []
+
+    def request_stop(signum, _frame) -> None:
+        stop.append(signum)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     node = None
     code = 0
     try:
         node = node_factory()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        while rclpy.ok() and not getattr(node, "done", False):
+        while rclpy.ok() and not stop and not getattr(node, "done", False):
             executor.spin_once(timeout_sec=0.1)
-        code = getattr(node, "exit_code", 0)
+        code = 0 if stop else getattr(node, "exit_code", 0)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception as exc:  # a node that cannot start says why in one line
@@ -48,8 +61,11 @@ def spin_node(node_factory, args=None) -> int:
         print(f"{getattr(node_factory, '__name__', 'node')}: error: {exc}", flush=True)
         code = 2
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if node is not None:
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     return code
