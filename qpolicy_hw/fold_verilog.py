@@ -88,6 +88,7 @@ def affine_unit_verilog(layer: IntLayer, s: FoldedShape, name: str) -> tuple[str
             words.append((m & ((1 << mb) - 1)) | ((b & ((1 << bb) - 1)) << mb))
     rom = _async_rom_module(f"{name}_arom", words, mb + bb, nfw + lw)
     sel = "\n".join(f"            {_hex(p, lw)}: aff_acc = acc{p};" for p in range(pe))
+    writes = "\n".join(f"        {_hex(p, lw)}: pos{p} <= aff_code;" for p in range(pe))
     top = (1 << ob) - 1
     shifted_bits = 48 - aff.shift
     lines = f"""    // the affine requantizer: code = clamp(floor((acc * M + B) / 2^{aff.shift}), 0, {top})
@@ -116,18 +117,20 @@ def affine_unit_verilog(layer: IntLayer, s: FoldedShape, name: str) -> tuple[str
     wire [{ob - 1}:0] aff_code = aff_q[{shifted_bits - 1}] ? {ob}'d0
         : (|aff_q[{shifted_bits - 1}:{ob}] ? {_hex(top, ob)} : aff_q[{ob - 1}:0]);
     wire aff_we = aff_v[{AFFINE_DEPTH - 1}];
+    always @(posedge clk) if (aff_we) case (aff_lane_d2)
+{writes}
+        default: ;
+    endcase
 """
     return lines, rom
 
 
 def requant_lane(name: str, p: int, s: FoldedShape) -> str:
     """Lane ``p``'s output code register ``pos{p}`` from ``acc{p}``: the binary search over its threshold ROM,
-    or a write from the affine requantizer."""
+    or a write from the affine requantizer. Every signal is declared before its first use (Vivado insists)."""
     ob, ab = s.out_bits, s.acc_bits
-    if s.affine:
-        return f"""    reg [{ob - 1}:0] pos{p};
-    always @(posedge clk) if (aff_we && aff_lane_d2 == {p}) pos{p} <= aff_code;
-"""
+    if s.affine:   # written by the requantizer (:func:`affine_unit_verilog`), declared before it for Vivado
+        return f"    reg [{ob - 1}:0] pos{p};\n"
     return f"""    reg [{ob - 1}:0] pos{p};
     wire [{ob - 1}:0] idx{p} = pos{p} | below;
     wire [{ab - 1}:0] t_q{p};
