@@ -32,7 +32,6 @@ from qpolicy_hw.fold import (
     FoldedShape,
     FoldError,
     _clog2,
-    _wants_block,
     dsp_packing_fits,
     folded_shape,
 )
@@ -67,14 +66,14 @@ def _dsp_instance(name: str, a: str, b: str, c: str, pcin: str, opmode: str, cep
 def dsp_layer_verilog(layer: IntLayer, fold: Fold, name: str) -> tuple[str, FoldedShape]:
     """The Verilog of one layer on ``ceil(PE/2) x SIMD`` DSP48E1 slices (module ``name`` and its ROMs)."""
     from qpolicy_hw.fold_verilog import (
-        _hex,
         _pack,
-        _rom_module,
         affine_unit_verilog,
+        folded_front,
+        folded_fsm,
+        folded_module,
         requant_lane,
         requant_roms,
         requant_start,
-        requant_states,
     )
 
     why = dsp_packing_fits(layer)
@@ -82,59 +81,22 @@ def dsp_layer_verilog(layer: IntLayer, fold: Fold, name: str) -> tuple[str, Fold
         raise FoldError(f"--fold {fold}: this layer cannot use DSP lanes: {why}")
     s = folded_shape(layer, fold, 1)
     pe, simd, nf, sf = s.pe, s.simd, s.nf, s.sf
-    xb, ob, k, wb = s.in_bits, s.out_bits, s.acc_bits, s.weight_bits
+    xb, k, wb = s.in_bits, s.acc_bits, s.weight_bits
     pairs = -(-pe // 2)
     fw = s.weight_word_bits
-    w = np.zeros((nf * pairs * 2, sf * simd), np.int64)
+    w = np.zeros((nf * pe, sf * simd), np.int64)
     w[:s.mh, :s.mw] = layer.weights
     # output p of group g is row g * PE + p; pairs within a group are (2q, 2q + 1), the last may be half empty
     rows = np.zeros((nf, pairs * 2, sf * simd), np.int64)
-    for g in range(nf):
-        for p in range(pe):
-            if g * pe + p < s.mh:
-                rows[g, p] = w[g * pe + p]
+    rows[:, :pe] = w.reshape(nf, pe, sf * simd)
 
     words = [_pack([_pair_word(int(rows[g, 2 * q, f * simd + c]), int(rows[g, 2 * q + 1, f * simd + c]), wb)
                     for c in range(simd) for q in range(pairs)], fw)
              for g in range(nf) for f in range(sf)]
-    wdepth, wwidth = s.weight_rom
-    nfw, sfw, sw, rw = _clog2(nf), _clog2(sf), _clog2(ob), _clog2(simd)
-    waw = _clog2(wdepth)
-    parts = [_rom_module(f"{name}_wrom", words, wwidth, _wants_block(wdepth, wwidth), waw)]
-    parts += requant_roms(layer, s, name)
-
-    pad = (sf * simd - s.mw) * xb
-    olo_bits = layer.out_range[0] & ((1 << ob) - 1)
-    depth = s.mac_depth
-    body = []
-    x_slices = "\n".join(f"    assign x_slice[{f}] = xp[{f * simd * xb + simd * xb - 1}:{f * simd * xb}];"
-                         for f in range(sf))
-    body.append(f"""    localparam S_IDLE = 3'd0, S_MAC = 3'd1, S_DRAIN = 3'd2, S_TADDR = 3'd3, S_TCMP = 3'd4, S_WRITE = 3'd5,
-        S_REDUCE = 3'd6, S_AFF = 3'd7;
-    reg [2:0] state;
-    reg [{nfw - 1}:0] nf;
-    reg [{sfw - 1}:0] sf;
-    reg [{sw - 1}:0] step;
-    reg [{rw - 1}:0] column;   // the cascade column adding its left neighbour's sum (S_REDUCE)
-    reg [{ob - 1}:0] probe, below;
-    wire [{sf * simd * xb - 1}:0] xp = {(f"{{{{{pad}{{1'b0}}}}, x}}" if pad else "x")};
-    wire [{simd * xb - 1}:0] x_slice [0:{sf - 1}];
-{x_slices}
-    reg [{waw - 1}:0] w_addr;
-    wire [{wwidth - 1}:0] w_rom;
-    {name}_wrom wrom (.clk(clk), .addr(w_addr), .data(w_rom));
-    reg [{simd * xb - 1}:0] xs;
-    reg [{depth}:0] mac_v_d, mac_first_d;   // OPMODE and CEP follow the operands through AREG/BREG and MREG
-    wire mac_v = mac_v_d[{depth}], mac_first = mac_first_d[{depth}];
-    reg [1:0] drain;
-    always @(posedge clk) begin
-        xs <= x_slice[sf];
-        mac_v_d <= {{mac_v_d, state == S_MAC}};
-        mac_first_d <= {{mac_first_d, state == S_MAC && sf == 0}};
-    end
-    reg [{nf * pe * ob - 1}:0] y_all;
-    assign y = y_all[{s.mh * ob - 1}:0];
-""")
+    column = f"    reg [{_clog2(simd) - 1}:0] column;   // the cascade column adding its left neighbour's sum (S_REDUCE)\n"
+    front, wrom = folded_front(name, s, words, column)
+    parts = [wrom] + requant_roms(layer, s, name)
+    body = [front]
     offset = f"48'd{1 << (k - 1)}"
     fill = (lambda j: f"xs[{j * xb + xb - 1}]") if layer.in_signed else (lambda j: "1'b0")
     for c in range(simd):
@@ -162,35 +124,10 @@ def dsp_layer_verilog(layer: IntLayer, fold: Fold, name: str) -> tuple[str, Fold
         lines, rom = affine_unit_verilog(layer, s, name)
         body.append(lines)
         parts.append(rom)
-    new_codes = ", ".join(f"pos{p} + {_hex(olo_bits, ob)}" for p in reversed(range(pe)))
-    shift_in = f"{{{new_codes}, y_all[{nf * pe * ob - 1}:{pe * ob}]}}" if nf > 1 else f"{{{new_codes}}}"
     search = requant_start(s)
-    after_drain = "begin column <= 1; state <= S_REDUCE; end" if simd > 1 else f"begin {search} end"
-    body.append(f"""    always @(posedge clk) begin
-        done <= 1'b0;
-        if (rst) begin
-            state <= S_IDLE; nf <= 0; sf <= 0; step <= 0;
-        end else case (state)
-            S_IDLE: if (start) begin nf <= 0; sf <= 0; w_addr <= 0; state <= S_MAC; end
-            S_MAC: begin
-                w_addr <= w_addr + 1'b1;
-                if (sf == {sf - 1}) begin sf <= 0; drain <= {depth}; state <= S_DRAIN; end else sf <= sf + 1'b1;
-            end
-            S_DRAIN: if (drain == 0) {after_drain}
-                     else drain <= drain - 1'b1;
-            S_REDUCE: if (column == {last}) begin {search} end else column <= column + 1'b1;
-{requant_states(s)}            S_WRITE: begin
-                y_all <= {shift_in};
-                if (nf == {nf - 1}) begin done <= 1'b1; state <= S_IDLE; end
-                else begin nf <= nf + 1'b1; state <= S_MAC; end
-            end
-            default: state <= S_IDLE;
-        endcase
-    end
-""")
-    header = (f"// {name}: a folded layer on DSP48E1 slices, {s.mh} outputs x {s.mw} inputs, PE={pe} x SIMD={simd} "
-              f"({pairs} x {simd} slices, two channels each; {nf} output groups x {sf} input folds); {s.cycles} "
-              "cycles start -> done.\n// Generated by qpolicy from a bundle; do not edit.\n")
-    module = (header + f"module {name} (input clk, input rst, input start, input [{s.mw * xb - 1}:0] x,\n"
-              f"    output reg done, output [{s.mh * ob - 1}:0] y);\n" + "".join(body) + "endmodule\n")
-    return "`timescale 1 ns / 1 ps\n" + module + "\n" + "\n".join(parts), s
+    reduce = f"            S_REDUCE: if (column == {last}) begin {search} end else column <= column + 1'b1;\n"
+    body.append(folded_fsm(s, layer.out_range[0], "column <= 1; state <= S_REDUCE;" if simd > 1 else search,
+                           reduce if simd > 1 else ""))
+    summary = (f"a folded layer on DSP48E1 slices, {s.mh} outputs x {s.mw} inputs, PE={pe} x SIMD={simd} ({pairs} x "
+               f"{simd} slices, two channels each; {nf} output groups x {sf} input folds)")
+    return folded_module(name, s, summary, body, parts), s

@@ -280,45 +280,24 @@ def _sext(term: str, width: int, to: int) -> str:
     return f"{{{{{to - width}{{{term}[{width - 1}]}}}}, {term}}}"
 
 
-def folded_layer_verilog(layer: IntLayer, fold: Fold, name: str, stage_levels: int = 0) -> tuple[str, FoldedShape]:
-    """The Verilog of one folded layer (module ``name`` and its ROMs) and its shape. With ``stage_levels``, the
-    products are registered and the lanes' adder trees get a register every ``stage_levels`` levels; the
-    accumulator's enables follow them down the pipeline and the drain waits for them."""
-    s = folded_shape(layer, fold, stage_levels)
-    depth = s.mac_depth
-    w = np.zeros((s.nf * s.pe, s.sf * s.simd), np.int64)
-    w[:s.mh, :s.mw] = layer.weights
-    xb, ob, ab, wb = s.in_bits, s.out_bits, s.acc_bits, s.weight_bits
-    pe, simd, nf, sf = s.pe, s.simd, s.nf, s.sf
-
+def folded_front(name: str, s: FoldedShape, words: list[int], extra_regs: str = "") -> tuple[str, str]:
+    """The declarations every folded layer starts with (LUT or DSP lanes): the FSM's registers, the padded input
+    and its fold multiplexer, the weight ROM and its counted address, the registered input slice, the MAC
+    enables delayed by the MAC pipeline's depth, the drain counter and the output register. Returns the Verilog
+    and the weight ROM module."""
+    xb, ob, simd, sf, depth = s.in_bits, s.out_bits, s.simd, s.sf, s.mac_depth
     wdepth, wwidth = s.weight_rom
-    words = [_pack([w[g * pe + p, k * simd + j] for p in range(pe) for j in range(simd)], wb)
-             for g in range(nf) for k in range(sf)]
-    nfw, sfw, sw, dw = _clog2(nf), _clog2(sf), _clog2(ob), _clog2(depth + 1)
     waw = _clog2(wdepth)
-    parts = [_rom_module(f"{name}_wrom", words, wwidth, _wants_block(wdepth, wwidth), waw)]
-    parts += requant_roms(layer, s, name)
-
     pad = (sf * simd - s.mw) * xb
-    pb = product_bits(s, layer.in_signed)
-    olo_bits = (layer.out_range[0]) & ((1 << ob) - 1)
-    body = []
-    body.append(_product_function("mul", s, layer.in_signed))
     x_slices = "\n".join(f"    assign x_slice[{k}] = xp[{k * simd * xb + simd * xb - 1}:{k * simd * xb}];"
                          for k in range(sf))
-    weight_stage = (f"""    reg [{wwidth - 1}:0] w_q;   // block RAM out, registered: its clock-to-out stays off the products
-    reg [{simd * xb - 1}:0] xs_q;
-    always @(posedge clk) begin w_q <= w_rom; xs_q <= xs; end
-""" if s.weight_register else f"""    wire [{wwidth - 1}:0] w_q = w_rom;
-    wire [{simd * xb - 1}:0] xs_q = xs;
-""")
-    body.append(f"""    localparam S_IDLE = 3'd0, S_MAC = 3'd1, S_DRAIN = 3'd2, S_TADDR = 3'd3, S_TCMP = 3'd4, S_WRITE = 3'd5,
-        S_AFF = 3'd7;
+    text = f"""    localparam S_IDLE = 3'd0, S_MAC = 3'd1, S_DRAIN = 3'd2, S_TADDR = 3'd3, S_TCMP = 3'd4, S_WRITE = 3'd5,
+        S_REDUCE = 3'd6, S_AFF = 3'd7;
     reg [2:0] state;
-    reg [{nfw - 1}:0] nf;
-    reg [{sfw - 1}:0] sf;
-    reg [{sw - 1}:0] step;
-    // the binary search's probe bit (1 << step) and the bits below it: at step k, pos has no bit at or below k set,
+    reg [{_clog2(s.nf) - 1}:0] nf;
+    reg [{_clog2(sf) - 1}:0] sf;
+    reg [{_clog2(ob) - 1}:0] step;
+{extra_regs}    // the binary search's probe bit (1 << step) and the bits below it: at step k, pos has no bit at or below k set,
     // so pos + below and pos + probe are ORs (no carry chain in front of the threshold ROM)
     reg [{ob - 1}:0] probe, below;
     wire [{sf * simd * xb - 1}:0] xp = {(f"{{{{{pad}{{1'b0}}}}, x}}" if pad else "x")};  // zero codes pad the inputs
@@ -329,17 +308,83 @@ def folded_layer_verilog(layer: IntLayer, fold: Fold, name: str, stage_levels: i
     wire [{wwidth - 1}:0] w_rom;
     {name}_wrom wrom (.clk(clk), .addr(w_addr), .data(w_rom));
     reg [{simd * xb - 1}:0] xs;
-    reg [{depth}:0] mac_v_d, mac_first_d;   // the accumulator's enables, down the MAC pipeline
+    reg [{depth}:0] mac_v_d, mac_first_d;   // the accumulator's (or the slices' OPMODE and CEP) enables
     wire mac_v = mac_v_d[{depth}], mac_first = mac_first_d[{depth}];
-    reg [{dw - 1}:0] drain;
-{weight_stage}    always @(posedge clk) begin
+    reg [{_clog2(depth + 1) - 1}:0] drain;
+    always @(posedge clk) begin
         xs <= x_slice[sf];
         mac_v_d <= {{mac_v_d, state == S_MAC}};
         mac_first_d <= {{mac_first_d, state == S_MAC && sf == 0}};
     end
-    reg [{nf * pe * ob - 1}:0] y_all;
+    reg [{s.nf * s.pe * ob - 1}:0] y_all;
     assign y = y_all[{s.mh * ob - 1}:0];
+"""
+    return text, _rom_module(f"{name}_wrom", words, wwidth, _wants_block(wdepth, wwidth), waw)
+
+
+def folded_fsm(s: FoldedShape, out_lo: int, after_drain: str, extra_states: str = "") -> str:
+    """The control of a folded layer: per output group, SF MAC cycles, the drain (then ``after_drain``, e.g. the
+    DSP cascade's ``extra_states``), the requantization, and the codes shifted into the output register."""
+    pe, nf, ob = s.pe, s.nf, s.out_bits
+    olo_bits = out_lo & ((1 << ob) - 1)
+    new_codes = ", ".join(f"pos{p} + {_hex(olo_bits, ob)}" for p in reversed(range(pe)))
+    shift_in = f"{{{new_codes}, y_all[{nf * pe * ob - 1}:{pe * ob}]}}" if nf > 1 else f"{{{new_codes}}}"
+    return f"""    always @(posedge clk) begin
+        done <= 1'b0;
+        if (rst) begin
+            state <= S_IDLE; nf <= 0; sf <= 0; step <= 0;
+        end else case (state)
+            S_IDLE: if (start) begin nf <= 0; sf <= 0; w_addr <= 0; state <= S_MAC; end
+            S_MAC: begin
+                w_addr <= w_addr + 1'b1;
+                if (sf == {s.sf - 1}) begin sf <= 0; drain <= {s.mac_depth}; state <= S_DRAIN; end else sf <= sf + 1'b1;
+            end
+            S_DRAIN: if (drain == 0) begin {after_drain} end
+                     else drain <= drain - 1'b1;
+{extra_states}{requant_states(s)}            S_WRITE: begin
+                y_all <= {shift_in};
+                if (nf == {nf - 1}) begin done <= 1'b1; state <= S_IDLE; end
+                else begin nf <= nf + 1'b1; state <= S_MAC; end
+            end
+            default: state <= S_IDLE;
+        endcase
+    end
+"""
+
+
+def folded_module(name: str, s: FoldedShape, summary: str, body: list[str], parts: list[str]) -> str:
+    """A folded layer's module (``summary`` in its header comment) followed by its ROM modules."""
+    header = (f"// {name}: {summary}; {s.cycles} cycles start -> done.\n"
+              "// Generated by qpolicy from a bundle; do not edit.\n")
+    module = (header + f"module {name} (input clk, input rst, input start, input [{s.mw * s.in_bits - 1}:0] x,\n"
+              f"    output reg done, output [{s.mh * s.out_bits - 1}:0] y);\n" + "".join(body) + "endmodule\n")
+    return "`timescale 1 ns / 1 ps\n" + module + "\n" + "\n".join(parts)
+
+
+def folded_layer_verilog(layer: IntLayer, fold: Fold, name: str, stage_levels: int = 0) -> tuple[str, FoldedShape]:
+    """The Verilog of one folded layer (module ``name`` and its ROMs) and its shape. With ``stage_levels``, the
+    products are registered and the lanes' adder trees get a register every ``stage_levels`` levels; the
+    accumulator's enables follow them down the pipeline and the drain waits for them."""
+    s = folded_shape(layer, fold, stage_levels)
+    depth = s.mac_depth
+    w = np.zeros((s.nf * s.pe, s.sf * s.simd), np.int64)
+    w[:s.mh, :s.mw] = layer.weights
+    xb, ab, wb = s.in_bits, s.acc_bits, s.weight_bits
+    pe, simd, nf, sf = s.pe, s.simd, s.nf, s.sf
+
+    words = [_pack([w[g * pe + p, k * simd + j] for p in range(pe) for j in range(simd)], wb)
+             for g in range(nf) for k in range(sf)]
+    front, wrom = folded_front(name, s, words)
+    parts = [wrom] + requant_roms(layer, s, name)
+    pb = product_bits(s, layer.in_signed)
+    wwidth = s.weight_rom[1]
+    weight_stage = (f"""    reg [{wwidth - 1}:0] w_q;   // block RAM out, registered: its clock-to-out stays off the products
+    reg [{simd * xb - 1}:0] xs_q;
+    always @(posedge clk) begin w_q <= w_rom; xs_q <= xs; end
+""" if s.weight_register else f"""    wire [{wwidth - 1}:0] w_q = w_rom;
+    wire [{simd * xb - 1}:0] xs_q = xs;
 """)
+    body = [_product_function("mul", s, layer.in_signed), front, weight_stage]
     for p in range(pe):
         prods = [f"mul(w_q[{(p * simd + j) * wb} +: {wb}], xs_q[{j * xb} +: {xb}])" for j in range(simd)]
         for j, expr in enumerate(prods):
@@ -354,35 +399,10 @@ def folded_layer_verilog(layer: IntLayer, fold: Fold, name: str, stage_levels: i
         lines, rom = affine_unit_verilog(layer, s, name)
         body.append(lines)
         parts.append(rom)
-    new_codes = ", ".join(f"pos{p} + {_hex(olo_bits, ob)}" for p in reversed(range(pe)))
-    shift_in = f"{{{new_codes}, y_all[{nf * pe * ob - 1}:{pe * ob}]}}" if nf > 1 else f"{{{new_codes}}}"
-    body.append(f"""    always @(posedge clk) begin
-        done <= 1'b0;
-        if (rst) begin
-            state <= S_IDLE; nf <= 0; sf <= 0; step <= 0;
-        end else case (state)
-            S_IDLE: if (start) begin nf <= 0; sf <= 0; w_addr <= 0; state <= S_MAC; end
-            S_MAC: begin
-                w_addr <= w_addr + 1'b1;
-                if (sf == {sf - 1}) begin sf <= 0; drain <= {depth}; state <= S_DRAIN; end else sf <= sf + 1'b1;
-            end
-            S_DRAIN: if (drain == 0) begin {requant_start(s)} end
-                     else drain <= drain - 1'b1;
-{requant_states(s)}            S_WRITE: begin
-                y_all <= {shift_in};
-                if (nf == {nf - 1}) begin done <= 1'b1; state <= S_IDLE; end
-                else begin nf <= nf + 1'b1; state <= S_MAC; end
-            end
-            default: state <= S_IDLE;
-        endcase
-    end
-""")
-    header = (f"// {name}: a folded layer, {s.mh} outputs x {s.mw} inputs on PE={pe} x SIMD={simd} lanes "
-              f"({nf} output groups x {sf} input folds, MAC pipeline {depth} deep); {s.cycles} cycles start -> done.\n"
-              f"// Generated by qpolicy from a bundle; do not edit.\n")
-    module = (header + f"module {name} (input clk, input rst, input start, input [{s.mw * xb - 1}:0] x,\n"
-              f"    output reg done, output [{s.mh * ob - 1}:0] y);\n" + "".join(body) + "endmodule\n")
-    return "`timescale 1 ns / 1 ps\n" + module + "\n" + "\n".join(parts), s
+    body.append(folded_fsm(s, layer.out_range[0], requant_start(s)))
+    summary = (f"a folded layer, {s.mh} outputs x {s.mw} inputs on PE={pe} x SIMD={simd} lanes ({nf} output groups "
+               f"x {sf} input folds, MAC pipeline {depth} deep)")
+    return folded_module(name, s, summary, body, parts), s
 
 
 # --- the core: a sequence of segments -----------------------------------------------------------
