@@ -15,7 +15,8 @@ folded on a unit with ``PE`` output lanes and ``SIMD`` input lanes (FINN's MVAU 
   bound the weights prove (``|W q|`` over the code range), so it can never overflow;
 * the bias is folded into the thresholds (``acc + B >= T`` is ``acc >= T - B``), clamped to the channel's
   reachable range; a per-lane binary search over the sorted thresholds gives ``#{k : acc >= T_k}`` in
-  ``out_bits`` steps of two cycles (one ROM read, one compare), with one comparator per PE.
+  ``out_bits`` steps, one cycle each from a LUT-ROM (two from block RAM: a read, then the compare), with one
+  comparator per PE. The 8-bit action layer uses an exact affine requantizer on one DSP instead.
 
 ``PE = MH`` is the input-folded shape, ``SIMD = MW`` the output-folded one; the planner may pick either or
 anything between. Layers run one after another; the core keeps the unrolled core's ports (``rst``,
@@ -52,11 +53,6 @@ class Fold:
     @property
     def unrolled(self) -> bool:
         return self.pe is None
-
-    @property
-    def dsps(self) -> int:
-        """DSP48E1 slices the layer uses: one per pair of output lanes per input lane."""
-        return -(-self.pe // 2) * self.simd if self.dsp else 0
 
     def __str__(self) -> str:
         return "u" if self.unrolled else f"{self.pe}x{self.simd}{'d' if self.dsp else ''}"
@@ -125,6 +121,13 @@ class FoldedShape:
     dsp: bool = False
     affine: bool = False
     """The codes come from the affine requantizer (:func:`affine_requant`) instead of the binary search."""
+    per_slice: int = 0
+    """DSP lanes: output channels sharing one DSP48E1 (:func:`dsp_channels`); 0 for LUT lanes."""
+
+    @property
+    def slices(self) -> int:
+        """DSP48E1 slices of the lanes: one per ``per_slice`` output lanes per input lane."""
+        return -(-self.pe // self.per_slice) * self.simd if self.dsp else 0
 
     @property
     def weight_register(self) -> bool:
@@ -151,27 +154,35 @@ class FoldedShape:
 
     @property
     def cycles(self) -> int:
-        """Cycles from ``start`` to ``done``: per group, SF MAC cycles, one plus the MAC pipeline's depth to
-        drain the last product, the cascade's reduction (DSP lanes), two per binary-search step, one to store
-        the codes; plus the cycle that leaves IDLE."""
-        return 1 + self.nf * (self.sf + 2 + self.mac_depth + self.reduce_cycles + self.requant_cycles)
+        """Cycles from ``start`` to ``done``: per group, SF MAC cycles (the first is the one that takes ``start``),
+        one plus the MAC pipeline's depth to drain the last product, the cascade's reduction (DSP lanes), the
+        requantization, one to store the codes."""
+        return self.nf * (self.sf + 2 + self.mac_depth + self.reduce_cycles + self.requant_cycles)
+
+    @property
+    def search_in_lut(self) -> bool:
+        """Whether the binary search's thresholds sit in LUT-ROM, read in the cycle that compares them (one cycle
+        a step); a block-RAM threshold ROM needs a read cycle first (two a step)."""
+        return not _wants_block(*self.threshold_rom)
 
     @property
     def requant_cycles(self) -> int:
-        """Cycles from the sums to the codes: two per binary-search step, or one per lane through the affine
-        requantizer's DSP plus its three pipeline registers."""
-        return self.pe + AFFINE_DEPTH if self.affine else 2 * self.out_bits
+        """Cycles from the sums to the codes: one or two per binary-search step (:attr:`search_in_lut`), or one
+        per lane through the affine requantizer's DSP plus its three pipeline registers."""
+        if self.affine:
+            return self.pe + AFFINE_DEPTH
+        return self.out_bits * (1 if self.search_in_lut else 2)
 
     @property
     def weight_word_bits(self) -> int:
-        """Bits one lane's weights take in a ROM word: a weight; for a DSP lane, its pair of weights packed
-        for the slice's A port (``w_even`` and ``w_odd`` less the even weight's borrow, one bit wider)."""
-        return 2 * self.weight_bits + 1 if self.dsp else self.weight_bits
+        """Bits one lane's weights take in a ROM word: a weight; for a DSP lane, its channels' weights packed
+        for the slice's A port (the first as is, each other one bit wider: less the borrow of the one below)."""
+        return self.weight_bits + (self.per_slice - 1) * (self.weight_bits + 1) if self.dsp else self.weight_bits
 
     @property
     def lanes(self) -> int:
-        """Weight slots per ROM word: PE x SIMD products, or ceil(PE/2) x SIMD slices."""
-        return (-(-self.pe // 2) if self.dsp else self.pe) * self.simd
+        """Weight slots per ROM word: PE x SIMD products, or the slices."""
+        return self.slices if self.dsp else self.pe * self.simd
 
     @property
     def weight_rom(self) -> tuple[int, int]:
@@ -196,7 +207,7 @@ def folded_shape(layer: IntLayer, fold: Fold, stage_levels: int = 0) -> FoldedSh
     acc_bits = accumulator_bits(layer)
     return FoldedShape(mh, mw, fold.pe, fold.simd, -(-mh // fold.pe), -(-mw // fold.simd), layer.in_bits,
                        layer.weight_bits, layer.out_bits, acc_bits, stage_levels, fold.dsp,
-                       uses_affine(layer))
+                       uses_affine(layer), dsp_channels(layer) if fold.dsp else 0)
 
 
 # --- the affine requantizer ----------------------------------------------------------------------
@@ -296,6 +307,18 @@ def uses_affine(layer: IntLayer) -> bool:
             and accumulator_bits(layer) + aff.scale_bits + 1 < DSP_P_BITS and aff.offset_bits < DSP_P_BITS)
 
 
+
+
+def dsp_channels(layer: IntLayer) -> int:
+    """How many output channels of ``layer`` share one DSP48E1: the most ``n`` whose packed weights,
+    ``(n - 1) acc_bits + weight_bits + 1`` bits, fit the A port and whose ``n`` sums, ``n acc_bits`` bits, fit
+    P (two when :func:`dsp_packing_fits`; 0 when not even two fit)."""
+    if dsp_packing_fits(layer) is not None:
+        return 0
+    ab, n = accumulator_bits(layer), 2
+    while n * ab + layer.weight_bits + 1 <= DSP_A_BITS and (n + 1) * ab <= DSP_P_BITS:
+        n += 1
+    return n
 
 
 def dsp_packing_fits(layer: IntLayer) -> str | None:

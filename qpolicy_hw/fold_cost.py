@@ -17,7 +17,7 @@ from qpolicy_hw.fold import (
     _wants_block,
     accumulator_bits,
     affine_requant,
-    dsp_packing_fits,
+    dsp_channels,
     folded_shape,
     folded_thresholds,
     unrolled_cycles,
@@ -73,7 +73,7 @@ def estimate_dsp(layer: IntLayer, fold: Fold) -> Cost:
     r_lut, r_ff, r_bram, r_dsp = _requant_cost(layer, s)
     lut = LUT_SCALE * (xmux + 4 * s.simd + 45) + w_lut + r_lut
     ff = s.simd * s.in_bits + s.weight_rom[1] + s.nf * s.pe * s.out_bits + 30 + r_ff
-    return Cost(lut, ff, w_bram + r_bram, s.cycles, fold.dsps + r_dsp)
+    return Cost(lut, ff, w_bram + r_bram, s.cycles, s.slices + r_dsp)
 
 
 def _requant_cost(layer: IntLayer, s) -> tuple[float, float, float, int]:
@@ -193,10 +193,10 @@ def layer_options(layer: IntLayer, stage_levels: int = DEFAULT_STAGE_LEVELS) -> 
     opts = [(Fold(), estimate_unrolled(layer, stage_levels))]
     opts += [(Fold(pe, simd), estimate_folded(layer, Fold(pe, simd), stage_levels))
              for pe in _lane_counts(mh) for simd in _lane_counts(mw)]
-    if dsp_packing_fits(layer) is None:
+    n = dsp_channels(layer)
+    if n:
         opts += [(Fold(pe, simd, True), estimate_dsp(layer, Fold(pe, simd, True)))
-                 for pe in _lane_counts(mh) for simd in _lane_counts(mw)
-                 if (pe % 2 == 0 or pe == mh) and -(-pe // 2) * simd <= MAX_DSP_LANES]
+                 for pe in _lane_counts(mh) for simd in _lane_counts(mw) if -(-pe // n) * simd <= MAX_DSP_LANES]
     return _pareto(opts)
 
 

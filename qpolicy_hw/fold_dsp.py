@@ -1,20 +1,20 @@
-"""A folded layer on DSP48E1 slices: two output channels per slice, accumulated inside the slice.
+"""A folded layer on DSP48E1 slices: several output channels per slice, accumulated inside the slice.
 
 FINN's RTL MVU packs several small multiplies into one DSP; the same idea, kept exact and simple here:
 
-* **two channels per slice.** Slice ``(q, s)`` multiplies one input code ``x`` (port B) by the packed weight
-  pair ``A = w_even + w_odd * 2^K`` and accumulates in P, so that ``P = sum x w_even + 2^K sum x w_odd``.
-  ``K`` is the layer's accumulator width, which bounds every partial sum. The ROM stores ``w_even`` (K bits
-  once sign-extended) and ``w_odd`` less the even weight's sign: A is then the plain concatenation of the two
-  fields, with no adder in front of the slice.
-* **no borrow between the fields.** Column 0 starts its sum from the constant ``2^(K-1)`` (port C), so the low
-  field ``2^(K-1) + sum x w_even`` lies in ``[0, 2^K)``: P's bits ``[K-1:0]`` are the even channel's sum in
-  offset binary (its MSB inverted gives two's complement) and bits ``[2K-1:K]`` the odd channel's sum
-  exactly.
+* **n channels per slice.** Slice ``(q, s)`` multiplies one input code ``x`` (port B) by the packed weights
+  ``A = w_0 + w_1 2^K + ... + w_(n-1) 2^((n-1)K)`` and accumulates in P, so that
+  ``P = sum_i 2^(iK) sum x w_i``. ``K`` is the layer's accumulator width, which bounds every partial sum; ``n``
+  is the most that A (25 bits) and P (48 bits) hold (:func:`~qpolicy_hw.fold.dsp_channels`: 2 for 14-bit sums,
+  3 for 10-bit ones). The ROM stores ``w_0`` and, for each ``i > 0``, ``w_i`` less the borrow of the field below
+  (one bit wider): A is then the plain concatenation of the fields, with no adder in front of the slice.
+* **no borrow between the fields.** Column 0 starts its sum from ``sum_(i<n-1) 2^(iK + K - 1)`` (port C), so
+  every field but the top one lies in ``[0, 2^K)``: P's bits ``[iK + K - 1 : iK]`` are channel ``i``'s sum in
+  offset binary (its MSB inverted gives two's complement), the top field is the last channel's sum exactly.
 * **SIMD columns, one cascade.** With SIMD > 1, column ``s`` takes input ``f * SIMD + s`` of input fold ``f``;
   after the last fold the columns' sums are added down the PCIN cascade (``P_s += P_{s-1}``, one column per
   cycle, no fabric adders), and the last column holds the totals.
-* the binary search over the thresholds and the output register are the LUT-lane layer's
+* the requantization and the output register are the LUT-lane layer's
   (:func:`qpolicy_hw.fold_verilog.folded_layer_verilog`).
 
 Pipeline: operands registered in the slice (AREG = BREG = 1), the product (MREG = 1), P (PREG = 1);
@@ -42,10 +42,25 @@ OP_ACCUMULATE = "7'b0100101"   # P = P + M
 OP_CASCADE = "7'b0010010"      # P = P + PCIN: the reduction down the cascade
 
 
-def _pair_word(w_even: int, w_odd: int, wb: int) -> int:
-    """One slice's ROM field: ``w_even`` (wb bits) then ``w_odd - [w_even < 0]`` (wb + 1 bits): concatenated
-    with ``w_even`` sign-extended to K bits, it is ``w_even + w_odd * 2^K`` in two's complement."""
-    return (w_even & ((1 << wb) - 1)) | (((w_odd - (1 if w_even < 0 else 0)) & ((1 << (wb + 1)) - 1)) << wb)
+def packed_fields(weights: list[int]) -> list[int]:
+    """One slice's weight fields: ``w_0``, then each ``w_i`` less the borrow of the field below (``-1`` when
+    that field is negative). Each sign-extended to K bits and concatenated (the top one to the port), they are
+    ``sum_i w_i 2^(iK)`` in two's complement, for any K wider than the fields."""
+    fields, borrow = [], 0
+    for w in weights:
+        fields.append(w + borrow)
+        borrow = -1 if fields[-1] < 0 else 0
+    return fields
+
+
+def _slice_word(weights: list[int], wb: int) -> int:
+    """The ROM bits of one slice: field 0 in ``wb`` bits, the others in ``wb + 1``."""
+    word, at = 0, 0
+    for i, f in enumerate(packed_fields(weights)):
+        width = wb if i == 0 else wb + 1
+        word |= (f & ((1 << width) - 1)) << at
+        at += width
+    return word
 
 
 def _dsp_instance(name: str, a: str, b: str, c: str, pcin: str, opmode: str, cep: str, p: str, pcout: str,
@@ -63,8 +78,22 @@ def _dsp_instance(name: str, a: str, b: str, c: str, pcin: str, opmode: str, cep
 """
 
 
+def _a_port(slot: int, n: int, fw: int, wb: int, k: int) -> str:
+    """The A port (30 bits) of the slice in ROM slot ``slot``: its fields, each sign-extended to K bits, the
+    top one to the port."""
+    base, parts, at = slot * fw, [], 0
+    for i in range(n):
+        width = wb if i == 0 else wb + 1
+        lo, hi = base + at, base + at + width - 1
+        at += width
+        room = (30 - (n - 1) * k) if i == n - 1 else k
+        ext = f"{{{room - width}{{w_rom[{hi}]}}}}, " if room > width else ""
+        parts.append(f"{ext}w_rom[{hi}:{lo}]")
+    return "{" + ", ".join(reversed(parts)) + "}"
+
+
 def dsp_layer_verilog(layer: IntLayer, fold: Fold, name: str) -> tuple[str, FoldedShape]:
-    """The Verilog of one layer on ``ceil(PE/2) x SIMD`` DSP48E1 slices (module ``name`` and its ROMs)."""
+    """The Verilog of one layer on ``ceil(PE/n) x SIMD`` DSP48E1 slices (module ``name`` and its ROMs)."""
     from qpolicy_hw.fold_verilog import (
         _pack,
         affine_unit_verilog,
@@ -82,22 +111,24 @@ def dsp_layer_verilog(layer: IntLayer, fold: Fold, name: str) -> tuple[str, Fold
     s = folded_shape(layer, fold, 1)
     pe, simd, nf, sf = s.pe, s.simd, s.nf, s.sf
     xb, k, wb = s.in_bits, s.acc_bits, s.weight_bits
-    pairs = -(-pe // 2)
+    n = s.per_slice
+    per_column = -(-pe // n)
     fw = s.weight_word_bits
     w = np.zeros((nf * pe, sf * simd), np.int64)
     w[:s.mh, :s.mw] = layer.weights
-    # output p of group g is row g * PE + p; pairs within a group are (2q, 2q + 1), the last may be half empty
-    rows = np.zeros((nf, pairs * 2, sf * simd), np.int64)
+    # output p of group g is row g * PE + p; slice q of a group holds rows n q ... n q + n - 1 (the last may
+    # be partly empty)
+    rows = np.zeros((nf, per_column * n, sf * simd), np.int64)
     rows[:, :pe] = w.reshape(nf, pe, sf * simd)
 
-    words = [_pack([_pair_word(int(rows[g, 2 * q, f * simd + c]), int(rows[g, 2 * q + 1, f * simd + c]), wb)
-                    for c in range(simd) for q in range(pairs)], fw)
+    words = [_pack([_slice_word([int(v) for v in rows[g, n * q:n * q + n, f * simd + c]], wb)
+                    for c in range(simd) for q in range(per_column)], fw)
              for g in range(nf) for f in range(sf)]
     column = f"    reg [{_clog2(simd) - 1}:0] column;   // the cascade column adding its left neighbour's sum (S_REDUCE)\n"
     front, wrom = folded_front(name, s, words, column)
     parts = [wrom] + requant_roms(layer, s, name)
     body = [front]
-    offset = f"48'd{1 << (k - 1)}"
+    offset = f"48'd{sum(1 << (i * k + k - 1) for i in range(n - 1))}"
     fill = (lambda j: f"xs[{j * xb + xb - 1}]") if layer.in_signed else (lambda j: "1'b0")
     for c in range(simd):
         first = OP_FIRST_C if c == 0 else OP_FIRST_0
@@ -105,20 +136,18 @@ def dsp_layer_verilog(layer: IntLayer, fold: Fold, name: str) -> tuple[str, Fold
                     f"    wire cep{c} = mac_v" + (f" || (state == S_REDUCE && column == {c})" if c else "") + ";\n"
                     f"    wire [17:0] b{c} = " + (f"{{{{{18 - xb}{{{fill(c)}}}}}, " if xb < 18 else "{")
                     + f"xs[{c * xb + xb - 1}:{c * xb}]}};\n")
-        for q in range(pairs):
-            lo = (c * pairs + q) * fw
-            even, odd = f"w_rom[{lo + wb - 1}:{lo}]", f"w_rom[{lo + fw - 1}:{lo + wb}]"
-            even_ext = f"{{{k - wb}{{w_rom[{lo + wb - 1}]}}}}, " if k > wb else ""
-            a = f"{{{{{30 - k - wb - 1}{{w_rom[{lo + fw - 1}]}}}}, {odd}, {even_ext}{even}}}"
+        for q in range(per_column):
+            a = _a_port(c * per_column + q, n, fw, wb, k)
             body.append(f"    wire [47:0] p{q}_{c}, pc{q}_{c};\n")
             body.append(_dsp_instance(f"dsp{q}_{c}", a, f"b{c}", offset if c == 0 else "48'd0",
                                       f"pc{q}_{c - 1}" if c else "48'd0", f"op{c}", f"cep{c}", f"p{q}_{c}",
                                       f"pc{q}_{c}"))
     last = simd - 1
     for p in range(pe):
-        q, half = divmod(p, 2)
-        field = (f"{{~p{q}_{last}[{k - 1}], p{q}_{last}[{k - 2}:0]}}" if k > 1 else f"~p{q}_{last}[0]") if half == 0 \
-            else f"p{q}_{last}[{2 * k - 1}:{k}]"
+        q, i = divmod(p, n)
+        lo, hi = i * k, i * k + k - 1
+        field = (f"p{q}_{last}[{hi}:{lo}]" if i == n - 1      # the top field: two's complement
+                 else f"{{~p{q}_{last}[{hi}], p{q}_{last}[{hi - 1}:{lo}]}}" if k > 1 else f"~p{q}_{last}[{lo}]")
         body.append(f"    wire [{k - 1}:0] acc{p} = {field};\n" + requant_lane(name, p, s))
     if s.affine:
         lines, rom = affine_unit_verilog(layer, s, name)
@@ -128,6 +157,6 @@ def dsp_layer_verilog(layer: IntLayer, fold: Fold, name: str) -> tuple[str, Fold
     reduce = f"            S_REDUCE: if (column == {last}) begin {search} end else column <= column + 1'b1;\n"
     body.append(folded_fsm(s, layer.out_range[0], "column <= 1; state <= S_REDUCE;" if simd > 1 else search,
                            reduce if simd > 1 else ""))
-    summary = (f"a folded layer on DSP48E1 slices, {s.mh} outputs x {s.mw} inputs, PE={pe} x SIMD={simd} ({pairs} x "
-               f"{simd} slices, two channels each; {nf} output groups x {sf} input folds)")
+    summary = (f"a folded layer on DSP48E1 slices, {s.mh} outputs x {s.mw} inputs, PE={pe} x SIMD={simd} ({per_column} "
+               f"x {simd} slices, {n} channels each; {nf} output groups x {sf} input folds)")
     return folded_module(name, s, summary, body, parts), s

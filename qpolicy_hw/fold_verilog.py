@@ -131,10 +131,11 @@ def requant_lane(name: str, p: int, s: FoldedShape) -> str:
     ob, ab = s.out_bits, s.acc_bits
     if s.affine:   # written by the requantizer (:func:`affine_unit_verilog`), declared before it for Vivado
         return f"    reg [{ob - 1}:0] pos{p};\n"
+    clock = "" if s.search_in_lut else ".clk(clk), "
     return f"""    reg [{ob - 1}:0] pos{p};
     wire [{ob - 1}:0] idx{p} = pos{p} | below;
     wire [{ab - 1}:0] t_q{p};
-    {name}_trom{p} trom{p} (.clk(clk), .addr({{nf, idx{p}}}), .data(t_q{p}));
+    {name}_trom{p} trom{p} ({clock}.addr({{nf, idx{p}}}), .data(t_q{p}));
     always @(posedge clk) begin
         if (state == S_DRAIN) pos{p} <= {ob}'d0;
         else if (state == S_TCMP && $signed(acc{p}) >= $signed(t_q{p})) pos{p} <= pos{p} | probe;
@@ -149,9 +150,13 @@ def requant_roms(layer: IntLayer, s: FoldedShape, name: str) -> list[str]:
     ob = s.out_bits
     t = np.zeros((s.nf * s.pe, 1 << ob), np.int64)
     t[:s.mh, :(1 << ob) - 1] = folded_thresholds(layer)
-    return [_rom_module(f"{name}_trom{p}", [int(t[g * s.pe + p, j]) for g in range(s.nf) for j in range(1 << ob)],
-                        s.acc_bits, _wants_block(*s.threshold_rom), _clog2(s.nf) + ob)
-            for p in range(s.pe)]
+    aw = _clog2(s.nf) + ob
+    roms = []
+    for p in range(s.pe):
+        words = [int(t[g * s.pe + p, j]) for g in range(s.nf) for j in range(1 << ob)]
+        roms.append(_async_rom_module(f"{name}_trom{p}", words, s.acc_bits, aw) if s.search_in_lut
+                    else _rom_module(f"{name}_trom{p}", words, s.acc_bits, True, aw))
+    return roms
 
 
 def requant_start(s: FoldedShape) -> str:
@@ -160,7 +165,7 @@ def requant_start(s: FoldedShape) -> str:
     if s.affine:
         return "aff_cnt <= 0; state <= S_AFF;"
     return (f"step <= {ob - 1}; probe <= {_hex(1 << (ob - 1), ob)}; below <= {_hex((1 << (ob - 1)) - 1, ob)}; "
-            "state <= S_TADDR;")
+            f"state <= {'S_TCMP' if s.search_in_lut else 'S_TADDR'};")
 
 
 def requant_states(s: FoldedShape) -> str:
@@ -170,9 +175,11 @@ def requant_states(s: FoldedShape) -> str:
     if s.affine:
         return (f"            S_AFF: if (aff_cnt == {s.pe + AFFINE_DEPTH - 1}) state <= S_WRITE; "
                 "else aff_cnt <= aff_cnt + 1'b1;\n")
-    return """            S_TADDR: state <= S_TCMP;
+    # thresholds in LUT-ROM are read in the step that compares them; a block-RAM ROM takes a cycle first
+    after = "S_TCMP" if s.search_in_lut else "S_TADDR"
+    return f"""            S_TADDR: state <= S_TCMP;
             S_TCMP: if (step == 0) state <= S_WRITE;
-                    else begin step <= step - 1'b1; probe <= probe >> 1; below <= below >> 1; state <= S_TADDR; end
+                    else begin step <= step - 1'b1; probe <= probe >> 1; below <= below >> 1; state <= {after}; end
 """
 
 
@@ -310,11 +317,12 @@ def folded_front(name: str, s: FoldedShape, words: list[int], extra_regs: str = 
     reg [{simd * xb - 1}:0] xs;
     reg [{depth}:0] mac_v_d, mac_first_d;   // the accumulator's (or the slices' OPMODE and CEP) enables
     wire mac_v = mac_v_d[{depth}], mac_first = mac_first_d[{depth}];
+    wire mac_now = state == S_MAC || (state == S_IDLE && start);   // a weight word and an input slice are read
     reg [{_clog2(depth + 1) - 1}:0] drain;
     always @(posedge clk) begin
         xs <= x_slice[sf];
-        mac_v_d <= {{mac_v_d, state == S_MAC}};
-        mac_first_d <= {{mac_first_d, state == S_MAC && sf == 0}};
+        mac_v_d <= {{mac_v_d, mac_now}};
+        mac_first_d <= {{mac_first_d, mac_now && sf == 0}};
     end
     reg [{s.nf * s.pe * ob - 1}:0] y_all;
     assign y = y_all[{s.mh * ob - 1}:0];
@@ -324,26 +332,31 @@ def folded_front(name: str, s: FoldedShape, words: list[int], extra_regs: str = 
 
 def folded_fsm(s: FoldedShape, out_lo: int, after_drain: str, extra_states: str = "") -> str:
     """The control of a folded layer: per output group, SF MAC cycles, the drain (then ``after_drain``, e.g. the
-    DSP cascade's ``extra_states``), the requantization, and the codes shifted into the output register."""
+    DSP cascade's ``extra_states``), the requantization, and the codes shifted into the output register. The
+    cycle that takes ``start`` is the first MAC cycle: the weight address rests at 0 while idle."""
     pe, nf, ob = s.pe, s.nf, s.out_bits
     olo_bits = out_lo & ((1 << ob) - 1)
     new_codes = ", ".join(f"pos{p} + {_hex(olo_bits, ob)}" for p in reversed(range(pe)))
     shift_in = f"{{{new_codes}, y_all[{nf * pe * ob - 1}:{pe * ob}]}}" if nf > 1 else f"{{{new_codes}}}"
+    mac_step = (f"w_addr <= w_addr + 1'b1;\n                if (sf == {s.sf - 1}) begin sf <= 0; drain <= {s.mac_depth}; "
+                "state <= S_DRAIN; end else begin sf <= sf + 1'b1; state <= S_MAC; end")
     return f"""    always @(posedge clk) begin
         done <= 1'b0;
         if (rst) begin
-            state <= S_IDLE; nf <= 0; sf <= 0; step <= 0;
+            state <= S_IDLE; nf <= 0; sf <= 0; step <= 0; w_addr <= 0;
         end else case (state)
-            S_IDLE: if (start) begin nf <= 0; sf <= 0; w_addr <= 0; state <= S_MAC; end
+            S_IDLE: if (start) begin
+                nf <= 0;
+                {mac_step}
+            end
             S_MAC: begin
-                w_addr <= w_addr + 1'b1;
-                if (sf == {s.sf - 1}) begin sf <= 0; drain <= {s.mac_depth}; state <= S_DRAIN; end else sf <= sf + 1'b1;
+                {mac_step}
             end
             S_DRAIN: if (drain == 0) begin {after_drain} end
                      else drain <= drain - 1'b1;
 {extra_states}{requant_states(s)}            S_WRITE: begin
                 y_all <= {shift_in};
-                if (nf == {nf - 1}) begin done <= 1'b1; state <= S_IDLE; end
+                if (nf == {nf - 1}) begin done <= 1'b1; w_addr <= 0; state <= S_IDLE; end
                 else begin nf <= nf + 1'b1; state <= S_MAC; end
             end
             default: state <= S_IDLE;
@@ -553,7 +566,7 @@ def build_folded_rtl(layers: list[IntLayer], plan: list[Fold], out_dir: str | Pa
             (src / f"{name}.v").write_text(text)
             latency = shape.cycles
             shapes.append({"layers": list(group), "fold": str(fold), "pe": shape.pe, "simd": shape.simd,
-                           "dsp48e1": fold.dsps,
+                           "dsp48e1": shape.slices,
                            "output_groups": shape.nf, "input_folds": shape.sf, "acc_bits": shape.acc_bits,
                            "weight_rom": {"depth": shape.weight_rom[0], "width": shape.weight_rom[1],
                                           "style": "block" if _wants_block(*shape.weight_rom) else "distributed"},

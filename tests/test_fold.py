@@ -71,6 +71,7 @@ CASES = {  # name: (dims, bits between layers, plan)
     "three layers, wide codes (shift-and-add products)": ([6, 8, 8, 3], [8, 3, 3, 8], "8x2,2x8,3x8"),
     "mixed: folded, unrolled, folded": ([12, 10, 10, 3], [3, 3, 2, 8], "5x4,u,3x10"),
     "mixed: unrolled first and last": ([7, 12, 10, 3], [3, 2, 3, 8], "u,2x4,u"),
+    "thresholds in block RAM (two cycles a search step)": ([12, 6], [4, 8], "1x12"),
     "DSP lanes: odd PE, SIMD columns, padded": ([7, 5], [3, 6], "5x3d"),
     "DSP lanes: both layers, cascades of 4 and 3": ([9, 10, 3], [2, 2, 8], "4x4d,3x3d"),
     "DSP and LUT lanes, 8-bit signed inputs": ([6, 8, 8, 3], [8, 3, 3, 8], "8x2d,2x8,3x1d"),

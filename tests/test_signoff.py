@@ -123,13 +123,17 @@ def test_weights_in_block_ram_are_registered_before_the_products_and_stay_exact(
 
 
 def test_dsp_lanes_count_their_slices_and_the_planner_keeps_to_the_dsp_budget():
-    from qpolicy_hw.fold import Fold
+    from qpolicy_hw.fold import Fold, accumulator_bits, dsp_channels, folded_shape
 
     rng = np.random.default_rng(5)
     layers = chain(rng, [40, 32, 32, 6], [4, 3, 3, 8])
-    assert Fold(5, 3, True).dsps == 9 and Fold(4, 2, True).dsps == 4 and Fold(4, 2).dsps == 0
+    n = dsp_channels(layers[0])
+    k = accumulator_bits(layers[0])
+    assert (n - 1) * k + 3 <= 25 < n * k + 3           # as many 2-bit weights as the 25-bit A port holds
+    assert folded_shape(layers[0], Fold(5, 3, True)).slices == -(-5 // n) * 3
+    assert folded_shape(layers[0], Fold(5, 3)).slices == 0
     plan = parse_fold("16x4d,8x2,u", [layer.shape for layer in layers])
-    assert estimate(layers, plan).dsp == 32
+    assert estimate(layers, plan).dsp == -(-16 // n) * 4
     for lut in (1500, 2500):                         # few LUT: the slices buy speed, within their budget
         no_dsp, without = plan_fold(layers, Budget(lut, 18720, 25, 0), "latency")
         assert without.dsp == 0 and not any(f.dsp for f in no_dsp)
