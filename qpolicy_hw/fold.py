@@ -140,9 +140,9 @@ class FoldedShape:
     def mac_depth(self) -> int:
         """Pipeline registers between the lane inputs and the accumulator: a block-RAM weight register, the
         product register and the adder tree's registers (0 when unpipelined); DSP lanes: the slice's operand
-        and product registers (AREG/BREG, MREG)."""
+        product register (MREG; A and B come from the ROM's and input slice's registers)."""
         if self.dsp:
-            return 2
+            return 1
         if self.stage_levels <= 0:
             return 0
         return 1 + tree_registers(self.simd, self.stage_levels) + int(self.weight_register)
@@ -155,9 +155,9 @@ class FoldedShape:
     @property
     def cycles(self) -> int:
         """Cycles from ``start`` to ``done``: per group, SF MAC cycles (the first is the one that takes ``start``),
-        one plus the MAC pipeline's depth to drain the last product, the cascade's reduction (DSP lanes), the
-        requantization, one to store the codes."""
-        return self.nf * (self.sf + 2 + self.mac_depth + self.reduce_cycles + self.requant_cycles)
+        the weight ROM's read and the MAC pipeline's depth to drain the last product into the accumulator, the
+        cascade's reduction (DSP lanes) and the requantization, whose last cycle also stores the codes."""
+        return self.nf * (self.sf + 1 + self.mac_depth + self.reduce_cycles + self.requant_cycles)
 
     @property
     def search_in_lut(self) -> bool:
@@ -168,7 +168,7 @@ class FoldedShape:
     @property
     def requant_cycles(self) -> int:
         """Cycles from the sums to the codes: one or two per binary-search step (:attr:`search_in_lut`), or one
-        per lane through the affine requantizer's DSP plus its three pipeline registers."""
+        per lane through the affine requantizer's DSP plus its pipeline registers (:data:`AFFINE_DEPTH`)."""
         if self.affine:
             return self.pe + AFFINE_DEPTH
         return self.out_bits * (1 if self.search_in_lut else 2)
@@ -214,9 +214,9 @@ def folded_shape(layer: IntLayer, fold: Fold, stage_levels: int = 0) -> FoldedSh
 AFFINE_MIN_OUT_BITS = 6
 """Layers with at least this many output bits (the 8-bit action layer: 255 thresholds a channel) use the affine
 requantizer when it is exact; below it, the binary search over a few thresholds is smaller."""
-AFFINE_DEPTH = 3
-"""Pipeline registers of the affine requantizer: the DSP's operand (AREG/BREG, CREG fed one cycle late), product
-(MREG) and P (PREG) registers; the code is written from P."""
+AFFINE_DEPTH = 2
+"""Pipeline registers of the affine requantizer: the DSP's product (MREG, with the offset in CREG) and P (PREG)
+registers; the code is written from P."""
 AFFINE_MAX_SHIFT = 24
 
 

@@ -17,8 +17,9 @@ FINN's RTL MVU packs several small multiplies into one DSP; the same idea, kept 
 * the requantization and the output register are the LUT-lane layer's
   (:func:`qpolicy_hw.fold_verilog.folded_layer_verilog`).
 
-Pipeline: operands registered in the slice (AREG = BREG = 1), the product (MREG = 1), P (PREG = 1);
-OPMODE and CEP come from fabric registers, unregistered in the slice (OPMODEREG = 0). Simulation uses the
+Pipeline: the operands come straight from the weight ROM's and the input slice's registers (AREG = BREG = 0),
+then the product (MREG = 1) and P (PREG = 1) are registered; OPMODE and CEP come from fabric registers,
+unregistered in the slice (OPMODEREG = 0). Simulation uses the
 DSP48E1 model of Yosys' xc7 cell library (:func:`qpolicy_hw.rtl.simulation_models`); Yosys and Vivado map the
 instance to the primitive itself.
 """
@@ -65,7 +66,9 @@ def _slice_word(weights: list[int], wb: int) -> int:
 
 def _dsp_instance(name: str, a: str, b: str, c: str, pcin: str, opmode: str, cep: str, p: str, pcout: str,
                   creg: int = 0) -> str:
-    return f"""    DSP48E1 #(.AREG(1), .BREG(1), .ACASCREG(1), .BCASCREG(1), .MREG(1), .PREG(1), .CREG({creg}), .DREG(0),
+    """A DSP48E1 whose A and B come from fabric registers (AREG = BREG = 0: the multiplier's setup from them is
+    1.4 ns), with the product and P registered."""
+    return f"""    DSP48E1 #(.AREG(0), .BREG(0), .ACASCREG(0), .BCASCREG(0), .MREG(1), .PREG(1), .CREG({creg}), .DREG(0),
         .ADREG(0), .OPMODEREG(0), .ALUMODEREG(0), .INMODEREG(0), .CARRYINREG(0), .CARRYINSELREG(0),
         .USE_MULT("MULTIPLY"), .USE_DPORT("FALSE"), .USE_SIMD("ONE48"), .A_INPUT("DIRECT"), .B_INPUT("DIRECT"))
     {name} (.CLK(clk), .A({a}), .B({b}), .C({c}), .D(25'd0), .PCIN({pcin}), .ACIN(30'd0), .BCIN(18'd0),

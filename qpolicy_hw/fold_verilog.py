@@ -71,9 +71,10 @@ endmodule
 def affine_unit_verilog(layer: IntLayer, s: FoldedShape, name: str) -> tuple[str, str]:
     """The affine requantizer of a folded layer (:func:`~qpolicy_hw.fold.affine_requant`): (the lines inside
     the layer's module, its constants ROM). One lane a cycle: ``acc`` of lane ``aff_cnt`` (A), the channel's
-    scale (B) and offset (C, registered one cycle later so that it meets the product) into one DSP48E1; from
-    P, ``floor(P / 2^shift)`` clamped to the code range is written into the lane's ``pos``. The FSM runs
-    ``aff_cnt`` from 0 to ``PE + 2`` in state ``S_AFF``."""
+    scale (B) and offset (C, registered in the slice next to the product) into one DSP48E1; from P,
+    ``floor(P / 2^shift)`` clamped to the code range is written into the lane's ``pos``. The FSM runs
+    ``aff_cnt`` from 0 to ``PE + AFFINE_DEPTH - 1`` in state ``S_AFF``; the last lane's code is stored into the
+    output register straight from P (``code{PE-1}``)."""
     from qpolicy_hw.fold import AFFINE_DEPTH, affine_requant
 
     aff = affine_requant(layer)
@@ -89,13 +90,14 @@ def affine_unit_verilog(layer: IntLayer, s: FoldedShape, name: str) -> tuple[str
     rom = _async_rom_module(f"{name}_arom", words, mb + bb, nfw + lw)
     sel = "\n".join(f"            {_hex(p, lw)}: aff_acc = acc{p};" for p in range(pe))
     writes = "\n".join(f"        {_hex(p, lw)}: pos{p} <= aff_code;" for p in range(pe))
+    codes = "\n".join(f"    wire [{ob - 1}:0] code{p} = pos{p};" for p in range(pe - 1))
     top = (1 << ob) - 1
     shifted_bits = 48 - aff.shift
     lines = f"""    // the affine requantizer: code = clamp(floor((acc * M + B) / 2^{aff.shift}), 0, {top})
     reg [{lw + 2}:0] aff_cnt;
     wire aff_issue = state == S_AFF && aff_cnt < {pe};
     reg [{AFFINE_DEPTH - 1}:0] aff_v;
-    reg [{lw - 1}:0] aff_lane_d0, aff_lane_d1, aff_lane_d2;
+    reg [{lw - 1}:0] aff_lane_d0, aff_lane_d1;
     reg [{k - 1}:0] aff_acc;
     always @* begin
         case (aff_cnt[{lw - 1}:0])
@@ -105,11 +107,9 @@ def affine_unit_verilog(layer: IntLayer, s: FoldedShape, name: str) -> tuple[str
     end
     wire [{mb + bb - 1}:0] aff_const;
     {name}_arom arom (.addr({{nf, aff_cnt[{lw - 1}:0]}}), .data(aff_const));
-    reg [{bb - 1}:0] aff_offset;
     always @(posedge clk) begin
         aff_v <= {{aff_v[{AFFINE_DEPTH - 2}:0], aff_issue}};
-        aff_lane_d0 <= aff_cnt[{lw - 1}:0]; aff_lane_d1 <= aff_lane_d0; aff_lane_d2 <= aff_lane_d1;
-        aff_offset <= aff_const[{mb + bb - 1}:{mb}];
+        aff_lane_d0 <= aff_cnt[{lw - 1}:0]; aff_lane_d1 <= aff_lane_d0;
     end
     wire [47:0] aff_p;
 {_dsp_requant_instance(k, mb, bb)}
@@ -117,10 +117,13 @@ def affine_unit_verilog(layer: IntLayer, s: FoldedShape, name: str) -> tuple[str
     wire [{ob - 1}:0] aff_code = aff_q[{shifted_bits - 1}] ? {ob}'d0
         : (|aff_q[{shifted_bits - 1}:{ob}] ? {_hex(top, ob)} : aff_q[{ob - 1}:0]);
     wire aff_we = aff_v[{AFFINE_DEPTH - 1}];
-    always @(posedge clk) if (aff_we) case (aff_lane_d2)
+    always @(posedge clk) if (aff_we) case (aff_lane_d1)
 {writes}
         default: ;
     endcase
+    // the codes the last requantization cycle stores: the last lane's leaves P in that cycle
+{codes}
+    wire [{ob - 1}:0] code{pe - 1} = aff_code;
 """
     return lines, rom
 
@@ -136,9 +139,11 @@ def requant_lane(name: str, p: int, s: FoldedShape) -> str:
     wire [{ob - 1}:0] idx{p} = pos{p} | below;
     wire [{ab - 1}:0] t_q{p};
     {name}_trom{p} trom{p} ({clock}.addr({{nf, idx{p}}}), .data(t_q{p}));
+    wire hit{p} = $signed(acc{p}) >= $signed(t_q{p});
+    wire [{ob - 1}:0] code{p} = hit{p} ? pos{p} | probe : pos{p};   // after this step: stored by the last one
     always @(posedge clk) begin
         if (state == S_DRAIN) pos{p} <= {ob}'d0;
-        else if (state == S_TCMP && $signed(acc{p}) >= $signed(t_q{p})) pos{p} <= pos{p} | probe;
+        else if (state == S_TCMP) pos{p} <= code{p};
     end
 """
 
@@ -168,17 +173,18 @@ def requant_start(s: FoldedShape) -> str:
             f"state <= {'S_TCMP' if s.search_in_lut else 'S_TADDR'};")
 
 
-def requant_states(s: FoldedShape) -> str:
-    """The FSM cases of the requantization: the affine requantizer's lanes and drain, or the search's steps."""
+def requant_states(s: FoldedShape, store: str) -> str:
+    """The FSM cases of the requantization: the affine requantizer's lanes and drain, or the search's steps;
+    the last cycle runs ``store`` (the codes into the output register)."""
     from qpolicy_hw.fold import AFFINE_DEPTH
 
     if s.affine:
-        return (f"            S_AFF: if (aff_cnt == {s.pe + AFFINE_DEPTH - 1}) state <= S_WRITE; "
+        return (f"            S_AFF: if (aff_cnt == {s.pe + AFFINE_DEPTH - 1}) begin {store} end "
                 "else aff_cnt <= aff_cnt + 1'b1;\n")
     # thresholds in LUT-ROM are read in the step that compares them; a block-RAM ROM takes a cycle first
     after = "S_TCMP" if s.search_in_lut else "S_TADDR"
     return f"""            S_TADDR: state <= S_TCMP;
-            S_TCMP: if (step == 0) state <= S_WRITE;
+            S_TCMP: if (step == 0) begin {store} end
                     else begin step <= step - 1'b1; probe <= probe >> 1; below <= below >> 1; state <= {after}; end
 """
 
@@ -189,7 +195,7 @@ def _dsp_requant_instance(k: int, mb: int, bb: int) -> str:
     return _dsp_instance("dsp_requant", f"{{{{{30 - k}{{aff_acc[{k - 1}]}}}}, aff_acc}}",
                          f"{{{{{18 - mb}{{aff_const[{mb - 1}]}}}}, aff_const[{mb - 1}:0]}}" if mb < 18
                          else "aff_const[17:0]",
-                         f"{{{{{48 - bb}{{aff_offset[{bb - 1}]}}}}, aff_offset}}", "48'd0", "7'b0110101", "1'b1",
+                         f"{{{{{48 - bb}{{aff_const[{mb + bb - 1}]}}}}, aff_const[{mb + bb - 1}:{mb}]}}", "48'd0", "7'b0110101", "1'b1",
                          "aff_p", "", creg=1)
 
 
@@ -298,8 +304,8 @@ def folded_front(name: str, s: FoldedShape, words: list[int], extra_regs: str = 
     pad = (sf * simd - s.mw) * xb
     x_slices = "\n".join(f"    assign x_slice[{k}] = xp[{k * simd * xb + simd * xb - 1}:{k * simd * xb}];"
                          for k in range(sf))
-    text = f"""    localparam S_IDLE = 3'd0, S_MAC = 3'd1, S_DRAIN = 3'd2, S_TADDR = 3'd3, S_TCMP = 3'd4, S_WRITE = 3'd5,
-        S_REDUCE = 3'd6, S_AFF = 3'd7;
+    text = f"""    localparam S_IDLE = 3'd0, S_MAC = 3'd1, S_DRAIN = 3'd2, S_TADDR = 3'd3, S_TCMP = 3'd4, S_REDUCE = 3'd5,
+        S_AFF = 3'd6;
     reg [2:0] state;
     reg [{_clog2(s.nf) - 1}:0] nf;
     reg [{_clog2(sf) - 1}:0] sf;
@@ -332,12 +338,14 @@ def folded_front(name: str, s: FoldedShape, words: list[int], extra_regs: str = 
 
 def folded_fsm(s: FoldedShape, out_lo: int, after_drain: str, extra_states: str = "") -> str:
     """The control of a folded layer: per output group, SF MAC cycles, the drain (then ``after_drain``, e.g. the
-    DSP cascade's ``extra_states``), the requantization, and the codes shifted into the output register. The
-    cycle that takes ``start`` is the first MAC cycle: the weight address rests at 0 while idle."""
+    DSP cascade's ``extra_states``), the requantization, whose last cycle shifts the codes into the output
+    register. The cycle that takes ``start`` is the first MAC cycle: the weight address rests at 0 while idle."""
     pe, nf, ob = s.pe, s.nf, s.out_bits
     olo_bits = out_lo & ((1 << ob) - 1)
-    new_codes = ", ".join(f"pos{p} + {_hex(olo_bits, ob)}" for p in reversed(range(pe)))
+    new_codes = ", ".join(f"code{p} + {_hex(olo_bits, ob)}" for p in reversed(range(pe)))
     shift_in = f"{{{new_codes}, y_all[{nf * pe * ob - 1}:{pe * ob}]}}" if nf > 1 else f"{{{new_codes}}}"
+    store = (f"y_all <= {shift_in};\n                if (nf == {nf - 1}) begin done <= 1'b1; w_addr <= 0; state <= S_IDLE; end "
+             "else begin nf <= nf + 1'b1; state <= S_MAC; end")
     mac_step = (f"w_addr <= w_addr + 1'b1;\n                if (sf == {s.sf - 1}) begin sf <= 0; drain <= {s.mac_depth}; "
                 "state <= S_DRAIN; end else begin sf <= sf + 1'b1; state <= S_MAC; end")
     return f"""    always @(posedge clk) begin
@@ -354,12 +362,7 @@ def folded_fsm(s: FoldedShape, out_lo: int, after_drain: str, extra_states: str 
             end
             S_DRAIN: if (drain == 0) begin {after_drain} end
                      else drain <= drain - 1'b1;
-{extra_states}{requant_states(s)}            S_WRITE: begin
-                y_all <= {shift_in};
-                if (nf == {nf - 1}) begin done <= 1'b1; w_addr <= 0; state <= S_IDLE; end
-                else begin nf <= nf + 1'b1; state <= S_MAC; end
-            end
-            default: state <= S_IDLE;
+{extra_states}{requant_states(s, store)}            default: state <= S_IDLE;
         endcase
     end
 """
