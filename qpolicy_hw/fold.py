@@ -44,7 +44,7 @@ class FoldError(QpolicyError):
 @dataclass(frozen=True)
 class Fold:
     """How one layer runs: ``pe``/``simd`` lanes, or unrolled when ``pe`` is None; ``dsp``: the lanes are
-    DSP48E1 slices, two output channels each (:mod:`qpolicy_hw.fold_dsp`)."""
+    DSP48E1 slices, several output channels each (:mod:`qpolicy_hw.fold_dsp`)."""
 
     pe: int | None = None
     simd: int | None = None

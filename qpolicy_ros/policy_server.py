@@ -1,4 +1,18 @@
-"""policy_server: serves actions for observations from a policy bundle (FPGA, or the bit-exact fallback)."""
+"""policy_server: serves actions for observations from a policy bundle (FPGA, or the bit-exact fallback).
+
+A managed (lifecycle) node, as ros2_control controllers and robot stacks expect:
+
+* ``configure`` loads, verifies and self-tests the bundle and builds the backend (a bundle that fails its
+  checks leaves the node unconfigured, with the reason in the log);
+* ``activate`` serves: every observation gets a command;
+* ``deactivate`` stops serving: one safe command goes out, then observations are counted and left unanswered,
+  so the bridge or robot holds its safe action;
+* ``cleanup`` and ``shutdown`` release the FPGA, the simulator or the agent connection.
+
+With ``autostart`` (the default, and what the launch files and ``qpolicy demo`` use) the node configures and
+activates itself at start and exits with code 2 and one line when configuring fails; with ``autostart:=false``
+a lifecycle manager (``ros2 lifecycle set /policy_server configure``) drives it.
+"""
 from __future__ import annotations
 
 import sys
@@ -7,7 +21,7 @@ import time
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension, String
 
@@ -23,47 +37,112 @@ from qpolicy_ros.params import declare_topics, loop_qos, spin_node
 from qpolicy_ros.task import find_policy
 
 
-class PolicyServer(Node):
+class PolicyServer(LifecycleNode):
     def __init__(self):
         super().__init__("policy_server")
         self.topics = declare_topics(self)
-        qos = loop_qos(self)
-        self.bundle_path = str(find_policy(self.declare_parameter("policy", "policies/hopper/selected").value))
-        self.stale_after_s = float(self.declare_parameter("stale_after_s", 0.5).value)
-        period = float(self.declare_parameter("diagnostics_period_s", 1.0).value)
-        backend = self.declare_parameter("backend", "auto").value
+        self.qos = loop_qos(self)
         p = self.declare_parameter
-        # faults and shadow verification (qpolicy_hw/runtime/guard.py)
-        self.guard_options = {"shadow_every": int(p("shadow_every", 1).value),
-                              "retry_after_s": float(p("fpga_retry_after_s", 5.0).value),
-                              "max_retries": int(p("fpga_max_retries", 3).value),
-                              "mismatch_log": p("mismatch_log", "").value or None}
-        self.fpga_timeout_s = float(p("fpga_timeout_s", 0.002).value)
-        self.remote_address = p("remote_address", "").value            # backend remote: the board agent
-        self.remote_timeout_s = float(p("remote_timeout_s", 0.005).value)
-        auth_key_file = p("auth_key", "").value                         # the board agent's shared key file
-        self.auth_key = read_shared_key(auth_key_file) if auth_key_file else None
-        # serve only a bundle signed by a trusted key and/or the one with this digest (docs/integer_contract.md)
-        trusted = [k for k in p("trusted_key", "").value.split(",") if k.strip()]
-        self.trust = TrustPolicy(tuple(k.strip() for k in trusted), p("expected_digest", "").value or None)
-        if self.fpga_timeout_s <= 0 or self.guard_options["shadow_every"] < 0:
-            raise QpolicyError("fpga_timeout_s must be positive and shadow_every >= 0")
+        for name, default in (("policy", "policies/hopper/selected"), ("stale_after_s", 0.5),
+                              ("diagnostics_period_s", 1.0), ("backend", "auto"), ("shadow_every", 1),
+                              ("fpga_retry_after_s", 5.0), ("fpga_max_retries", 3), ("mismatch_log", ""),
+                              ("fpga_timeout_s", 0.002), ("remote_address", ""), ("remote_timeout_s", 0.005),
+                              ("auth_key", ""), ("trusted_key", ""), ("expected_digest", "")):
+            p(name, default)
+        autostart = bool(p("autostart", True).value)
+        self.policy: GuardedPolicy | None = None
+        self.pub = None
+        self.bundle_path = ""
         self.rejected = Counters()
         self.fallbacks = 0
         self.latency = LatencyStats()        # server total: the callback, from receipt to publish
         self.transport_in = LatencyStats()   # the observation's stamp to its receipt (one clock on one machine)
         self.served = 0
-        self.policy = self._make(backend)
-        self.pub = self.create_publisher(Float64MultiArray, self.topics["command_topic"], qos)
+        self.unserved = 0                    # observations that came while the server was not active
+        self.serving = False
+        self.done, self.exit_code = False, 0
+        self.configure_error = ""
         self.diag_pub = self.create_publisher(DiagnosticArray, self.topics["diagnostics_topic"], 10)
-        self.create_subscription(JointState, self.topics["observation_topic"], self.on_observation, qos)
-        self.create_timer(period, self.publish_diagnostics)
+        self.create_subscription(JointState, self.topics["observation_topic"], self.on_observation, self.qos)
+        self.create_timer(float(self.get_parameter("diagnostics_period_s").value), self.publish_diagnostics)
         # and at every episode's end: the bridge's report then holds figures for its whole run, however short
         self.create_subscription(String, self.topics["episode_topic"], lambda _msg: self.publish_diagnostics(), 10)
         self.add_on_set_parameters_callback(self.on_parameters)
+        if autostart:
+            self.trigger_configure()
+            if self.policy is None:          # end the process, loudly, with the reason in one line
+                print(f"policy_server: error: {self.configure_error}", flush=True)
+                self.done, self.exit_code = True, 2
+            else:
+                self.trigger_activate()
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        value = self.get_parameter
+        try:
+            self.bundle_path = str(find_policy(value("policy").value))
+            self.stale_after_s = float(value("stale_after_s").value)
+            self.guard_options = {"shadow_every": int(value("shadow_every").value),
+                                  "retry_after_s": float(value("fpga_retry_after_s").value),
+                                  "max_retries": int(value("fpga_max_retries").value),
+                                  "mismatch_log": value("mismatch_log").value or None}
+            self.fpga_timeout_s = float(value("fpga_timeout_s").value)
+            self.remote_address = value("remote_address").value      # backend remote: the board agent
+            self.remote_timeout_s = float(value("remote_timeout_s").value)
+            auth_key_file = value("auth_key").value                  # the board agent's shared key file
+            self.auth_key = read_shared_key(auth_key_file) if auth_key_file else None
+            # serve only a bundle signed by a trusted key and/or the one with this digest
+            trusted = [k.strip() for k in value("trusted_key").value.split(",") if k.strip()]
+            self.trust = TrustPolicy(tuple(trusted), value("expected_digest").value or None)
+            if self.fpga_timeout_s <= 0 or self.guard_options["shadow_every"] < 0:
+                raise QpolicyError("fpga_timeout_s must be positive and shadow_every >= 0")
+            self.policy = self._make(value("backend").value)
+        except QpolicyError as exc:
+            self.get_logger().error(f"configure failed: {exc}")
+            self.configure_error = str(exc)
+            self.policy = None
+            return TransitionCallbackReturn.FAILURE
+        self.pub = self.create_lifecycle_publisher(Float64MultiArray, self.topics["command_topic"], self.qos)
         int_path = self.policy.reference.act_path if self.policy.reference is not None else "none"
-        self.get_logger().info(f"serving {self.bundle_path} with backend {self.policy.backend} "
+        self.get_logger().info(f"configured {self.bundle_path} with backend {self.policy.backend} "
                                f"(int act: {int_path})")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        result = super().on_activate(state)            # enables the command publisher
+        self.serving = True
+        self.get_logger().info(f"serving {self.bundle_path} with backend {self.policy.backend}")
+        return result
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        self.serving = False
+        self._publish(self.policy.bundle.safe_action, "deactivated")   # the last command: hold still
+        self.get_logger().info("deactivated: sent the safe action; observations are no longer answered")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        if self.serving and self.policy is not None:
+            self._publish(self.policy.bundle.safe_action, "shutdown")
+        self.serving = False
+        self._release()
+        self.done = True                               # finalized: the process ends (code 0)
+        return TransitionCallbackReturn.SUCCESS
+
+    def _release(self) -> None:
+        """Let go of the backend (FPGA overlay, Verilated core, agent connection) and the command publisher."""
+        policy, self.policy = self.policy, None
+        if policy is not None:
+            for backend in {id(b): b for b in (policy.primary, policy.reference) if b is not None}.values():
+                close = getattr(backend, "close", None)
+                if close is not None:
+                    close()
+        if self.pub is not None:
+            self.destroy_lifecycle_publisher(self.pub)
+            self.pub = None
 
     def _make(self, backend: str) -> GuardedPolicy:
         """The policy for ``backend``, guarded by the int reference; ``auto`` (see ``runtime.BACKENDS``) falls
@@ -91,7 +170,7 @@ class PolicyServer(Node):
             if p.name == "remote_address":
                 self.remote_address = p.value
         for p in params:
-            if p.name == "backend":
+            if p.name == "backend" and self.policy is not None:   # else: taken at the next configure
                 try:
                     self.policy = self._make(p.value)  # swapped between two messages: the loop keeps going
                 except QpolicyError as exc:
@@ -99,7 +178,16 @@ class PolicyServer(Node):
                 self.get_logger().info(f"backend switched to {self.policy.backend}")
         return SetParametersResult(successful=True)
 
+    def _publish(self, action, label: str) -> None:
+        out = Float64MultiArray()
+        out.layout.dim = [MultiArrayDimension(label=label, size=len(action), stride=len(action))]
+        out.data = np.asarray(action, dtype=np.float64).tolist()
+        self.pub.publish(out)
+
     def on_observation(self, msg: JointState) -> None:
+        if not self.serving:      # unconfigured or inactive: no command, so the peer holds its safe action
+            self.unserved += 1
+            return
         t0 = time.perf_counter()
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         age = time.time() - stamp if stamp > 0 else None
@@ -109,16 +197,21 @@ class PolicyServer(Node):
         if reason is not None:
             self.get_logger().warning(f"rejected observation {msg.header.frame_id!r}: {reason}; "
                                       "sent the safe action", throttle_duration_sec=1.0)
-        out = Float64MultiArray()
-        out.layout.dim = [MultiArrayDimension(label=msg.header.frame_id, size=len(action), stride=len(action))]
-        out.data = np.asarray(action, dtype=np.float64).tolist()
-        self.pub.publish(out)
+        self._publish(action, msg.header.frame_id)
         self.served += 1
         self.latency.add(time.perf_counter() - t0)
         if self.served == 1:  # peers learn the backend without waiting for the first period
             self.publish_diagnostics()
 
     def publish_diagnostics(self) -> None:
+        if self.policy is None:
+            status = DiagnosticStatus(name="qpolicy/policy_server", hardware_id="none", level=DiagnosticStatus.WARN,
+                                      message="unconfigured: no policy is loaded")
+            status.values = [KeyValue(key="unserved", value=str(self.unserved))]
+            msg = DiagnosticArray(status=[status])
+            msg.header.stamp = self.get_clock().now().to_msg()
+            self.diag_pub.publish(msg)
+            return
         bundle = self.policy.bundle
         lat = self.latency.percentiles_us()
         inbound = self.transport_in.percentiles_us()
@@ -131,7 +224,11 @@ class PolicyServer(Node):
             on_fpga = guard.backend in ("pynq", "remote")
             status.level = DiagnosticStatus.OK if on_fpga and not guard.faults else DiagnosticStatus.WARN
             status.message = f"backend {guard.backend}; {self.rejected.total} rejected inputs; {guard.faults} faults"
+        if not self.serving:
+            status.level = max(status.level, DiagnosticStatus.WARN)
+            status.message = "inactive: observations are not answered; " + status.message
         values = {"backend": self.policy.backend, "policy": str(bundle.path), "served": self.served,
+                  "serving": self.serving, "unserved": self.unserved,
                   "rejected_total": self.rejected.total, "fallbacks": self.fallbacks,
                   "compute_latency_us_p50": lat["p50"], "compute_latency_us_p99": lat["p99"],
                   "transport_in_us_p50": inbound["p50"], "transport_in_us_p99": inbound["p99"]}
