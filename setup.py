@@ -28,6 +28,7 @@ setup(
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
         (f"share/{PACKAGE}/config/train", glob("config/train/*.yaml")),
+        (f"share/{PACKAGE}/config/observation_maps", glob("config/observation_maps/*.yaml")),
         *shipped_policies(),
     ],
     install_requires=["setuptools"],

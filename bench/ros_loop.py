@@ -1,6 +1,7 @@
 """Realtime closed loop over ROS 2: late commands and obs->action latency by backend, next to the
 rclpy ping-pong floor measured in the same run, and per backend where the time goes (the server's phases,
-its total, the inbound transport, the round trip, the loop's jitter).
+its total, the inbound transport, the round trip, the loop's jitter), and the first backend once more with the
+standard observation interface (joint_states by joint name) beside its flat row.
 
 The floor is the same bridge (realtime, at the task's control rate) answered by a trivial echo node that returns a
 fixed action for every observation: the cost of two rclpy processes exchanging these messages,
@@ -85,6 +86,11 @@ def main() -> None:
             rows[f"policy_server ({backend})"] = run_loop(
                 a.policy, backend, "realtime", episodes=100000, seed=0, out_dir=out / backend, domain_id=78,
                 timeout_s=a.steps / rate_hz * 3 + 120, extra_bridge={"max_steps": a.steps})
+        # the standard interface (joint_states by joint name) with the first backend, beside its flat row
+        rows[f"policy_server ({a.backends[0]}, standard)"] = run_loop(
+            a.policy, a.backends[0], "realtime", episodes=100000, seed=0, out_dir=out / "standard", domain_id=79,
+            timeout_s=a.steps / rate_hz * 3 + 120, extra_server={"observation_interface": "standard"},
+            extra_bridge={"max_steps": a.steps, "observation_interface": "standard"})
     base = rows["rclpy ping-pong floor"]["latency_us"]["p50"]
     print(f"{f'loop (realtime, {rate_hz:g} Hz)':28s} {'steps':>6} {'late':>6} {'late %':>7} {'missing':>7} "
           f"{'p50 us':>8} {'p99 us':>8} {'p50/floor':>9}")
@@ -97,7 +103,13 @@ def main() -> None:
         summary[name] = {"steps": r["steps"], "late_commands": r["late_commands"], "late_pct": late_pct,
                          "missing_commands": r["missing_commands"], "latency_us": lat,
                          "p50_over_floor": lat["p50"] / base, "latency_split": latency_split(r)}
+    flat_p50 = summary[f"policy_server ({a.backends[0]})"]["latency_us"]["p50"]
+    std_p50 = summary[f"policy_server ({a.backends[0]}, standard)"]["latency_us"]["p50"]
+    summary["standard_over_flat_p50"] = std_p50 / flat_p50
+    print(f"standard / flat p50 ({a.backends[0]}): {std_p50 / flat_p50:.2f}")
     for name, r in summary.items():
+        if not isinstance(r, dict):
+            continue
         print(f"\n{name}, where the time goes:\n{format_split(r['latency_split'])}")
     print(json.dumps(summary))
 

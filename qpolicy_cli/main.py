@@ -326,6 +326,8 @@ def cmd_demo(argv: list[str]) -> int:
     p.add_argument("--remote", default="", metavar="HOST:PORT", help="backend remote: the board agent's address")
     p.add_argument("--video", metavar="FILE", help="also record the run as .mp4 or .gif (every 4th step, off-screen)")
     p.add_argument("--mode", default="lockstep", choices=["lockstep", "realtime"])
+    p.add_argument("--interface", default="flat", choices=["flat", "standard"],
+                   help="standard: the server reads /joint_states by joint name, as from a robot (docs/ros.md)")
     p.add_argument("--episodes", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="demo_out", help="directory for report.json, report.png and node logs")
@@ -349,7 +351,7 @@ def cmd_demo(argv: list[str]) -> int:
                      "expected_digest": trust.expected_digest or "",
                      "auth_key": str(Path(a.auth_key).resolve()) if a.auth_key else ""}
     return demo(a.policy, a.backend, a.mode, a.episodes, a.seed, a.out, a.json, a.record, a.env_id, a.rate_hz,
-                a.domain_id, a.remote, a.video, trust=trust, server_params=server_params)
+                a.domain_id, a.remote, a.video, trust=trust, server_params=server_params, interface=a.interface)
 
 
 def cmd_render(argv: list[str]) -> int:

@@ -161,7 +161,7 @@ def plot_report(report: dict, path: Path) -> Path:
 def demo(policy: str | None = None, backend: str = "auto", mode: str = "lockstep", episodes: int = 3,
          seed: int = 0, out_dir: str = "demo_out", as_json: bool = False, record: str | None = None,
          env_id: str = "", rate_hz: float = 0.0, domain_id: int | None = None, remote: str = "",
-         video: str | None = None, trust=None, server_params: dict | None = None) -> int:
+         video: str | None = None, trust=None, server_params: dict | None = None, interface: str = "flat") -> int:
     from qpolicy_hw.bundle import load_bundle
     from qpolicy_ros.loop_core import format_split, latency_split
 
@@ -176,13 +176,20 @@ def demo(policy: str | None = None, backend: str = "auto", mode: str = "lockstep
         raise QpolicyError(f"--video {video}: choose a .mp4 or a .gif file")
     if backend == "remote" and not remote:
         raise QpolicyError("--backend remote needs --remote HOST:PORT (the board agent)")
+    from qpolicy_ros.observation_map import map_for
+
+    if interface == "standard":
+        map_for(bundle.env_id)    # a task no robot topic describes is refused here, before any node starts
     report = run_loop(bundle, backend, mode, episodes, seed, rate_hz, out_dir, record=record, env_id=env_id,
-                      domain_id=domain_id, remote=remote, video=video, extra_server=server_params)
+                      domain_id=domain_id, remote=remote, video=video,
+                      extra_server={**(server_params or {}), "observation_interface": interface},
+                      extra_bridge={"observation_interface": interface})
     env_id, rate_hz = report["env_id"], report["rate_hz"]   # resolved (and checked) by run_loop, before any node
     summary = {"returns": report["returns"], "mean_return": report["mean_return"],
                "latency_us": {k: report["latency_us"][k] for k in ("p50", "p99")},
                "late_commands": report["late_commands"], "missing_commands": report["missing_commands"],
-               "backend": report["backend"], "mode": mode, "policy": str(policy_path), "env_id": env_id,
+               "backend": report["backend"], "mode": mode, "interface": interface, "policy": str(policy_path),
+               "env_id": env_id,
                "rate_hz": rate_hz,
                "steps": report["steps"], "wall_s": time.perf_counter() - t0, "bag": record, "video": video,
                "latency_split": latency_split(report)}

@@ -27,6 +27,10 @@ ARGUMENTS: dict[str, tuple[str | None, str]] = {
     "trusted_key": ("", "serve only bundles signed by this Ed25519 public key (PEM; comma-separated for several)"),
     "expected_digest": ("", "serve only the bundle with this digest"),
     "env_module": ("", "a package of yours to import first: it registers your Gymnasium environment"),
+    "observation_interface": (None, "flat (the observation vector on observation_topic) | standard (the robot's "
+                                    "joint_states, mapped by joint name)"),
+    "observation_map": (None, "standard: the observation map YAML (empty: the shipped one for the task)"),
+    "report_path": (None, "write the bridge's JSON report of the run here (empty: none)"),
 }
 """name -> (default, or None for the parameter file's value; description)."""
 
@@ -84,6 +88,14 @@ def check_arguments(raw: dict[str, str]) -> dict[str, Any]:
     values["policy"] = str(find_policy(raw["policy"]).resolve())
     load_bundle(values["policy"], trust=trust)   # an untrusted bundle is refused before any node starts
     values["env_id"], values["env_module"] = raw["env_id"], raw["env_module"]
-    resolve_task(values["policy"], values["env_id"], values["rate_hz"],   # the bundle fits its environment
-                 env_module=values["env_module"] or None)
+    env_id, _ = resolve_task(values["policy"], values["env_id"], values["rate_hz"],   # the bundle fits its task
+                             env_module=values["env_module"] or None)
+    from qpolicy_ros.observation_map import INTERFACES, map_for
+
+    if raw["observation_interface"] not in INTERFACES:
+        raise QpolicyError(f"observation_interface:={raw['observation_interface']!r}: choose flat or standard")
+    values["observation_interface"], values["observation_map"] = raw["observation_interface"], raw["observation_map"]
+    if values["observation_interface"] == "standard":    # a task no robot topic describes is refused here
+        map_for(load_bundle(values["policy"]).env_id, values["observation_map"])
+    values["report_path"] = raw["report_path"]
     return values

@@ -53,11 +53,15 @@ def classify_rejection(exc: Exception) -> str:
 
 def serve(policy, values, stamp_age_s: float | None, stale_after_s: float,
           rejected: Counters) -> tuple[np.ndarray, str | None]:
-    """The action for one observation message, or the safe action and the reason it was refused."""
+    """The action for one observation message, or the safe action and the reason it was refused. ``values``
+    may be the ``ObservationError`` that building the observation raised (a standard message that does not
+    map): it is refused the same way."""
     if stamp_age_s is not None and stale_after_s > 0 and stamp_age_s > stale_after_s:
         rejected.add("stale")
         return policy.bundle.safe_action, f"stale observation ({stamp_age_s * 1e3:.1f} ms old)"
     try:
+        if isinstance(values, ObservationError):
+            raise values
         return policy.act(values), None
     except ObservationError as exc:
         rejected.add(classify_rejection(exc))

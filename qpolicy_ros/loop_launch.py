@@ -48,11 +48,14 @@ def _nodes(context):
     server = Node(package="qpolicy", executable="policy_server", name="policy_server", output="screen",
                   parameters=[{**node_parameters("policy_server"), "policy": a["policy"], "backend": a["backend"],
                                "remote_address": a["remote_address"], "auth_key": a["auth_key"],
-                               "trusted_key": a["trusted_key"], "expected_digest": a["expected_digest"]}])
+                               "trusted_key": a["trusted_key"], "expected_digest": a["expected_digest"],
+                               "observation_interface": a["observation_interface"],
+                               "observation_map": a["observation_map"]}])
     bridge = Node(package="qpolicy", executable="mujoco_bridge", name="mujoco_bridge", output="screen",
                   parameters=[{**node_parameters("mujoco_bridge"), "policy": a["policy"], "env_id": a["env_id"],
                                "mode": a["mode"], "rate_hz": a["rate_hz"], "episodes": a["episodes"],
                                "seed": a["seed"], "env_module": a["env_module"],
+                               "observation_interface": a["observation_interface"], "report_path": a["report_path"],
                                # with a recorder, start once both it and the server hear the observations
                                "min_observation_subscribers": 2 if a["record"] else 1}])
     actions = [server, bridge, _end_when_it_exits(bridge, "mujoco_bridge", ": the run is over"),

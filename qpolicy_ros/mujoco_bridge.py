@@ -17,6 +17,7 @@ from std_msgs.msg import Float64MultiArray, String
 
 from qpolicy_hw.errors import ObservationError, QpolicyError
 from qpolicy_ros.bridge_loop import BridgeLoop, Outgoing
+from qpolicy_ros.observation_map import INTERFACES
 from qpolicy_ros.params import declare_topics, loop_qos, spin_node
 from qpolicy_ros.task import resolve_task
 from qpolicy_sim.envs import make_env
@@ -46,6 +47,10 @@ class MujocoBridge(Node):
         self.report_path = p("report_path", "").value
         # start only when this many nodes listen to the observations (2 with a bag recorder)
         self.min_subscribers = int(p("min_observation_subscribers", 1).value)
+        # standard: the server reads /joint_states (names, positions, velocities), as from a robot
+        self.interface = p("observation_interface", "flat").value
+        if self.interface not in INTERFACES:
+            raise QpolicyError(f"observation_interface={self.interface!r}: choose {' or '.join(INTERFACES)}")
         self.video_path = p("video_path", "").value              # record the run (every video_every-th step)
         self.video_every = int(p("video_every", 4).value)
         self.video, after_step = None, None
@@ -76,7 +81,7 @@ class MujocoBridge(Node):
         self.joint_names = [model.joint(i).name for i in range(model.njnt)]
 
         self.obs_pub = self.create_publisher(JointState, self.topics["observation_topic"], qos)
-        self.joint_pub = self.create_publisher(JointState, self.topics["joint_states_topic"], 10)
+        self.joint_pub = self.create_publisher(JointState, self.topics["joint_states_topic"], qos)
         self.episode_pub = self.create_publisher(String, self.topics["episode_topic"], 10)
         self.command_sub = self.create_subscription(Float64MultiArray, self.topics["command_topic"], self.on_command, qos)
         self.create_subscription(DiagnosticArray, self.topics["diagnostics_topic"], self.on_diagnostics, 10)
@@ -95,8 +100,12 @@ class MujocoBridge(Node):
             return
         # matched both ways: the server hears our observations *and* our command subscription hears it
         # (a publisher merely present in the graph may not be matched yet: its first commands would be lost)
-        if (self.obs_pub.get_subscription_count() >= self.min_subscribers
-                and self.command_sub.get_publisher_count() > 0):
+        if self.interface == "standard":
+            heard = (self.joint_pub.get_subscription_count() >= 1
+                     and self.obs_pub.get_subscription_count() >= self.min_subscribers - 1)
+        else:
+            heard = self.obs_pub.get_subscription_count() >= self.min_subscribers
+        if heard and self.command_sub.get_publisher_count() > 0:
             self.started = True
             self.get_logger().info(f"policy server found; {self.loop.mode} loop on {self.env_id}")
             if self.loop.mode == "realtime":
@@ -130,6 +139,7 @@ class MujocoBridge(Node):
         data = self.loop.env.unwrapped.data
         js = JointState()
         js.header.stamp = msg.header.stamp
+        js.header.frame_id = out.key if self.interface == "standard" else ""   # a robot leaves it empty
         js.name = self.joint_names
         js.position = data.qpos.tolist()
         js.velocity = data.qvel.tolist()

@@ -27,12 +27,13 @@ from std_msgs.msg import Float64MultiArray, MultiArrayDimension, String
 
 from qpolicy_hw.agent import read_shared_key
 from qpolicy_hw.cache import cache_dir
-from qpolicy_hw.errors import QpolicyError
+from qpolicy_hw.errors import ObservationError, QpolicyError
 from qpolicy_hw.latency import LatencyStats
 from qpolicy_hw.runtime import make_policy
 from qpolicy_hw.runtime.guard import GuardedPolicy
 from qpolicy_hw.trust import TrustPolicy
 from qpolicy_ros.loop_core import Counters, serve
+from qpolicy_ros.observation_map import INTERFACES, ObservationMap, map_for
 from qpolicy_ros.params import declare_topics, loop_qos, spin_node
 from qpolicy_ros.task import find_policy
 
@@ -47,8 +48,15 @@ class PolicyServer(LifecycleNode):
                               ("diagnostics_period_s", 1.0), ("backend", "auto"), ("shadow_every", 1),
                               ("fpga_retry_after_s", 5.0), ("fpga_max_retries", 3), ("mismatch_log", ""),
                               ("fpga_timeout_s", 0.002), ("remote_address", ""), ("remote_timeout_s", 0.005),
-                              ("auth_key", ""), ("trusted_key", ""), ("expected_digest", "")):
+                              ("auth_key", ""), ("trusted_key", ""), ("expected_digest", ""),
+                              ("observation_map", "")):
             p(name, default)
+        # flat: the observation vector in JointState.position on observation_topic (our bridge's contract);
+        # standard: the robot's own joint_states, mapped by joint name (qpolicy_ros/observation_map.py)
+        self.interface = p("observation_interface", "flat").value
+        if self.interface not in INTERFACES:
+            raise QpolicyError(f"observation_interface={self.interface!r}: choose {' or '.join(INTERFACES)}")
+        self.obs_map: ObservationMap | None = None
         autostart = bool(p("autostart", True).value)
         self.policy: GuardedPolicy | None = None
         self.pub = None
@@ -63,7 +71,8 @@ class PolicyServer(LifecycleNode):
         self.done, self.exit_code = False, 0
         self.configure_error = ""
         self.diag_pub = self.create_publisher(DiagnosticArray, self.topics["diagnostics_topic"], 10)
-        self.create_subscription(JointState, self.topics["observation_topic"], self.on_observation, self.qos)
+        topic = self.topics["observation_topic" if self.interface == "flat" else "joint_states_topic"]
+        self.create_subscription(JointState, topic, self.on_observation, self.qos)
         self.create_timer(float(self.get_parameter("diagnostics_period_s").value), self.publish_diagnostics)
         # and at every episode's end: the bridge's report then holds figures for its whole run, however short
         self.create_subscription(String, self.topics["episode_topic"], lambda _msg: self.publish_diagnostics(), 10)
@@ -97,6 +106,8 @@ class PolicyServer(LifecycleNode):
             if self.fpga_timeout_s <= 0 or self.guard_options["shadow_every"] < 0:
                 raise QpolicyError("fpga_timeout_s must be positive and shadow_every >= 0")
             self.policy = self._make(value("backend").value)
+            if self.interface == "standard":
+                self.obs_map = map_for(self.policy.bundle.env_id, value("observation_map").value)
         except QpolicyError as exc:
             self.get_logger().error(f"configure failed: {exc}")
             self.configure_error = str(exc)
@@ -140,6 +151,7 @@ class PolicyServer(LifecycleNode):
                 close = getattr(backend, "close", None)
                 if close is not None:
                     close()
+        self.obs_map = None
         if self.pub is not None:
             self.destroy_lifecycle_publisher(self.pub)
             self.pub = None
@@ -193,7 +205,13 @@ class PolicyServer(LifecycleNode):
         age = time.time() - stamp if stamp > 0 else None
         if age is not None and age >= 0:
             self.transport_in.add(age)
-        action, reason = serve(self.policy, msg.position, age, self.stale_after_s, self.rejected)
+        values = msg.position
+        if self.obs_map is not None:
+            try:
+                values = self.obs_map.build(msg.name, msg.position, msg.velocity)
+            except ObservationError as exc:   # serve() counts it and answers with the safe action
+                values = exc
+        action, reason = serve(self.policy, values, age, self.stale_after_s, self.rejected)
         if reason is not None:
             self.get_logger().warning(f"rejected observation {msg.header.frame_id!r}: {reason}; "
                                       "sent the safe action", throttle_duration_sec=1.0)

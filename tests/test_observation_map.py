@@ -1,0 +1,117 @@
+"""The standard observation interface: the shipped maps rebuild each task's observation from joint states
+bit for bit, bad messages get the safe action with a counted reason, and the standard loop over DDS equals
+the flat loop and the offline rollout."""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+from qpolicy_hw.errors import ObservationError, QpolicyError
+from qpolicy_hw.runtime import make_policy
+from qpolicy_ros.loop_core import Counters, serve
+from qpolicy_ros.observation_map import MAPS_DIR, generate, load, map_for, parse
+
+TASKS = {"Hopper-v5": "policies/hopper/selected", "Walker2d-v5": "policies/walker2d/selected",
+         "HalfCheetah-v5": "policies/halfcheetah/selected"}
+
+
+@pytest.mark.parametrize("env_id", sorted(TASKS))
+def test_the_shipped_map_rebuilds_the_observation_from_joint_states(env_id):
+    import gymnasium as gym
+
+    m = map_for(env_id)
+    assert load(MAPS_DIR / f"{env_id}.yaml") == generate(env_id) == m     # the shipped file is the generated one
+    env = gym.make(env_id)
+    model = env.unwrapped.model
+    names = [model.joint(j).name for j in range(model.njnt)]
+    rng = np.random.default_rng(0)
+    obs, _ = env.reset(seed=3)
+    checked = 0
+    for _ in range(300):
+        data = env.unwrapped.data
+        order = rng.permutation(len(names))      # a robot may list its joints in any order
+        got = m.build([names[i] for i in order], data.qpos[order], data.qvel[order])
+        assert np.array_equal(got, obs)          # bit for bit, velocity clipping included
+        checked += 1
+        obs, _, terminated, truncated, _ = env.step(rng.uniform(-1, 1, env.action_space.shape) * 3)
+        if terminated or truncated:
+            obs, _ = env.reset(seed=int(rng.integers(1000)))
+    env.close()
+    assert checked == 300
+
+
+def test_tasks_that_need_simulator_only_quantities_stay_flat():
+    for env_id, what in (("Ant-v5", "contact forces"), ("Humanoid-v5", "com inertia")):
+        with pytest.raises(QpolicyError, match=what):
+            map_for(env_id)
+    with pytest.raises(QpolicyError, match="no observation map for my_robot/Arm-v0"):
+        map_for("my_robot/Arm-v0")
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"env_id": "Hopper-v5"}, "exactly the keys"),
+    ({"env_id": "Hopper-v5", "entries": []}, "non-empty"),
+    ({"env_id": "Hopper-v5", "entries": [{"joint": "a", "field": "torque"}]}, "field one of"),
+    ({"env_id": "Hopper-v5", "entries": [{"joint": "a", "field": "position", "clip": -1}]}, "positive"),
+    ({"env_id": "Hopper-v5", "entries": [{"joint": "a", "field": "position", "eval": "x"}]}, "nothing else"),
+])
+def test_malformed_maps_are_refused_in_one_line(data, message):
+    with pytest.raises(QpolicyError, match=message):
+        parse(data, "map.yaml")
+
+
+def test_a_map_file_that_is_not_yaml_or_missing_is_one_line(tmp_path):
+    (tmp_path / "bad.yaml").write_text("entries: [unclosed\n")
+    with pytest.raises(QpolicyError, match="not YAML"):
+        load(tmp_path / "bad.yaml")
+    with pytest.raises(QpolicyError, match="observation map"):
+        load(tmp_path / "missing.yaml")
+    (tmp_path / "walker.yaml").write_text((MAPS_DIR / "Walker2d-v5.yaml").read_text())
+    with pytest.raises(QpolicyError, match="is for Walker2d-v5, the bundle for Hopper-v5"):
+        map_for("Hopper-v5", str(tmp_path / "walker.yaml"))
+
+
+def test_bad_joint_states_get_the_safe_action_and_a_counted_reason():
+    policy = make_policy(TASKS["Hopper-v5"], "int")
+    m = map_for("Hopper-v5")
+    names = [e.joint for e in m.entries if e.field == "velocity"]   # every joint once
+    ok = m.build(names, np.zeros(6), np.zeros(6))
+    cases = {"missing joint": (names[:-1], np.zeros(5), np.zeros(5)),
+             "lengths": (names, np.zeros(6), np.zeros(4)),
+             "nan": (names, np.r_[np.zeros(5), np.nan], np.zeros(6))}
+    rejected = Counters()
+    for what, (n, pos, vel) in cases.items():
+        try:
+            values = m.build(n, pos, vel)
+        except ObservationError as exc:
+            values = exc
+        action, reason = serve(policy, values, None, 0.5, rejected)
+        assert reason is not None, what
+        assert np.array_equal(action, policy.bundle.safe_action), what
+    assert rejected.counts == {"malformed": 1, "wrong_length": 1, "non_finite": 1}
+    action, reason = serve(policy, ok, None, 0.5, rejected)
+    assert reason is None and np.array_equal(action, policy.act(ok))
+
+
+@pytest.mark.parametrize("env_id", sorted(TASKS))
+def test_standard_lockstep_equals_flat_and_offline(env_id, tmp_path):
+    pytest.importorskip("rclpy")
+    from qpolicy_ros.demo import run_loop
+    from qpolicy_train.evaluation import rollout
+
+    bundle = TASKS[env_id]
+    domain = 1 + (os.getpid() + int(time.time())) % 100
+    reports = {}
+    for interface in ("flat", "standard"):
+        reports[interface] = run_loop(bundle, backend="int", mode="lockstep", episodes=1, seed=5,
+                                      out_dir=tmp_path / interface, timeout_s=300, domain_id=domain,
+                                      extra_server={"observation_interface": interface},
+                                      extra_bridge={"observation_interface": interface})
+    offline = rollout(make_policy(bundle, "int"), env_id, 1, seed=5)
+    std, flat = reports["standard"], reports["flat"]
+    assert std["missing_commands"] == 0 and std["steps"] > 0
+    assert std["actions_sha256"] == flat["actions_sha256"]          # every action, bit for bit
+    assert std["returns"] == flat["returns"] == offline
