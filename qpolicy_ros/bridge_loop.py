@@ -30,6 +30,62 @@ SAFE_STEPS_KEPT = 1000        # indices of safe-action steps listed in the repor
 RETURNS_KEPT = 10_000         # episode returns listed in the report (the mean covers every episode)
 
 
+RATE_RANGE_HZ = (1.0, 1000.0)
+"""Control rates the bridge accepts: MuJoCo tasks run at 20-500 Hz; below 1 Hz a run looks hung, above 1 kHz the
+round trip over DDS (about 1-2 ms here) can never answer in time and every step would be a safe action."""
+
+
+@dataclass(frozen=True)
+class Degradation:
+    """What went wrong in one window of ``steps`` applied steps, and how bad it is (``warn`` or ``error``)."""
+
+    level: str
+    message: str
+    counts: dict
+
+
+@dataclass
+class DegradationMonitor:
+    """Counts, per window of ``window`` steps, the missing commands (no answer in time), the late ones, the
+    periods that overran (a tick more than half a period late) and the longest run of held commands; a window
+    past a threshold is reported, once per window."""
+
+    window: int = 250
+    missing_warn: float = 0.05        # fraction of the window's steps without their answer
+    missing_error: float = 0.5
+    overrun_warn: float = 0.1         # fraction of ticks more than 1.5 periods after the previous one
+    held_warn: int = 5                # periods one command was held in a row
+
+    def __post_init__(self) -> None:
+        self.steps = self.missing = self.late = self.overruns = self.held_run = self.held_max = 0
+
+    def step(self, missing: bool, held: bool, late: int, overran: bool) -> Degradation | None:
+        self.steps += 1
+        self.missing += missing
+        self.late += late
+        self.overruns += overran
+        self.held_run = self.held_run + 1 if held else 0
+        self.held_max = max(self.held_max, self.held_run)
+        if self.steps < self.window:
+            return None
+        counts = {"steps": self.steps, "missing": self.missing, "late": self.late, "overruns": self.overruns,
+                  "held_max": self.held_max}
+        self.__post_init__()
+        problems = []
+        if counts["missing"] > self.missing_warn * counts["steps"]:
+            problems.append(f"{counts['missing']} of {counts['steps']} steps had no command in time "
+                            f"({counts['late']} came late)")
+        if counts["overruns"] > self.overrun_warn * counts["steps"]:
+            problems.append(f"the loop could not hold its rate: {counts['overruns']} of {counts['steps']} periods "
+                            "overran by more than half a period")
+        if counts["held_max"] > self.held_warn:
+            problems.append(f"a command was held for {counts['held_max']} periods in a row")
+        if not problems:
+            return None
+        level = "error" if counts["missing"] > self.missing_error * counts["steps"] else "warn"
+        return Degradation(level, "; ".join(problems), counts)
+
+
 @dataclass(frozen=True)
 class Outgoing:
     """An observation for the node to publish under ``key``; ``repeat`` when it is sent again."""
@@ -59,6 +115,10 @@ class BridgeLoop:
         self.command_timeout_s, self.lockstep_timeout_s = command_timeout_s, lockstep_timeout_s
         self.republish_after_s, self.record_actions = republish_after_s, record_actions
         self.after_step = after_step or (lambda steps: None)   # e.g. a video frame of the new state
+        self.monitor = DegradationMonitor()
+        self.degradation: Degradation | None = None   # the last window's report, for the node to warn once
+        self._window_late = self._step_missing = self._step_held = 0
+        self.degraded_windows, self.last_degradation = 0, ""
         self.low, self.high = env.action_space.low, env.action_space.high
         self.safe_action = (self.low + self.high) / 2.0
         self.act_dim = self.low.shape[0]
@@ -126,8 +186,10 @@ class BridgeLoop:
             action, self.held, self.held_at = self.answer, self.answer, now
         else:
             self.missing += 1
+            self._step_missing = 1
             if self.held is not None and now - self.held_at <= self.command_timeout_s:
                 self.held_steps += 1
+                self._step_held = 1
                 action = self.held
             else:
                 action = self._safe()
@@ -139,6 +201,7 @@ class BridgeLoop:
             return None
         if now - self.first_sent_at > self.lockstep_timeout_s:
             self.missing += 1
+            self._step_missing = 1
             self.sent_at.pop(self.pending_key, None)
             return self._apply(self._safe(), now)
         if now - self.last_sent_at > self.republish_after_s:
@@ -167,10 +230,19 @@ class BridgeLoop:
         return Outgoing(key, np.asarray(self.obs, dtype=np.float64), repeat)
 
     def _apply(self, action: np.ndarray, now: float) -> Outgoing | None:
+        overran = False
         if self.last_step_at is not None:
             self.step_interval.add(now - self.last_step_at)
             if self.mode == "realtime" and self.period_s:
                 self.jitter.add(abs(now - self.last_step_at - self.period_s))
+                overran = now - self.last_step_at > 1.5 * self.period_s
+        found = self.monitor.step(bool(self._step_missing), bool(self._step_held), self.late - self._window_late,
+                                  overran)
+        self._window_late, self._step_missing, self._step_held = self.late, 0, 0
+        if found is not None:
+            self.degradation = found
+            self.degraded_windows += 1
+            self.last_degradation = found.message
         self.last_step_at = now
         self.pending_key = None
         self.answer = None
@@ -207,6 +279,11 @@ class BridgeLoop:
             return
         self.obs, _ = self.env.reset(seed=self.seed + self.episode)
 
+    def pop_degradation(self) -> Degradation | None:
+        """The last window's degradation report (once), for the node to warn about and publish."""
+        found, self.degradation = self.degradation, None
+        return found
+
     def pop_finished_episode(self) -> dict | None:
         """The summary of an episode that just ended (once), for the node to publish."""
         finished = self.episode_finished
@@ -224,4 +301,5 @@ class BridgeLoop:
                 "republished_observations": self.republished, "steps": self.steps,
                 "safe_action_count": self.safe_count, "safe_action_steps": self.safe_steps,
                 "actions_sha256": self._digest.hexdigest(), "actions": self.actions,
-                "actions_recorded": len(self.actions)}
+                "actions_recorded": len(self.actions), "degraded_windows": self.degraded_windows,
+                "degradation_window_steps": self.monitor.window, "last_degradation": self.last_degradation}

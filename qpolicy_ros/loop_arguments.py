@@ -62,8 +62,11 @@ def check_arguments(raw: dict[str, str]) -> dict[str, Any]:
         values["rate_hz"] = float(raw["rate_hz"])
     except ValueError:
         raise QpolicyError(f"rate_hz:={raw['rate_hz']!r}: expected a number") from None
-    if not values["rate_hz"] >= 0 or values["rate_hz"] == float("inf"):
-        raise QpolicyError(f"rate_hz:={raw['rate_hz']}: must be 0 (the task's rate) or a positive rate")
+    from qpolicy_ros.bridge_loop import RATE_RANGE_HZ
+
+    low, high = RATE_RANGE_HZ
+    if values["rate_hz"] != 0 and not low <= values["rate_hz"] <= high:
+        raise QpolicyError(f"rate_hz:={raw['rate_hz']}: must be 0 (the task's rate) or from {low:g} to {high:g} Hz")
     record = raw["record"].strip().lower()
     if record not in ("true", "false"):
         raise QpolicyError(f"record:={raw['record']!r}: expected true or false")
@@ -98,4 +101,32 @@ def check_arguments(raw: dict[str, str]) -> dict[str, Any]:
     if values["observation_interface"] == "standard":    # a task no robot topic describes is refused here
         map_for(load_bundle(values["policy"]).env_id, values["observation_map"])
     values["report_path"] = raw["report_path"]
+    if values["backend"] in ("pynq", "remote"):   # a backend that cannot work is refused before any node starts
+        probe_backend(values["policy"], values["backend"], values["remote_address"], values["auth_key"], trust)
     return values
+
+
+def probe_backend(policy: str, backend: str, address: str, auth_key_file: str, trust) -> None:
+    """Build ``backend`` once, as the server would, and let it go: no overlay off the board, or no agent
+    listening at ``address`` (or one that refuses the key), raises its one-line reason here."""
+    from qpolicy_hw.agent import read_shared_key
+    from qpolicy_hw.runtime import make_policy
+
+    policy_obj = make_policy(policy, backend, address=address or None, trust=trust,
+                             auth_key=read_shared_key(auth_key_file) if auth_key_file else None)
+    close = getattr(policy_obj, "close", None)
+    if close is not None:
+        close()
+
+
+def exit_verdict(name: str, returncode: int | None, ended: str, shutting_down: bool) -> tuple[bool, str] | None:
+    """What the launch says when node ``name`` exits: ``(False, line)`` fails the launch (a non-zero code, or
+    death by a signal: kill -9 is -9), ``(True, line)`` ends it as a success, None says nothing (code 0 while
+    the launch already shuts down: the normal end of the other nodes)."""
+    if returncode != 0:
+        how = f"was killed by signal {-returncode}" if returncode is not None and returncode < 0 \
+            else f"failed with exit code {returncode}"
+        return False, f"{name} {how}: see its log above"
+    if shutting_down:
+        return None
+    return True, f"{name} finished: {ended}"

@@ -25,26 +25,33 @@ from launch.events import Shutdown
 from launch_ros.actions import Node
 
 from qpolicy_hw.errors import QpolicyError
-from qpolicy_ros.loop_arguments import ARGUMENTS, check_arguments
+from qpolicy_ros.loop_arguments import ARGUMENTS, check_arguments, exit_verdict
 from qpolicy_ros.param_file import node_parameters
 
 
-def _end_when_it_exits(node: Node, name: str, why: str) -> RegisterEventHandler:
-    """Shut the launch down when ``node`` exits, with its name, its exit code and ``why``."""
+class LoopFailed(QpolicyError):
+    """Raised inside the launch: ``ros2 launch`` logs it at ERROR ("Caught exception in launch") and exits 1."""
+
+
+def _end_when_it_exits(node: Node, name: str, ended: str) -> RegisterEventHandler:
+    """End the launch when ``node`` exits: a failure (any code but 0, a kill -9 included) fails the launch
+    with one line naming the node; code 0 ends it as a success, saying ``ended`` (nothing once the launch is
+    already shutting down: that is the normal end of the other nodes)."""
     def on_exit(event, context):
-        reason = f"{name} exited (code {event.returncode}){why}"
-        return [LogInfo(msg=reason), EmitEvent(event=Shutdown(reason=reason))]
+        verdict = exit_verdict(name, event.returncode, ended, context.is_shutdown)
+        if verdict is None:
+            return None
+        ok, line = verdict
+        if not ok:
+            raise LoopFailed(line)
+        return [LogInfo(msg=line), EmitEvent(event=Shutdown(reason=line))]
     return RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_exit))
 
 
 def _nodes(context):
     """The nodes, started only when every argument is valid (else one line and a shutdown, no node)."""
     raw = {name: context.launch_configurations[name] for name in ARGUMENTS}
-    try:
-        a = check_arguments(raw)
-    except QpolicyError as exc:
-        reason = f"qpolicy launch: error: {exc}"
-        return [LogInfo(msg=reason), EmitEvent(event=Shutdown(reason=reason))]
+    a = check_arguments(raw)   # a refused argument raises: ERROR, no node started, ros2 launch exits 1
     server = Node(package="qpolicy", executable="policy_server", name="policy_server", output="screen",
                   parameters=[{**node_parameters("policy_server"), "policy": a["policy"], "backend": a["backend"],
                                "remote_address": a["remote_address"], "auth_key": a["auth_key"],
@@ -58,12 +65,12 @@ def _nodes(context):
                                "observation_interface": a["observation_interface"], "report_path": a["report_path"],
                                # with a recorder, start once both it and the server hear the observations
                                "min_observation_subscribers": 2 if a["record"] else 1}])
-    actions = [server, bridge, _end_when_it_exits(bridge, "mujoco_bridge", ": the run is over"),
-               _end_when_it_exits(server, "policy_server", ": no policy is served any more")]
+    actions = [server, bridge, _end_when_it_exits(bridge, "mujoco_bridge", "the run is over"),
+               _end_when_it_exits(server, "policy_server", "no policy is served any more")]
     if a["record"]:
         recorder = Node(package="qpolicy", executable="bag_recorder", name="bag_recorder", output="screen",
                         parameters=[{**node_parameters("bag_recorder"), "bag_path": a["bag_path"]}])
-        actions += [recorder, _end_when_it_exits(recorder, "bag_recorder", ": the run is no longer recorded")]
+        actions += [recorder, _end_when_it_exits(recorder, "bag_recorder", "the run is no longer recorded")]
     return actions
 
 

@@ -10,13 +10,13 @@ import os
 import sys
 import time
 
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 
 from qpolicy_hw.errors import ObservationError, QpolicyError
-from qpolicy_ros.bridge_loop import BridgeLoop, Outgoing
+from qpolicy_ros.bridge_loop import RATE_RANGE_HZ, BridgeLoop, Outgoing
 from qpolicy_ros.observation_map import INTERFACES
 from qpolicy_ros.params import declare_topics, loop_qos, spin_node
 from qpolicy_ros.task import resolve_task
@@ -75,8 +75,10 @@ class MujocoBridge(Node):
             if self.video_every <= 0:
                 raise QpolicyError("video_every must be positive")
             self.video = video_writer(self.video_path, self.rate_hz / self.video_every)
-        if self.rate_hz <= 0:
-            raise QpolicyError("rate_hz must be positive")
+        low, high = RATE_RANGE_HZ
+        if not low <= self.rate_hz <= high:
+            raise QpolicyError(f"rate_hz={self.rate_hz:g}: choose a control rate from {low:g} to {high:g} Hz "
+                               "(0: the task's)")
         model = env.unwrapped.model
         self.joint_names = [model.joint(i).name for i in range(model.njnt)]
 
@@ -85,6 +87,7 @@ class MujocoBridge(Node):
         self.episode_pub = self.create_publisher(String, self.topics["episode_topic"], 10)
         self.command_sub = self.create_subscription(Float64MultiArray, self.topics["command_topic"], self.on_command, qos)
         self.create_subscription(DiagnosticArray, self.topics["diagnostics_topic"], self.on_diagnostics, 10)
+        self.diag_pub = self.create_publisher(DiagnosticArray, self.topics["diagnostics_topic"], 10)
 
         self.done, self.exit_code = False, 0
         self.started = False
@@ -126,6 +129,9 @@ class MujocoBridge(Node):
             self.episode_pub.publish(String(data=json.dumps(episode)))
             self.get_logger().info(f"episode {episode['episode']}: return {episode['return']:.1f} "
                                    f"in {episode['steps']} steps")
+        found = self.loop.pop_degradation()
+        if found is not None:
+            self.report_degradation(found)
         if self.loop.done:
             self.finish()
             return
@@ -144,6 +150,20 @@ class MujocoBridge(Node):
         js.position = data.qpos.tolist()
         js.velocity = data.qvel.tolist()
         self.joint_pub.publish(js)
+
+    def report_degradation(self, found) -> None:
+        """One line per degraded window (so at most one every ``window`` steps), and the same in /diagnostics."""
+        text = f"degraded over the last {found.counts['steps']} steps: {found.message}"
+        if found.level == "error":
+            self.get_logger().error(text)
+        else:
+            self.get_logger().warning(text)
+        status = DiagnosticStatus(name="qpolicy/mujoco_bridge", hardware_id=self.env_id, message=text,
+                                  level=DiagnosticStatus.ERROR if found.level == "error" else DiagnosticStatus.WARN)
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in found.counts.items()]
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(msg)
 
     def on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:

@@ -40,7 +40,13 @@ def spin_node(node_factory, args=None) -> int:
         stop.append(signum)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    name = getattr(node_factory, "__name__", "node")
+    try:
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    except Exception as exc:   # a bad --params-file or --ros-args: rcl's reason, one line
+        reason = str(exc).split(", at ")[0].replace("failed to initialize rcl: ", "")
+        print(f"{name}: error: {reason}", flush=True)
+        return 2
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     node = None
     code = 0
@@ -58,7 +64,7 @@ def spin_node(node_factory, args=None) -> int:
 
         if not isinstance(exc, QpolicyError):
             raise
-        print(f"{getattr(node_factory, '__name__', 'node')}: error: {exc}", flush=True)
+        print(f"{name}: error: {exc}", flush=True)
         code = 2
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)

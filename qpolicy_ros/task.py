@@ -14,24 +14,43 @@ from qpolicy_hw.errors import QpolicyError
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
-def find_policy(policy: str | Path) -> Path:
-    """A bundle path as given, else (for a relative one such as the parameter file's default) under this
-    package's checkout, else under the installed package's share/qpolicy/ (colcon installs the shipped
-    policies there), so the default policy resolves from any working directory."""
-    path = Path(policy)
-    if path.is_absolute() or path.exists():
-        return path
-    if (PACKAGE_ROOT / path).exists():
-        return PACKAGE_ROOT / path
+def _roots() -> list[Path]:
+    """Where relative bundle paths are looked up: this package's checkout, then the installed share/qpolicy/."""
+    roots = [PACKAGE_ROOT]
     try:
         from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
     except ImportError:
-        return path
+        return roots
     try:
-        share = Path(get_package_share_directory("qpolicy"))
-    except PackageNotFoundError:
+        roots.append(Path(get_package_share_directory("qpolicy")))
+    except (PackageNotFoundError, OSError):   # not installed with colcon, or no ament environment at all
+        pass
+    return roots
+
+
+def shipped_policies() -> list[str]:
+    """The short names of the shipped selections (``policies/<name>/selected``)."""
+    names = set()
+    for root in _roots():
+        names.update(p.parent.name for p in (root / "policies").glob("*/selected") if p.is_dir())
+    return sorted(names)
+
+
+def find_policy(policy: str | Path) -> Path:
+    """A bundle path as given, else (for a relative one such as the parameter file's default) under this
+    package's checkout, else under the installed package's share/qpolicy/ (colcon installs the shipped
+    policies there), so the default policy resolves from any working directory. A short name
+    (``walker2d``) is the shipped selection of that task. A path that exists nowhere is refused in one line
+    that lists the shipped bundles."""
+    path = Path(policy)
+    if path.is_absolute() or path.exists():
         return path
-    return share / path if (share / path).exists() else path
+    for root in _roots():
+        for candidate in (root / path, root / "policies" / path / "selected"):
+            if candidate.exists():
+                return candidate
+    raise QpolicyError(f"no policy bundle at {policy!r}; the shipped ones: "
+                       + ", ".join(f"{n} (policies/{n}/selected)" for n in shipped_policies()))
 
 
 def control_rate_hz(env) -> float:
@@ -58,4 +77,9 @@ def resolve_task(policy, env_id: str = "", rate_hz: float = 0.0, env_module: str
         rate = float(rate_hz) if rate_hz and rate_hz > 0 else control_rate_hz(env)
     finally:
         env.close()
+    from qpolicy_ros.bridge_loop import RATE_RANGE_HZ
+
+    low, high = RATE_RANGE_HZ
+    if not low <= rate <= high:
+        raise QpolicyError(f"rate {rate:g} Hz: choose a control rate from {low:g} to {high:g} Hz (0: the task's)")
     return env_id, rate

@@ -140,3 +140,45 @@ def test_realtime_jitter_and_the_latency_split():
     assert rows["round_trip"]["p50_us"] == pytest.approx(400.0)
     assert rows["return_and_executors"]["p50_us"] == pytest.approx(400.0 - 150.0 - 60.0)
     assert "loop_jitter" in format_split(list(rows.values()))
+
+
+def test_a_stalled_server_is_reported_as_degradation_once_per_window():
+    """Realtime ticks with no commands (a frozen server): the window's report names the counts, at ERROR when
+    most steps had no answer; a healthy window reports nothing."""
+    loop = _loop(mode="realtime", episodes=100, seed=0, period_s=PERIOD)
+    window = loop.monitor.window
+    out, t = loop.start(0.0), 0.0
+    for _ in range(window):                       # healthy: every observation answered within its period
+        loop.on_command(out.key, [0.0, 0.0, 0.0], t + 0.001)
+        t += PERIOD
+        out = loop.realtime_tick(t)
+    assert loop.pop_degradation() is None
+    for _ in range(window):                       # the server stalls: nothing comes back
+        t += PERIOD
+        loop.realtime_tick(t)
+    found = loop.pop_degradation()
+    assert found is not None and found.level == "error"
+    assert found.counts["missing"] == window and found.counts["held_max"] > 5
+    assert f"{window} of {window} steps had no command in time" in found.message
+    assert "held for" in found.message
+    assert loop.pop_degradation() is None         # once
+    assert loop.report()["degraded_windows"] == 1
+
+
+def test_ticks_that_overrun_their_period_are_reported():
+    loop = _loop(mode="realtime", episodes=100, seed=0, period_s=PERIOD)
+    out, t = loop.start(0.0), 0.0
+    for _ in range(loop.monitor.window):          # answered, but every tick comes two periods late
+        loop.on_command(out.key, [0.0, 0.0, 0.0], t + 0.001)
+        t += 2 * PERIOD
+        out = loop.realtime_tick(t)
+    found = loop.pop_degradation()
+    assert found is not None and found.level == "warn" and "could not hold its rate" in found.message
+
+
+@pytest.mark.parametrize("rate", [0.001, 100000.0])
+def test_control_rates_outside_the_sane_range_are_refused(rate):
+    from qpolicy_ros.task import resolve_task
+
+    with pytest.raises(QpolicyError, match="choose a control rate from 1 to 1000 Hz"):
+        resolve_task("policies/hopper/selected", rate_hz=rate)

@@ -70,6 +70,13 @@ def _launch_values(**changes):
     ({"backend": "gpu"}, "backend:='gpu'"),
     ({"record": "yes"}, "record:='yes'"),
     ({"policy": "/nonexistent"}, "no policy bundle at /nonexistent"),
+    ({"policy": "walkr"}, "no policy bundle at 'walkr'; the shipped ones: ant (policies/ant/selected)"),
+    ({"rate_hz": "0.001"}, "rate_hz:=0.001: must be 0 (the task's rate) or from 1 to 1000 Hz"),
+    ({"rate_hz": "100000"}, "from 1 to 1000 Hz"),
+    ({"backend": "pynq"}, "no FPGA overlay"),
+    ({"backend": "remote", "remote_address": "127.0.0.1:9"}, "no qpolicy agent at 127.0.0.1:9"),
+    ({"observation_interface": "robot"}, "observation_interface:='robot': choose flat or standard"),
+    ({"observation_interface": "standard", "policy": "policies/ant/selected"}, "contact forces"),
     ({"env_id": "Walker2d-v5"}, "is a Hopper-v5 policy"),
     ({"expected_digest": "0" * 64}, "is not the expected 0000000000000000"),
     ({"expected_digest": "abc"}, "give the 64 hex digits"),
@@ -92,6 +99,40 @@ def test_valid_launch_arguments_are_typed():
     a = check_arguments(_launch_values(episodes="2", record="True", rate_hz="0"))
     assert a["episodes"] == 2 and a["record"] is True and a["rate_hz"] == 0.0 and a["mode"] == "lockstep"
     assert Path(a["policy"]).is_absolute() and (Path(a["policy"]) / "bundle.json").exists()
+
+
+def test_a_short_policy_name_is_the_shipped_selection():
+    from qpolicy_ros.loop_arguments import check_arguments
+
+    a = check_arguments(_launch_values(policy="walker2d", observation_interface="standard"))
+    assert a["policy"] == str(ROOT / "policies/walker2d/selected") and a["observation_interface"] == "standard"
+
+
+@pytest.mark.parametrize("code, shutting_down, expected", [
+    (0, False, (True, "mujoco_bridge finished: the run is over")),
+    (0, True, None),                                        # the normal end of the other nodes: nothing to say
+    (2, False, (False, "mujoco_bridge failed with exit code 2: see its log above")),
+    (-9, False, (False, "mujoco_bridge was killed by signal 9: see its log above")),
+    (1, True, (False, "mujoco_bridge failed with exit code 1: see its log above")),
+])
+def test_a_node_that_fails_fails_the_launch_and_a_normal_end_is_a_success(code, shutting_down, expected):
+    """What the launch's exit handler decides (a failure is raised inside launch: ERROR and exit code 1)."""
+    from qpolicy_ros.loop_arguments import exit_verdict
+
+    assert exit_verdict("mujoco_bridge", code, "the run is over", shutting_down) == expected
+
+
+def test_a_bad_params_file_is_one_line_and_exit_2(tmp_path):
+    import subprocess
+    import sys
+
+    from qpolicy_ros.demo import ros_env
+
+    (tmp_path / "bad.yaml").write_text("policy_server:\n  ros__parameters:\n    backend: [unclosed\n")
+    out = subprocess.run([sys.executable, "-m", "qpolicy_ros.policy_server", "--ros-args", "--params-file",
+                          str(tmp_path / "bad.yaml")], env=ros_env(61), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "Couldn't parse params file" in out.stdout
+    assert "Traceback" not in out.stdout + out.stderr
 
 
 def test_the_shipped_policies_are_installed_with_the_package():
