@@ -11,13 +11,14 @@ import sys
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 
 from qpolicy_hw.errors import ObservationError, QpolicyError
 from qpolicy_ros.bridge_loop import RATE_RANGE_HZ, BridgeLoop, Outgoing
-from qpolicy_ros.observation_map import INTERFACES
+from qpolicy_ros.observation_map import INTERFACES, floating_base
 from qpolicy_ros.params import declare_topics, loop_qos, spin_node
 from qpolicy_ros.task import resolve_task
 from qpolicy_sim.envs import make_env
@@ -84,6 +85,7 @@ class MujocoBridge(Node):
 
         self.obs_pub = self.create_publisher(JointState, self.topics["observation_topic"], qos)
         self.joint_pub = self.create_publisher(JointState, self.topics["joint_states_topic"], qos)
+        self.odom_pub = self.create_publisher(Odometry, self.topics["odom_topic"], qos)
         self.episode_pub = self.create_publisher(String, self.topics["episode_topic"], 10)
         self.command_sub = self.create_subscription(Float64MultiArray, self.topics["command_topic"], self.on_command, qos)
         self.create_subscription(DiagnosticArray, self.topics["diagnostics_topic"], self.on_diagnostics, 10)
@@ -150,6 +152,16 @@ class MujocoBridge(Node):
         js.position = data.qpos.tolist()
         js.velocity = data.qvel.tolist()
         self.joint_pub.publish(js)
+        base = floating_base(self.loop.env.unwrapped.model, data.qpos, data.qvel)
+        if base is not None:
+            odom = Odometry()
+            odom.header.stamp, odom.header.frame_id, odom.child_frame_id = msg.header.stamp, "odom", "base_link"
+            (px, py, pz), (qx, qy, qz, qw), (vx, vy, vz), (wx, wy, wz) = (map(float, v) for v in base)
+            p, o = odom.pose.pose.position, odom.pose.pose.orientation
+            p.x, p.y, p.z, o.x, o.y, o.z, o.w = px, py, pz, qx, qy, qz, qw
+            lin, ang = odom.twist.twist.linear, odom.twist.twist.angular
+            lin.x, lin.y, lin.z, ang.x, ang.y, ang.z = vx, vy, vz, wx, wy, wz
+            self.odom_pub.publish(odom)
 
     def report_degradation(self, found) -> None:
         """One line per degraded window (so at most one every ``window`` steps), and the same in /diagnostics."""

@@ -168,3 +168,33 @@ def generate(env_id: str) -> ObservationMap:
     finally:
         env.close()
     return ObservationMap(env_id, tuple(entries))
+
+
+def floating_base(model, qpos, qvel) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """The robot's base as ``nav_msgs/Odometry`` carries it (REP 105): position in the odom frame, orientation
+    (x, y, z, w), and the twist in the base frame (linear, angular). From a free joint (Ant, Humanoid: MuJoCo
+    gives its linear velocity in the world frame and its angular one in the body frame) or from the planar root
+    joints ``rootx``, ``rootz``, ``rooty`` (Hopper, Walker2d, HalfCheetah: a pitch about y). None when the model
+    has neither."""
+    names = [model.joint(j).name for j in range(model.njnt)]
+    if model.njnt and model.jnt_type[0] == 0:                      # mjJNT_FREE
+        a, d = model.jnt_qposadr[0], model.jnt_dofadr[0]
+        w, x, y, z = (float(v) for v in qpos[a + 3:a + 7])
+        rot = _rotation(w, x, y, z)
+        return (np.asarray(qpos[a:a + 3], np.float64), np.array([x, y, z, w]),
+                rot.T @ np.asarray(qvel[d:d + 3], np.float64), np.asarray(qvel[d + 3:d + 6], np.float64))
+    if {"rootx", "rootz", "rooty"} <= set(names):
+        q = {n: float(qpos[model.jnt_qposadr[names.index(n)]]) for n in ("rootx", "rootz", "rooty")}
+        v = {n: float(qvel[model.jnt_dofadr[names.index(n)]]) for n in ("rootx", "rootz", "rooty")}
+        pitch = q["rooty"]
+        rot = _rotation(math.cos(pitch / 2), 0.0, math.sin(pitch / 2), 0.0)
+        return (np.array([q["rootx"], 0.0, q["rootz"]]), np.array([0.0, math.sin(pitch / 2), 0.0, math.cos(pitch / 2)]),
+                rot.T @ np.array([v["rootx"], 0.0, v["rootz"]]), np.array([0.0, v["rooty"], 0.0]))
+    return None
+
+
+def _rotation(w: float, x: float, y: float, z: float) -> np.ndarray:
+    """The rotation matrix (body to world) of the unit quaternion ``w + xi + yj + zk``."""
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])

@@ -115,3 +115,33 @@ def test_standard_lockstep_equals_flat_and_offline(env_id, tmp_path):
     assert std["missing_commands"] == 0 and std["steps"] > 0
     assert std["actions_sha256"] == flat["actions_sha256"]          # every action, bit for bit
     assert std["returns"] == flat["returns"] == offline
+
+
+@pytest.mark.parametrize("env_id, body", [("Ant-v5", "torso"), ("Hopper-v5", "torso")])
+def test_the_odometry_of_the_base_matches_mujocos_own_body_velocity(env_id, body):
+    """/odom's twist is in the base frame (REP 105): for a free joint it equals MuJoCo's local velocity of the
+    body it moves; for a planar root the orientation is a pitch about y."""
+    import gymnasium as gym
+    import mujoco
+
+    from qpolicy_ros.observation_map import floating_base
+
+    env = gym.make(env_id)
+    env.reset(seed=1)
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        env.step(rng.uniform(-1, 1, env.action_space.shape))
+    m, d = env.unwrapped.model, env.unwrapped.data
+    mujoco.mj_forward(m, d)                  # body velocities of the state after the last step
+    pos, quat, lin, ang = floating_base(m, d.qpos, d.qvel)
+    assert abs(np.linalg.norm(quat) - 1.0) < 1e-12
+    if env_id == "Ant-v5":
+        vel = np.zeros(6)
+        mujoco.mj_objectVelocity(m, d, mujoco.mjtObj.mjOBJ_BODY, m.body(body).id, vel, 1)   # local frame
+        np.testing.assert_allclose(np.r_[ang, lin], vel, atol=1e-9)
+        np.testing.assert_allclose(pos, d.qpos[:3])
+    else:
+        pitch = d.qpos[2]
+        np.testing.assert_allclose(quat, [0.0, np.sin(pitch / 2), 0.0, np.cos(pitch / 2)])
+        assert ang[1] == d.qvel[2] and pos[0] == d.qpos[0] and pos[2] == d.qpos[1]
+    env.close()
