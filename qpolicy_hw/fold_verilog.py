@@ -56,7 +56,8 @@ def _pack(values, bits: int) -> int:
 
 
 def _async_rom_module(name: str, words: list[int], width: int, aw: int) -> str:
-    """A small ROM read without a clock (LUT-ROM): the affine requantizer's per-channel constants."""
+    """A small ROM read without a clock (LUT-ROM): the affine requantizer's per-channel constants, and the
+    binary search's thresholds when they fit LUTs (read in the cycle that compares them)."""
     init = "\n".join(f"        mem[{i}] = {_hex(v, width)};" for i, v in enumerate(words))
     return f"""module {name} (input [{aw - 1}:0] addr, output [{width - 1}:0] data);
     reg [{width - 1}:0] mem [0:{len(words) - 1}];

@@ -42,6 +42,31 @@ class Counters:
         return sum(self.counts.values())
 
 
+@dataclass
+class RejectionWindow:
+    """The server's side of degradation: per window of ``window`` observations, how many got the safe action
+    instead of the policy's answer, by reason; a window past ``warn_fraction`` is reported once."""
+
+    window: int = 250
+    warn_fraction: float = 0.05
+
+    def __post_init__(self) -> None:
+        self.seen, self.reasons = 0, Counters()
+
+    def add(self, reason: str | None) -> str | None:
+        self.seen += 1
+        if reason is not None:
+            self.reasons.add(reason)
+        if self.seen < self.window:
+            return None
+        seen, reasons = self.seen, self.reasons
+        self.__post_init__()
+        if reasons.total <= self.warn_fraction * seen:
+            return None
+        by_reason = ", ".join(f"{k} {v}" for k, v in sorted(reasons.counts.items()))
+        return f"{reasons.total} of the last {seen} observations got the safe action ({by_reason})"
+
+
 def classify_rejection(exc: Exception) -> str:
     msg = str(exc)
     if "NaN or Inf" in msg:

@@ -32,7 +32,7 @@ from qpolicy_hw.latency import LatencyStats
 from qpolicy_hw.runtime import make_policy
 from qpolicy_hw.runtime.guard import GuardedPolicy
 from qpolicy_hw.trust import TrustPolicy
-from qpolicy_ros.loop_core import Counters, serve
+from qpolicy_ros.loop_core import Counters, RejectionWindow, serve
 from qpolicy_ros.observation_map import INTERFACES, ObservationMap, map_for
 from qpolicy_ros.params import declare_topics, loop_qos, spin_node
 from qpolicy_ros.task import find_policy
@@ -66,6 +66,7 @@ class PolicyServer(LifecycleNode):
         self.latency = LatencyStats()        # server total: the callback, from receipt to publish
         self.transport_in = LatencyStats()   # the observation's stamp to its receipt (one clock on one machine)
         self.served = 0
+        self.window = RejectionWindow()      # warns when many observations in a row get the safe action
         self.unserved = 0                    # observations that came while the server was not active
         self.serving = False
         self.done, self.exit_code = False, 0
@@ -211,7 +212,13 @@ class PolicyServer(LifecycleNode):
                 values = self.obs_map.build(msg.name, msg.position, msg.velocity)
             except ObservationError as exc:   # serve() counts it and answers with the safe action
                 values = exc
+        before = dict(self.rejected.counts)
         action, reason = serve(self.policy, values, age, self.stale_after_s, self.rejected)
+        kind = next((k for k, v in self.rejected.counts.items() if v != before.get(k, 0)), None)
+        degraded = self.window.add(kind)
+        if degraded is not None:
+            self.get_logger().warning(f"degraded: {degraded}")
+            self.publish_diagnostics()
         if reason is not None:
             self.get_logger().warning(f"rejected observation {msg.header.frame_id!r}: {reason}; "
                                       "sent the safe action", throttle_duration_sec=1.0)

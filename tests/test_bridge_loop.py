@@ -182,3 +182,13 @@ def test_control_rates_outside_the_sane_range_are_refused(rate):
 
     with pytest.raises(QpolicyError, match="choose a control rate from 1 to 1000 Hz"):
         resolve_task("policies/hopper/selected", rate_hz=rate)
+
+
+def test_the_server_warns_when_many_observations_in_a_window_get_the_safe_action():
+    from qpolicy_ros.loop_core import RejectionWindow
+
+    window = RejectionWindow(window=100)
+    assert all(window.add(None) is None for _ in range(100))            # a healthy window: nothing
+    found = [window.add("stale" if k % 5 == 0 else ("non_finite" if k % 7 == 0 else None)) for k in range(100)]
+    assert found[:-1] == [None] * 99
+    assert found[-1] == "32 of the last 100 observations got the safe action (non_finite 12, stale 20)"
