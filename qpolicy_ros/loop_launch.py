@@ -26,7 +26,7 @@ from launch_ros.actions import Node
 
 from qpolicy_hw.errors import QpolicyError
 from qpolicy_ros.loop_arguments import ARGUMENTS, check_arguments, exit_verdict
-from qpolicy_ros.param_file import node_parameters
+from qpolicy_ros.param_file import node_parameters, ros_arguments
 
 
 class LoopFailed(QpolicyError):
@@ -49,27 +49,27 @@ def _end_when_it_exits(node: Node, name: str, ended: str) -> RegisterEventHandle
 
 
 def _nodes(context):
-    """The nodes, started only when every argument is valid (else one line and a shutdown, no node)."""
+    """The nodes, started only when every argument is valid (else the launch fails in one line, no node)."""
     raw = {name: context.launch_configurations[name] for name in ARGUMENTS}
     a = check_arguments(raw)   # a refused argument raises: ERROR, no node started, ros2 launch exits 1
+    server_params = {**node_parameters("policy_server"),
+                     **{k: a[k] for k in ("policy", "backend", "remote_address", "auth_key", "trusted_key",
+                                          "expected_digest", "observation_interface", "observation_map")}}
+    bridge_params = {**node_parameters("mujoco_bridge"),
+                     **{k: a[k] for k in ("policy", "env_id", "mode", "rate_hz", "episodes", "seed", "env_module",
+                                          "observation_interface", "report_path")},
+                     # with a recorder, start once both it and the server hear the observations
+                     "min_observation_subscribers": 2 if a["record"] else 1}
+    # parameters as --ros-args (-p name:=value): launch writes no temporary parameter file per run
     server = Node(package="qpolicy", executable="policy_server", name="policy_server", output="screen",
-                  parameters=[{**node_parameters("policy_server"), "policy": a["policy"], "backend": a["backend"],
-                               "remote_address": a["remote_address"], "auth_key": a["auth_key"],
-                               "trusted_key": a["trusted_key"], "expected_digest": a["expected_digest"],
-                               "observation_interface": a["observation_interface"],
-                               "observation_map": a["observation_map"]}])
+                  ros_arguments=ros_arguments(server_params))
     bridge = Node(package="qpolicy", executable="mujoco_bridge", name="mujoco_bridge", output="screen",
-                  parameters=[{**node_parameters("mujoco_bridge"), "policy": a["policy"], "env_id": a["env_id"],
-                               "mode": a["mode"], "rate_hz": a["rate_hz"], "episodes": a["episodes"],
-                               "seed": a["seed"], "env_module": a["env_module"],
-                               "observation_interface": a["observation_interface"], "report_path": a["report_path"],
-                               # with a recorder, start once both it and the server hear the observations
-                               "min_observation_subscribers": 2 if a["record"] else 1}])
+                  ros_arguments=ros_arguments(bridge_params))
     actions = [server, bridge, _end_when_it_exits(bridge, "mujoco_bridge", "the run is over"),
                _end_when_it_exits(server, "policy_server", "no policy is served any more")]
     if a["record"]:
         recorder = Node(package="qpolicy", executable="bag_recorder", name="bag_recorder", output="screen",
-                        parameters=[{**node_parameters("bag_recorder"), "bag_path": a["bag_path"]}])
+                        ros_arguments=ros_arguments({**node_parameters("bag_recorder"), "bag_path": a["bag_path"]}))
         actions += [recorder, _end_when_it_exits(recorder, "bag_recorder", "the run is no longer recorded")]
     return actions
 

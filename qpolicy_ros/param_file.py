@@ -45,3 +45,17 @@ def node_parameters(node_name: str, overrides: dict[str, Any] | None = None,
 def write_node_params(node_name: str, out_file: Path, overrides: dict[str, Any] | None = None) -> Path:
     out_file.write_text(yaml.safe_dump({node_name: {"ros__parameters": node_parameters(node_name, overrides)}}))
     return out_file
+
+
+def ros_arguments(params: dict[str, Any]) -> list[str]:
+    """``params`` as ``--ros-args`` overrides (``-p name:=value``, each value in JSON, which YAML reads back as
+    the same value): the launch file hands nodes their parameters this way, so launch writes no temporary
+    parameter file per run."""
+    import json
+
+    args: list[str] = []
+    for name, value in params.items():
+        if not isinstance(value, (str, int, float, bool)):
+            raise ValueError(f"parameter {name}: only scalars are passed as --ros-args, not {type(value).__name__}")
+        args += ["-p", f"{name}:={json.dumps(value)}"]
+    return args

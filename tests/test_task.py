@@ -148,3 +148,24 @@ def test_the_shipped_policies_are_installed_with_the_package():
         for f in files:
             if f.startswith("policies/"):
                 assert dest == f"share/qpolicy/{Path(f).parent}"    # the same layout under share/
+
+
+def test_launch_hands_parameters_as_ros_args_that_rcl_reads_back_unchanged(tmp_path):
+    """The launch file passes every parameter as ``-p name:=value`` (no temporary parameter file): values read
+    back as YAML are the same, and a node started that way uses them."""
+    import yaml
+
+    from qpolicy_ros.demo import ros_env
+    from qpolicy_ros.param_file import ros_arguments
+
+    values = {"a": "", "b": "x,y", "c": "1.0", "d": True, "e": 0.5, "f": 3, "g": "/p with space/x", "h": "true"}
+    args = ros_arguments(values)
+    assert args[0::2] == ["-p"] * len(values)
+    assert {k: yaml.safe_load(v) for k, v in (arg.split(":=", 1) for arg in args[1::2])} == values
+    with pytest.raises(ValueError, match="only scalars"):
+        ros_arguments({"x": [1, 2]})
+    missing = str(tmp_path / "no such bundle")
+    out = subprocess.run([sys.executable, "-m", "qpolicy_ros.policy_server", "--ros-args",
+                          *ros_arguments({"policy": missing, "backend": "int"})],
+                         env=ros_env(62), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and f"no policy bundle at {missing}" in out.stdout
