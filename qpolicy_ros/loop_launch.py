@@ -5,10 +5,12 @@ policy_server (FPGA overlay, or the bit-exact int fallback) and mujoco_bridge ru
 config/hopper_fpga.yaml (topic names and QoS are defined there, once); the bridge takes the environment id
 and the control rate (1 / env.dt) from the bundle unless env_id:= or rate_hz:= override them. Arguments:
 [policy:=...] [backend:=auto] [env_id:=] [mode:=lockstep] [rate_hz:=0 (the task's)] [episodes:=3] [seed:=0]
-[record:=false] [bag_path:=qpolicy_bag] [auth_key:=] [trusted_key:=] [expected_digest:=] [env_module:=]. The
-arguments are checked (``loop_arguments.check_arguments``: types,
-choices, and that the bundle fits its environment) before any node starts; a bad one ends the launch with
-its reason and starts nothing. When any node exits, the launch ends, saying which one and its exit code.
+[record:=false] [bag_path:=qpolicy_bag] [auth_key:=] [trusted_key:=] [expected_digest:=] [env_module:=]
+[observation_interface:=flat|standard] [observation_map:=] [report_path:=]. The arguments are checked
+(``loop_arguments.check_arguments``: types, choices, rates, that the bundle fits its environment, that a pynq
+or remote backend can work) before any node starts; a bad one raises inside the launch, so ``ros2 launch``
+logs it at ERROR and exits 1 with no node started. A node that fails or is killed fails the launch the same
+way, naming it; the bridge ending its run ends the launch with code 0 (``loop_arguments.exit_verdict``).
 Without a ROS 2 install, `qpolicy demo` starts the same nodes with the same parameters.
 """
 from launch import LaunchDescription
