@@ -182,3 +182,33 @@ def test_room_to_spare_under_the_limits_grows_the_model_budget_and_a_near_miss_d
     assert grown.lut == pytest.approx(2300 * 2300 / 1800) and grown.bram36 == 1.5 and grown.dsp == 45
     assert _grown_budget(cap, {"LUT_upper_bound": 2250, "FF": 2000}, TARGETS["xc7a15t"], cap) is None
     assert _grown_budget(cap, {"LUT_upper_bound": 500, "FF": 500}, TARGETS["xc7a15t"], cap).lut == 2300 * 1.5
+
+
+def test_packed_weight_fields_are_the_weighted_sum_and_the_offset_fields_never_borrow():
+    """The DSP lanes' arithmetic, without a simulator: the ROM fields concatenated (each sign-extended to K
+    bits, the top one to A) equal ``sum_i w_i 2^(iK)``; and P = offset + sum_x x * A splits into the exact
+    per-channel sums (offset binary below the top field, two's complement at the top)."""
+    from qpolicy_hw.fold_dsp import packed_fields
+
+    rng = np.random.default_rng(12)
+    for _ in range(2000):
+        n, k, wb = int(rng.integers(2, 5)), int(rng.integers(4, 11)), int(rng.integers(2, 4))
+        w = rng.integers(-(1 << (wb - 1)), 1 << (wb - 1), size=(n, 6))
+        x = rng.integers(0, 4, size=6)
+        sums = w @ x
+        if np.any(np.abs(sums) >= (1 << (k - 1)) - 1):      # K bits hold every sum, as accumulator_bits ensures
+            continue
+        a_values = []
+        for col in range(6):
+            fields = packed_fields([int(v) for v in w[:, col]])
+            bits = 0
+            for i, f in enumerate(fields[:-1]):
+                bits |= (f & ((1 << k) - 1)) << (i * k)
+            a = bits + fields[-1] * (1 << ((n - 1) * k))   # the top field, sign-extended
+            assert a == sum(int(w[i, col]) << (i * k) for i in range(n))
+            a_values.append(a)
+        p = sum(1 << (i * k + k - 1) for i in range(n - 1)) + sum(int(x[c]) * a_values[c] for c in range(6))
+        for i in range(n - 1):
+            field = (p >> (i * k)) & ((1 << k) - 1)
+            assert field - (1 << (k - 1)) == sums[i]          # offset binary: MSB inverted is the sum
+        assert p >> ((n - 1) * k) == sums[n - 1]              # the top field, exact
