@@ -37,7 +37,8 @@ PRESET_FOR_TASK = {"Ant-v5": "ant_fp32", "Humanoid-v5": "humanoid_fp32", "Hopper
 Q_LR = 1e-3
 POLICY_LR = 3e-4
 CHECKPOINT_EVERY = 10_000
-ABLATIONS = {"no-obs-norm": ("--no-normalize-observations",)}
+ABLATIONS = {"no-obs-norm": ("--no-normalize-observations",),
+             "frozen-norm": ("--freeze-normalization-at", "5000")}   # statistics of the random-action warm-up
 """Our SAC with one difference to SB3's removed (the hyperparameter table in docs/training.md), to find what
 separates the two when their returns differ."""
 

@@ -70,6 +70,9 @@ class Args:
     normalize_observations: bool = True
     """learn running mean/variance statistics of the observations; off, they stay at 0 and 1 and only the clip
     acts (SB3's and CleanRL's SAC use none: the FP32 cross-check's ablation)"""
+    freeze_normalization_at: int = 0
+    """stop updating the observation statistics at this step (0: never), so the learner sees a stationary input
+    after it (the FP32 cross-check's frozen-norm ablation)"""
     # --- bookkeeping ---------------------------------------------------------------------
     out_dir: str = "runs/hopper-sac"
     """where logs, checkpoints and the final bundle go"""
@@ -129,8 +132,9 @@ class Args:
         for name in ("total_timesteps", "batch_size", "buffer_size", "eval_episodes", "critic_width"):
             if getattr(self, name) <= 0:
                 raise TrainError(f"{name}={getattr(self, name)} must be positive")
-        if self.learning_starts < 0:
-            raise TrainError(f"learning_starts={self.learning_starts} must be >= 0")
+        if self.learning_starts < 0 or self.freeze_normalization_at < 0:
+            raise TrainError(f"learning_starts={self.learning_starts} and freeze_normalization_at="
+                             f"{self.freeze_normalization_at} must be >= 0")
         if self.learning_starts >= self.total_timesteps:
             raise TrainError(f"learning_starts={self.learning_starts} >= total_timesteps={self.total_timesteps}: "
                              "the actor would never be trained; raise --total-timesteps or lower --learning-starts")

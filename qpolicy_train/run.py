@@ -252,7 +252,8 @@ class TrainingRun:
                 self._writer.add_scalar("charts/episodic_return", self.last_return, self.global_step + 1)
             self.env_rng_before_reset = copy.deepcopy(self.env.unwrapped.np_random.bit_generator.state)
             self.obs, _ = self.env.reset()
-        self.normalizer.update(self.obs)
+        if not self.args.freeze_normalization_at or self.global_step < self.args.freeze_normalization_at:
+            self.normalizer.update(self.obs)
 
     # --- learning helpers -------------------------------------------------------------------
     def sample_batch(self) -> tuple[torch.Tensor, ...]:

@@ -185,3 +185,13 @@ def test_the_observation_normalizer_can_stay_at_the_identity():
     assert np.array_equal(fixed.state()["mean"], np.zeros(3)) and np.array_equal(fixed.state()["var"], np.ones(3))
     assert not np.array_equal(learning.state()["mean"], np.zeros(3))
     np.testing.assert_allclose(fixed(np.array([0.5, -50.0, 20.0])), [0.5, -10.0, 10.0], rtol=1e-6)   # only the clip
+
+
+def test_frozen_normalization_stops_counting_at_its_step(tmp_path):
+    """``--freeze-normalization-at N``: the statistics stop at step N (the count says so in the checkpoint)."""
+    args = replace(args_for(tmp_path / "run"), total_timesteps=400, freeze_normalization_at=250, eval_every=400,
+                   checkpoint_every=400)
+    train(args)
+    state = load_checkpoint(Path(args.out_dir) / "checkpoint.pt")
+    count = state["normalizer"]["count"]
+    assert 250 <= count <= 252      # the reset observation and the steps before 250, not the 150 after
