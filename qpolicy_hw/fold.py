@@ -92,6 +92,10 @@ def _clog2(n: int) -> int:
     return max(1, math.ceil(math.log2(n))) if n > 1 else 1
 
 
+SEARCH_LUT_MAX_WORDS = 128
+"""The deepest threshold ROM the one-cycle search step reads combinationally: 512 words (LUT6, MUXF7, a LUT,
+MUXF7, MUXF8) in front of the compare estimated 8.2 ns on HalfCheetah's 4x4 layer, past the 8.0 ns rule."""
+
 DEFAULT_STAGE_LEVELS = 2
 """Adder-tree levels between two pipeline registers; 0 leaves the trees combinational. ``qpolicy hw`` lowers
 it until the static timing estimate meets the clock (:mod:`qpolicy_hw.timing`)."""
@@ -161,9 +165,11 @@ class FoldedShape:
 
     @property
     def search_in_lut(self) -> bool:
-        """Whether the binary search's thresholds sit in LUT-ROM, read in the cycle that compares them (one cycle
-        a step); a block-RAM threshold ROM needs a read cycle first (two a step)."""
-        return not _wants_block(*self.threshold_rom)
+        """Whether the binary search reads its thresholds in the cycle that compares them (one cycle a step):
+        a LUT-ROM of at most :data:`SEARCH_LUT_MAX_WORDS` words (one LUT6 and a MUXF7 deep). A deeper ROM, or
+        one in block RAM, is read in a cycle of its own first (two a step)."""
+        depth, width = self.threshold_rom
+        return depth <= SEARCH_LUT_MAX_WORDS and not _wants_block(depth, width)
 
     @property
     def requant_cycles(self) -> int:

@@ -180,3 +180,16 @@ def test_qpolicy_hw_with_a_relative_out_directory(bundle_factory, tmp_path, monk
     monkeypatch.chdir(tmp_path)
     report = build_hw(path, "xc7a15t", "hw/relative", n_random=100, fold="11x11,u,u")
     assert report["exact"]["rtl_vs_int"]["mismatches"] == 0
+
+
+def test_only_shallow_threshold_roms_are_read_in_the_compare_cycle():
+    """One-cycle search steps read a LUT-ROM combinationally; a deep one (512 words: two mux levels more)
+    would put the ROM and the compare past the 8 ns rule, so it gets a read cycle of its own."""
+    from qpolicy_hw.fold import SEARCH_LUT_MAX_WORDS, FoldedShape
+
+    def shape(nf):
+        return FoldedShape(256, 256, 4, 4, nf, 64, 3, 3, 3, 13, 2)
+
+    assert shape(16).threshold_rom[0] == SEARCH_LUT_MAX_WORDS and shape(16).search_in_lut
+    assert shape(16).requant_cycles == 3
+    assert not shape(64).search_in_lut and shape(64).requant_cycles == 6    # 512 words: read, then compare
