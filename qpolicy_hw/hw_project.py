@@ -271,8 +271,12 @@ def _timed_build(bundle, target: str, out: Path, plan, latency_cutoff: float, ru
         if rule.holds(res["timing"]) or not fits(res):
             return info, res
         stage(f"{spec}: {rule.misses(res['timing'])}; pipelining deeper")
-    raise QpolicyError(f"the core {spec} misses the timing rule even fully pipelined ({rule.misses(res['timing'])}); "
-                       "choose a lower --clock-mhz")
+    raise TimingMiss(f"the core {spec} misses the timing rule even fully pipelined ({rule.misses(res['timing'])}); "
+                     "choose a lower --clock-mhz")
+
+
+class TimingMiss(QpolicyError):
+    """A core that misses the timing rule however deeply it is pipelined."""
 
 
 def default_latency_budget_us(bundle, clock_mhz: float = 100.0) -> float:
@@ -383,8 +387,18 @@ def _fit(bundle, layers, target: str, out: Path, plan, latency_cutoff: float, st
             estimate_figures = {**cost.to_dict(), "why": why}
         spec = ",".join(map(str, current))
         fits = tgt.holds if plan is not None else (lambda r: tgt.holds(r, FIT_MARGIN))
-        info, res = _timed_build(bundle, target, out, current, latency_cutoff, rule, stage, attempts,
-                                 estimate_figures, fits)
+        try:
+            info, res = _timed_build(bundle, target, out, current, latency_cutoff, rule, stage, attempts,
+                                     estimate_figures, fits)
+        except TimingMiss as exc:
+            if plan is not None or fastest_fit is None:
+                raise
+            stage(f"the faster core {spec} misses the timing rule ({exc}); rebuilding the fastest that met it")
+            current = fastest_fit[0]
+            info, res = _timed_build(bundle, target, out, current, latency_cutoff, rule, stage, attempts,
+                                     {**estimate(layers, current).to_dict(), "why": "the fastest core that fit"},
+                                     lambda r: tgt.holds(r, FIT_MARGIN))
+            break
         if plan is not None:
             if not tgt.holds(res):
                 raise QpolicyError(f"the core ({spec}) does not fit {target}: {tgt.misses(res)} by the Yosys count; "

@@ -212,3 +212,28 @@ def test_packed_weight_fields_are_the_weighted_sum_and_the_offset_fields_never_b
             field = (p >> (i * k)) & ((1 << k) - 1)
             assert field - (1 << (k - 1)) == sums[i]          # offset binary: MSB inverted is the sum
         assert p >> ((n - 1) * k) == sums[n - 1]              # the top field, exact
+
+
+def test_a_faster_core_that_misses_timing_falls_back_to_the_fastest_that_met_it(monkeypatch, tmp_path):
+    """When the room Yosys leaves buys a faster plan and that plan misses the timing rule however deeply it is
+    pipelined, ``qpolicy hw`` keeps the fastest core that met it instead of failing (the builds are faked)."""
+    from qpolicy_hw import hw_project
+    from qpolicy_hw.bundle import load_bundle
+    from qpolicy_hw.core_function import bundle_layers
+    bundle = load_bundle("policies/walker2d/selected")
+    built = []
+
+    def fake_build(bundle, target, out, plan, cutoff, rule, stage, attempts, figures, fits):
+        spec = ",".join(map(str, plan))
+        built.append(spec)
+        if len(built) == 2:                                  # the faster plan: no pipelining makes it
+            raise hw_project.TimingMiss(f"the core {spec} misses the timing rule even fully pipelined")
+        small = {"LUT_upper_bound": 1000, "FF": 800, "BRAM": 0.0, "DSP": 0, "LUT": 950, "INV": 50}
+        return {"latency": 1000 - 10 * len(built)}, small   # lots of room: the planner grows
+
+    monkeypatch.setattr(hw_project, "_timed_build", fake_build)
+    stages = []
+    info, res, _ = hw_project._fit(bundle, bundle_layers(bundle), "xc7a15t", tmp_path, None, 8.0, stages.append,
+                                   hw_project.TimingRule(100.0), objective="latency")
+    assert len(built) == 3 and built[2] == built[0] and built[1] != built[0]
+    assert any("misses the timing rule" in s and "rebuilding the fastest that met it" in s for s in stages)
