@@ -34,6 +34,11 @@ IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
+def task_family(env_id: str) -> str:
+    """The task an id names, without namespace or version: ``Hopper-v5`` and ``my_robot/Hopper-v4`` -> Hopper."""
+    return env_id.split("/")[-1].split("-v")[0]
+
+
 def check_env_id(env_id: object, where: str = "task.env_id") -> str:
     """``env_id`` if it is a Gymnasium id of the usual form, else :class:`BundleError` in one line."""
     if not isinstance(env_id, str) or not ENV_ID.fullmatch(env_id):

@@ -54,11 +54,15 @@ def packed_fields(weights: list[int]) -> list[int]:
     return fields
 
 
+def _field_widths(n: int, wb: int) -> list[int]:
+    """ROM bits of one slice's fields: ``wb`` for field 0, ``wb + 1`` for the others (they carry a borrow)."""
+    return [wb] + [wb + 1] * (n - 1)
+
+
 def _slice_word(weights: list[int], wb: int) -> int:
-    """The ROM bits of one slice: field 0 in ``wb`` bits, the others in ``wb + 1``."""
+    """The ROM bits of one slice, its fields at :func:`_field_widths`."""
     word, at = 0, 0
-    for i, f in enumerate(packed_fields(weights)):
-        width = wb if i == 0 else wb + 1
+    for f, width in zip(packed_fields(weights), _field_widths(len(weights), wb), strict=True):
         word |= (f & ((1 << width) - 1)) << at
         at += width
     return word
@@ -85,8 +89,7 @@ def _a_port(slot: int, n: int, fw: int, wb: int, k: int) -> str:
     """The A port (30 bits) of the slice in ROM slot ``slot``: its fields, each sign-extended to K bits, the
     top one to the port."""
     base, parts, at = slot * fw, [], 0
-    for i in range(n):
-        width = wb if i == 0 else wb + 1
+    for i, width in enumerate(_field_widths(n, wb)):
         lo, hi = base + at, base + at + width - 1
         at += width
         room = (30 - (n - 1) * k) if i == n - 1 else k

@@ -377,6 +377,15 @@ def _fit(bundle, layers, target: str, out: Path, plan, latency_cutoff: float, st
     attempts: list[dict] = []
     tries = grows = 0
     fastest_fit = None   # (plan, description, counts) of the fastest core that fitted so far
+
+    def rebuild_fastest_fit(why: str) -> tuple[dict, dict]:
+        """A faster core tried with the spare room missed (``why``): build the fastest one that fit again."""
+        current = fastest_fit[0]
+        stage(f"{why}; rebuilding {','.join(map(str, current))}, the fastest that fit")
+        return _timed_build(bundle, target, out, current, latency_cutoff, rule, stage, attempts,
+                            {**estimate(layers, current).to_dict(), "why": "the fastest core that fit"},
+                            lambda r: tgt.holds(r, FIT_MARGIN))
+
     while True:
         if plan is not None:
             current = plan
@@ -393,11 +402,7 @@ def _fit(bundle, layers, target: str, out: Path, plan, latency_cutoff: float, st
         except TimingMiss as exc:
             if plan is not None or fastest_fit is None:
                 raise
-            stage(f"the faster core {spec} misses the timing rule ({exc}); rebuilding the fastest that met it")
-            current = fastest_fit[0]
-            info, res = _timed_build(bundle, target, out, current, latency_cutoff, rule, stage, attempts,
-                                     {**estimate(layers, current).to_dict(), "why": "the fastest core that fit"},
-                                     lambda r: tgt.holds(r, FIT_MARGIN))
+            info, res = rebuild_fastest_fit(f"the faster core {spec} misses the timing rule ({exc})")
             break
         if plan is not None:
             if not tgt.holds(res):
@@ -416,13 +421,8 @@ def _fit(bundle, layers, target: str, out: Path, plan, latency_cutoff: float, st
                     stage(f"{spec} fits with room to spare ({_room(res, tgt, cap)}); trying a faster core")
                     continue
             break
-        if fastest_fit is not None:   # a faster core tried with the spare room missed: back to the one that fit
-            current = fastest_fit[0]
-            spec = ",".join(map(str, current))
-            stage(f"the faster core misses; rebuilding {spec}, the fastest that fit")
-            info, res = _timed_build(bundle, target, out, current, latency_cutoff, rule, stage, attempts,
-                                     {**estimate(layers, current).to_dict(), "why": "the fastest core that fit"},
-                                     lambda r: tgt.holds(r, FIT_MARGIN))
+        if fastest_fit is not None:
+            info, res = rebuild_fastest_fit("the faster core misses")
             break
         tries += 1
         missed = (tgt.misses(res, FIT_MARGIN) if not tgt.holds(res, FIT_MARGIN)

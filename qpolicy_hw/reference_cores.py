@@ -27,4 +27,6 @@ class: logic circuits, not integer MLPs; its measured core excludes the observat
 
 def finn_point(env_id: str) -> dict | None:
     """The Table-3 FINN core of the task ``env_id`` names (``Hopper-v5`` -> Hopper), None for other tasks."""
-    return FINN.get(env_id.split("/")[-1].split("-v")[0])
+    from qpolicy_hw.bundle_schema import task_family
+
+    return FINN.get(task_family(env_id))

@@ -117,7 +117,7 @@ class BridgeLoop:
         self.after_step = after_step or (lambda steps: None)   # e.g. a video frame of the new state
         self.monitor = DegradationMonitor()
         self.degradation: Degradation | None = None   # the last window's report, for the node to warn once
-        self._window_late = self._step_missing = self._step_held = 0
+        self._counted = (0, 0, 0)    # missing, held and late counts at the last step, for the monitor's deltas
         self.degraded_windows, self.last_degradation = 0, ""
         self.low, self.high = env.action_space.low, env.action_space.high
         self.safe_action = (self.low + self.high) / 2.0
@@ -186,10 +186,8 @@ class BridgeLoop:
             action, self.held, self.held_at = self.answer, self.answer, now
         else:
             self.missing += 1
-            self._step_missing = 1
             if self.held is not None and now - self.held_at <= self.command_timeout_s:
                 self.held_steps += 1
-                self._step_held = 1
                 action = self.held
             else:
                 action = self._safe()
@@ -201,7 +199,6 @@ class BridgeLoop:
             return None
         if now - self.first_sent_at > self.lockstep_timeout_s:
             self.missing += 1
-            self._step_missing = 1
             self.sent_at.pop(self.pending_key, None)
             return self._apply(self._safe(), now)
         if now - self.last_sent_at > self.republish_after_s:
@@ -236,9 +233,9 @@ class BridgeLoop:
             if self.mode == "realtime" and self.period_s:
                 self.jitter.add(abs(now - self.last_step_at - self.period_s))
                 overran = now - self.last_step_at > 1.5 * self.period_s
-        found = self.monitor.step(bool(self._step_missing), bool(self._step_held), self.late - self._window_late,
-                                  overran)
-        self._window_late, self._step_missing, self._step_held = self.late, 0, 0
+        missing, held, late = self._counted
+        found = self.monitor.step(self.missing > missing, self.held_steps > held, self.late - late, overran)
+        self._counted = (self.missing, self.held_steps, self.late)
         if found is not None:
             self.degradation = found
             self.degraded_windows += 1

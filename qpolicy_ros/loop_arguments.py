@@ -89,17 +89,17 @@ def check_arguments(raw: dict[str, str]) -> dict[str, Any]:
     trust = TrustPolicy(trusted, raw["expected_digest"] or None)   # a bad key or digest fails here
     values["trusted_key"], values["expected_digest"] = ",".join(trusted), trust.expected_digest or ""
     values["policy"] = str(find_policy(raw["policy"]).resolve())
-    load_bundle(values["policy"], trust=trust)   # an untrusted bundle is refused before any node starts
+    bundle = load_bundle(values["policy"], trust=trust)   # an untrusted bundle is refused before any node starts
     values["env_id"], values["env_module"] = raw["env_id"], raw["env_module"]
-    env_id, _ = resolve_task(values["policy"], values["env_id"], values["rate_hz"],   # the bundle fits its task
-                             env_module=values["env_module"] or None)
+    resolve_task(bundle, values["env_id"], values["rate_hz"],   # the bundle fits its environment
+                 env_module=values["env_module"] or None)
     from qpolicy_ros.observation_map import INTERFACES, map_for
 
     if raw["observation_interface"] not in INTERFACES:
         raise QpolicyError(f"observation_interface:={raw['observation_interface']!r}: choose flat or standard")
     values["observation_interface"], values["observation_map"] = raw["observation_interface"], raw["observation_map"]
     if values["observation_interface"] == "standard":    # a task no robot topic describes is refused here
-        map_for(load_bundle(values["policy"]).env_id, values["observation_map"])
+        map_for(bundle.env_id, values["observation_map"])
     values["report_path"] = raw["report_path"]
     if values["backend"] in ("pynq", "remote"):   # a backend that cannot work is refused before any node starts
         probe_backend(values["policy"], values["backend"], values["remote_address"], values["auth_key"], trust)

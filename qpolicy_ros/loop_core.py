@@ -45,26 +45,27 @@ class Counters:
 @dataclass
 class RejectionWindow:
     """The server's side of degradation: per window of ``window`` observations, how many got the safe action
-    instead of the policy's answer, by reason; a window past ``warn_fraction`` is reported once."""
+    instead of the policy's answer, by reason (read from the server's running :class:`Counters`); a window past
+    ``warn_fraction`` is reported once."""
 
     window: int = 250
     warn_fraction: float = 0.05
 
     def __post_init__(self) -> None:
-        self.seen, self.reasons = 0, Counters()
+        self.seen, self.start = 0, {}
 
-    def add(self, reason: str | None) -> str | None:
+    def add(self, rejected: Counters) -> str | None:
+        """Count one served observation; at a window's end, the report when too many were refused."""
         self.seen += 1
-        if reason is not None:
-            self.reasons.add(reason)
         if self.seen < self.window:
             return None
-        seen, reasons = self.seen, self.reasons
-        self.__post_init__()
-        if reasons.total <= self.warn_fraction * seen:
+        counts = {k: v - self.start.get(k, 0) for k, v in rejected.counts.items() if v != self.start.get(k, 0)}
+        seen, total = self.seen, sum(counts.values())
+        self.seen, self.start = 0, dict(rejected.counts)
+        if total <= self.warn_fraction * seen:
             return None
-        by_reason = ", ".join(f"{k} {v}" for k, v in sorted(reasons.counts.items()))
-        return f"{reasons.total} of the last {seen} observations got the safe action ({by_reason})"
+        by_reason = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        return f"{total} of the last {seen} observations got the safe action ({by_reason})"
 
 
 def classify_rejection(exc: Exception) -> str:
@@ -79,15 +80,13 @@ def classify_rejection(exc: Exception) -> str:
 def serve(policy, values, stamp_age_s: float | None, stale_after_s: float,
           rejected: Counters) -> tuple[np.ndarray, str | None]:
     """The action for one observation message, or the safe action and the reason it was refused. ``values``
-    may be the ``ObservationError`` that building the observation raised (a standard message that does not
-    map): it is refused the same way."""
+    is the observation, or a function that builds it from the message (the standard interface's map): a
+    message it refuses is counted and answered like any other bad input."""
     if stamp_age_s is not None and stale_after_s > 0 and stamp_age_s > stale_after_s:
         rejected.add("stale")
         return policy.bundle.safe_action, f"stale observation ({stamp_age_s * 1e3:.1f} ms old)"
     try:
-        if isinstance(values, ObservationError):
-            raise values
-        return policy.act(values), None
+        return policy.act(values() if callable(values) else values), None
     except ObservationError as exc:
         rejected.add(classify_rejection(exc))
         return policy.bundle.safe_action, str(exc)

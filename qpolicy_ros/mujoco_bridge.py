@@ -18,7 +18,7 @@ from std_msgs.msg import Float64MultiArray, String
 
 from qpolicy_hw.errors import ObservationError, QpolicyError
 from qpolicy_ros.bridge_loop import RATE_RANGE_HZ, BridgeLoop, Outgoing
-from qpolicy_ros.observation_map import INTERFACES, floating_base
+from qpolicy_ros.observation_map import INTERFACES, FloatingBase
 from qpolicy_ros.params import declare_topics, loop_qos, spin_node
 from qpolicy_ros.task import resolve_task
 from qpolicy_sim.envs import make_env
@@ -82,6 +82,7 @@ class MujocoBridge(Node):
                                "(0: the task's)")
         model = env.unwrapped.model
         self.joint_names = [model.joint(i).name for i in range(model.njnt)]
+        self.base = FloatingBase(model)
 
         self.obs_pub = self.create_publisher(JointState, self.topics["observation_topic"], qos)
         self.joint_pub = self.create_publisher(JointState, self.topics["joint_states_topic"], qos)
@@ -152,7 +153,7 @@ class MujocoBridge(Node):
         js.position = data.qpos.tolist()
         js.velocity = data.qvel.tolist()
         self.joint_pub.publish(js)
-        base = floating_base(self.loop.env.unwrapped.model, data.qpos, data.qvel)
+        base = self.base(data.qpos, data.qvel)
         if base is not None:
             odom = Odometry()
             odom.header.stamp, odom.header.frame_id, odom.child_frame_id = msg.header.stamp, "odom", "base_link"

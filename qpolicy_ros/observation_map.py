@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qpolicy_hw.bundle_schema import task_family
 from qpolicy_hw.errors import ObservationError, QpolicyError
 
 
@@ -131,7 +132,7 @@ def map_for(env_id: str, path: str = "") -> ObservationMap:
     if path:
         m = load(path)
     else:
-        family = env_id.split("/")[-1].split("-v")[0]
+        family = task_family(env_id)
         if family in FLAT_ONLY:
             raise QpolicyError(FLAT_ONLY[family])
         shipped = MAPS_DIR / f"{env_id.split('/')[-1]}.yaml"
@@ -149,7 +150,7 @@ def generate(env_id: str) -> ObservationMap:
     root x, then every joint's velocity (clipped as the task clips it). Needs gymnasium and mujoco."""
     import gymnasium as gym
 
-    family = env_id.split("/")[-1].split("-v")[0]
+    family = task_family(env_id)
     if family in FLAT_ONLY:
         raise QpolicyError(FLAT_ONLY[family])
     if family not in PLANAR_TASKS:
@@ -170,27 +171,37 @@ def generate(env_id: str) -> ObservationMap:
     return ObservationMap(env_id, tuple(entries))
 
 
-def floating_base(model, qpos, qvel) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+class FloatingBase:
     """The robot's base as ``nav_msgs/Odometry`` carries it (REP 105): position in the odom frame, orientation
     (x, y, z, w), and the twist in the base frame (linear, angular). From a free joint (Ant, Humanoid: MuJoCo
     gives its linear velocity in the world frame and its angular one in the body frame) or from the planar root
-    joints ``rootx``, ``rootz``, ``rooty`` (Hopper, Walker2d, HalfCheetah: a pitch about y). None when the model
-    has neither."""
-    names = [model.joint(j).name for j in range(model.njnt)]
-    if model.njnt and model.jnt_type[0] == 0:                      # mjJNT_FREE
-        a, d = model.jnt_qposadr[0], model.jnt_dofadr[0]
-        w, x, y, z = (float(v) for v in qpos[a + 3:a + 7])
-        rot = _rotation(w, x, y, z)
-        return (np.asarray(qpos[a:a + 3], np.float64), np.array([x, y, z, w]),
-                rot.T @ np.asarray(qvel[d:d + 3], np.float64), np.asarray(qvel[d + 3:d + 6], np.float64))
-    if {"rootx", "rootz", "rooty"} <= set(names):
-        q = {n: float(qpos[model.jnt_qposadr[names.index(n)]]) for n in ("rootx", "rootz", "rooty")}
-        v = {n: float(qvel[model.jnt_dofadr[names.index(n)]]) for n in ("rootx", "rootz", "rooty")}
-        pitch = q["rooty"]
-        rot = _rotation(math.cos(pitch / 2), 0.0, math.sin(pitch / 2), 0.0)
-        return (np.array([q["rootx"], 0.0, q["rootz"]]), np.array([0.0, math.sin(pitch / 2), 0.0, math.cos(pitch / 2)]),
-                rot.T @ np.array([v["rootx"], 0.0, v["rootz"]]), np.array([0.0, v["rooty"], 0.0]))
-    return None
+    joints ``rootx``, ``rootz``, ``rooty`` (Hopper, Walker2d, HalfCheetah: a pitch about y). The joints' addresses
+    are looked up once, from the model; ``kind`` is None when the model has neither."""
+
+    def __init__(self, model):
+        names = [model.joint(j).name for j in range(model.njnt)]
+        self.kind: str | None = None
+        if model.njnt and model.jnt_type[0] == 0:                      # mjJNT_FREE
+            self.kind, self.qpos_at, self.qvel_at = "free", int(model.jnt_qposadr[0]), int(model.jnt_dofadr[0])
+        elif {"rootx", "rootz", "rooty"} <= set(names):
+            joints = [names.index(n) for n in ("rootx", "rootz", "rooty")]
+            self.kind = "planar"
+            self.qpos_at = [int(model.jnt_qposadr[j]) for j in joints]
+            self.qvel_at = [int(model.jnt_dofadr[j]) for j in joints]
+
+    def __call__(self, qpos, qvel) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        if self.kind == "free":
+            a, d = self.qpos_at, self.qvel_at
+            w, x, y, z = (float(v) for v in qpos[a + 3:a + 7])
+            rot = _rotation(w, x, y, z)
+            return (np.asarray(qpos[a:a + 3], np.float64), np.array([x, y, z, w]),
+                    rot.T @ np.asarray(qvel[d:d + 3], np.float64), np.asarray(qvel[d + 3:d + 6], np.float64))
+        if self.kind == "planar":
+            (px, pz, pitch), (vx, vz, wy) = (float(qpos[i]) for i in self.qpos_at), (float(qvel[i]) for i in self.qvel_at)
+            rot = _rotation(math.cos(pitch / 2), 0.0, math.sin(pitch / 2), 0.0)
+            return (np.array([px, 0.0, pz]), np.array([0.0, math.sin(pitch / 2), 0.0, math.cos(pitch / 2)]),
+                    rot.T @ np.array([vx, 0.0, vz]), np.array([0.0, wy, 0.0]))
+        return None
 
 
 def _rotation(w: float, x: float, y: float, z: float) -> np.ndarray:

@@ -27,7 +27,7 @@ from std_msgs.msg import Float64MultiArray, MultiArrayDimension, String
 
 from qpolicy_hw.agent import read_shared_key
 from qpolicy_hw.cache import cache_dir
-from qpolicy_hw.errors import ObservationError, QpolicyError
+from qpolicy_hw.errors import QpolicyError
 from qpolicy_hw.latency import LatencyStats
 from qpolicy_hw.runtime import make_policy
 from qpolicy_hw.runtime.guard import GuardedPolicy
@@ -112,7 +112,7 @@ class PolicyServer(LifecycleNode):
         except QpolicyError as exc:
             self.get_logger().error(f"configure failed: {exc}")
             self.configure_error = str(exc)
-            self.policy = None
+            self._release()          # a backend built before the failing step (e.g. the map) is let go
             return TransitionCallbackReturn.FAILURE
         self.pub = self.create_lifecycle_publisher(Float64MultiArray, self.topics["command_topic"], self.qos)
         int_path = self.policy.reference.act_path if self.policy.reference is not None else "none"
@@ -206,16 +206,10 @@ class PolicyServer(LifecycleNode):
         age = time.time() - stamp if stamp > 0 else None
         if age is not None and age >= 0:
             self.transport_in.add(age)
-        values = msg.position
-        if self.obs_map is not None:
-            try:
-                values = self.obs_map.build(msg.name, msg.position, msg.velocity)
-            except ObservationError as exc:   # serve() counts it and answers with the safe action
-                values = exc
-        before = dict(self.rejected.counts)
+        obs_map = self.obs_map
+        values = msg.position if obs_map is None else (lambda: obs_map.build(msg.name, msg.position, msg.velocity))
         action, reason = serve(self.policy, values, age, self.stale_after_s, self.rejected)
-        kind = next((k for k, v in self.rejected.counts.items() if v != before.get(k, 0)), None)
-        degraded = self.window.add(kind)
+        degraded = self.window.add(self.rejected)
         if degraded is not None:
             self.get_logger().warning(f"degraded: {degraded}")
             self.publish_diagnostics()

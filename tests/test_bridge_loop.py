@@ -185,10 +185,17 @@ def test_control_rates_outside_the_sane_range_are_refused(rate):
 
 
 def test_the_server_warns_when_many_observations_in_a_window_get_the_safe_action():
-    from qpolicy_ros.loop_core import RejectionWindow
+    from qpolicy_ros.loop_core import Counters, RejectionWindow
 
-    window = RejectionWindow(window=100)
-    assert all(window.add(None) is None for _ in range(100))            # a healthy window: nothing
-    found = [window.add("stale" if k % 5 == 0 else ("non_finite" if k % 7 == 0 else None)) for k in range(100)]
+    window, rejected = RejectionWindow(window=100), Counters()
+    assert all(window.add(rejected) is None for _ in range(100))        # a healthy window: nothing
+
+    def serve_one(k):
+        reason = "stale" if k % 5 == 0 else ("non_finite" if k % 7 == 0 else None)
+        if reason:
+            rejected.add(reason)
+        return window.add(rejected)
+
+    found = [serve_one(k) for k in range(100)]
     assert found[:-1] == [None] * 99
     assert found[-1] == "32 of the last 100 observations got the safe action (non_finite 12, stale 20)"

@@ -84,11 +84,9 @@ def test_bad_joint_states_get_the_safe_action_and_a_counted_reason():
              "nan": (names, np.r_[np.zeros(5), np.nan], np.zeros(6))}
     rejected = Counters()
     for what, (n, pos, vel) in cases.items():
-        try:
-            values = m.build(n, pos, vel)
-        except ObservationError as exc:
-            values = exc
-        action, reason = serve(policy, values, None, 0.5, rejected)
+        with pytest.raises(ObservationError):
+            m.build(n, pos, vel)
+        action, reason = serve(policy, lambda n=n, pos=pos, vel=vel: m.build(n, pos, vel), None, 0.5, rejected)
         assert reason is not None, what
         assert np.array_equal(action, policy.bundle.safe_action), what
     assert rejected.counts == {"malformed": 1, "wrong_length": 1, "non_finite": 1}
@@ -124,7 +122,7 @@ def test_the_odometry_of_the_base_matches_mujocos_own_body_velocity(env_id, body
     import gymnasium as gym
     import mujoco
 
-    from qpolicy_ros.observation_map import floating_base
+    from qpolicy_ros.observation_map import FloatingBase
 
     env = gym.make(env_id)
     env.reset(seed=1)
@@ -133,7 +131,7 @@ def test_the_odometry_of_the_base_matches_mujocos_own_body_velocity(env_id, body
         env.step(rng.uniform(-1, 1, env.action_space.shape))
     m, d = env.unwrapped.model, env.unwrapped.data
     mujoco.mj_forward(m, d)                  # body velocities of the state after the last step
-    pos, quat, lin, ang = floating_base(m, d.qpos, d.qvel)
+    pos, quat, lin, ang = FloatingBase(m)(d.qpos, d.qvel)
     assert abs(np.linalg.norm(quat) - 1.0) < 1e-12
     if env_id == "Ant-v5":
         vel = np.zeros(6)
