@@ -38,9 +38,10 @@ Q_LR = 1e-3
 POLICY_LR = 3e-4
 CHECKPOINT_EVERY = 10_000
 ABLATIONS = {"no-obs-norm": ("--no-normalize-observations",),
-             "frozen-norm": ("--freeze-normalization-at", "5000")}   # statistics of the random-action warm-up
-"""Our SAC with one difference to SB3's removed (the hyperparameter table in docs/training.md), to find what
-separates the two when their returns differ."""
+             "frozen-norm": ("--freeze-normalization-at", "5000"),   # statistics of the random-action warm-up
+             "obs-clip-3": ("--obs-clip", "3")}   # about the range a 3-bit input quantizer keeps
+"""Our SAC with one difference to SB3's removed (the hyperparameter table in docs/training.md), or one candidate
+fix changed, to find what separates the two when their returns differ."""
 
 
 def evaluate_sb3(model, env_id: str, episodes: int, seed: int = 0) -> list[float]:

@@ -70,6 +70,10 @@ class RejectionWindow:
 
 def classify_rejection(exc: Exception) -> str:
     msg = str(exc)
+    if msg.startswith("out of sync"):
+        return "out_of_sync"
+    if "message yet" in msg:
+        return "missing_message"
     if "NaN or Inf" in msg:
         return "non_finite"
     if "shape" in msg or "entries" in msg:

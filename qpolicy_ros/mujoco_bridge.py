@@ -10,6 +10,7 @@ import os
 import sys
 import time
 
+import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
@@ -81,7 +82,12 @@ class MujocoBridge(Node):
             raise QpolicyError(f"rate_hz={self.rate_hz:g}: choose a control rate from {low:g} to {high:g} Hz "
                                "(0: the task's)")
         model = env.unwrapped.model
-        self.joint_names = [model.joint(i).name for i in range(model.njnt)]
+        # joint_states holds the one-degree-of-freedom joints (slide, hinge), as a robot publishes them; a free
+        # base goes out on /odom
+        joints = [j for j in range(model.njnt) if model.jnt_type[j] in (2, 3)]
+        self.joint_names = [model.joint(j).name for j in joints]
+        self.joint_qpos = np.array([model.jnt_qposadr[j] for j in joints], dtype=np.intp)
+        self.joint_qvel = np.array([model.jnt_dofadr[j] for j in joints], dtype=np.intp)
         self.base = FloatingBase(model)
 
         self.obs_pub = self.create_publisher(JointState, self.topics["observation_topic"], qos)
@@ -146,13 +152,7 @@ class MujocoBridge(Node):
         msg.position = out.observation.tolist()
         self.obs_pub.publish(msg)
         data = self.loop.env.unwrapped.data
-        js = JointState()
-        js.header.stamp = msg.header.stamp
-        js.header.frame_id = out.key if self.interface == "standard" else ""   # a robot leaves it empty
-        js.name = self.joint_names
-        js.position = data.qpos.tolist()
-        js.velocity = data.qvel.tolist()
-        self.joint_pub.publish(js)
+        # the base first: the joint state is what the server answers, and it finds its odometry waiting
         base = self.base(data.qpos, data.qvel)
         if base is not None:
             odom = Odometry()
@@ -163,6 +163,13 @@ class MujocoBridge(Node):
             lin, ang = odom.twist.twist.linear, odom.twist.twist.angular
             lin.x, lin.y, lin.z, ang.x, ang.y, ang.z = vx, vy, vz, wx, wy, wz
             self.odom_pub.publish(odom)
+        js = JointState()
+        js.header.stamp = msg.header.stamp
+        js.header.frame_id = out.key if self.interface == "standard" else ""   # a robot leaves it empty
+        js.name = self.joint_names
+        js.position = data.qpos[self.joint_qpos].tolist()
+        js.velocity = data.qvel[self.joint_qvel].tolist()
+        self.joint_pub.publish(js)
 
     def report_degradation(self, found) -> None:
         """One line per degraded window (so at most one every ``window`` steps), and the same in /diagnostics."""

@@ -1,5 +1,6 @@
 """The policy input from standard robot topics: a declarative map from ``sensor_msgs/JointState`` (by joint
-name) to the observation vector a bundle was trained on. Plain Python, tested without a middleware.
+name), ``nav_msgs/Odometry`` (the floating base) and ``sensor_msgs/Imu`` to the observation vector a bundle
+was trained on. Plain Python, tested without a middleware.
 
 The schema (YAML, one file per task; the shipped ones are ``config/observation_maps/<env_id>.yaml``)::
 
@@ -7,12 +8,16 @@ The schema (YAML, one file per task; the shipped ones are ``config/observation_m
     entries:                       # in observation order
       - {joint: rootz, field: position}
       - {joint: rootz, field: velocity, clip: 10.0}
+      - {base: position_z}         # from /odom (BASE_FIELDS)
+      - {imu: angular_velocity_x}  # from /imu (IMU_FIELDS)
       ...
 
-``field`` is ``position`` or ``velocity``; ``clip`` (optional) bounds the value to ``[-clip, clip]`` as the
-Gymnasium task does. Every other key is refused. ``generate`` writes the map of a MuJoCo task from its model
-(joint names, the qpos/qvel layout, the task's excluded positions and velocity clip); a test checks the map
-against the environment's own observations, value for value.
+A joint's ``field`` is ``position`` or ``velocity``; ``clip`` (optional, on any entry) bounds the value to
+``[-clip, clip]`` as the Gymnasium task does. Every other key is refused. The joint state is what triggers an
+action; the odometry and IMU readings it uses must carry stamps within the sync tolerance of its own, else it
+gets the safe action with a counted reason (``out_of_sync``, ``missing_message``). ``generate`` writes the map
+of a planar MuJoCo task from its model (joint names, the qpos/qvel layout, the task's excluded positions and
+velocity clip); a test checks the map against the environment's own observations, value for value.
 """
 from __future__ import annotations
 
@@ -36,6 +41,18 @@ def _maps_dir() -> Path:
 MAPS_DIR = _maps_dir()
 FIELDS = ("position", "velocity")
 INTERFACES = ("flat", "standard")
+XYZ = ("x", "y", "z")
+BASE_FIELDS = (tuple(f"position_{a}" for a in XYZ) + tuple(f"orientation_{a}" for a in "wxyz") + ("pitch",)
+               + tuple(f"linear_{a}" for a in XYZ) + tuple(f"linear_world_{a}" for a in XYZ)
+               + tuple(f"angular_{a}" for a in XYZ))
+"""``nav_msgs/Odometry`` of the base. Position and orientation in the odom frame; ``pitch`` the rotation about y
+of a planar robot; ``linear_*``/``angular_*`` the twist as Odometry carries it, in the base frame (REP 105);
+``linear_world_*`` that velocity in the odom frame, as MuJoCo's free and planar root joints report it."""
+IMU_FIELDS = (tuple(f"orientation_{a}" for a in "wxyz") + tuple(f"angular_velocity_{a}" for a in XYZ)
+              + tuple(f"linear_acceleration_{a}" for a in XYZ))
+"""``sensor_msgs/Imu``, in the IMU's own frame as the message carries it."""
+SOURCE_FIELDS = {"joint": FIELDS, "base": BASE_FIELDS, "imu": IMU_FIELDS}
+SOURCE_TOPIC = {"base": "odom", "imu": "imu"}
 
 # what each planar task leaves out and clips (gymnasium/envs/mujoco/<task>_v5.py, _get_obs)
 PLANAR_TASKS = {"Hopper": 10.0, "Walker2d": 10.0, "HalfCheetah": None}
@@ -49,9 +66,51 @@ FLAT_ONLY = {
 
 @dataclass(frozen=True)
 class Entry:
+    """One observation value: a joint's position or velocity (``source`` "joint", ``joint`` its name) or a field
+    of the base's odometry or of the IMU (``source`` "base" or "imu")."""
+
     joint: str
     field: str
     clip: float | None = None
+    source: str = "joint"
+
+
+@dataclass(frozen=True)
+class BaseReading:
+    """What one ``nav_msgs/Odometry`` says: position, orientation (x, y, z, w), twist in the base frame."""
+
+    position: tuple[float, float, float]
+    orientation: tuple[float, float, float, float]
+    linear: tuple[float, float, float]
+    angular: tuple[float, float, float]
+    stamp_s: float = 0.0
+
+    def value(self, name: str) -> float:
+        x, y, z, w = self.orientation
+        if name == "pitch":
+            return 2.0 * math.atan2(y, w)
+        kind, _, axis = name.rpartition("_")
+        if kind == "linear_world":
+            return float((_rotation(w, x, y, z) @ np.asarray(self.linear, np.float64))[XYZ.index(axis)])
+        if kind == "orientation":
+            return float({"w": w, "x": x, "y": y, "z": z}[axis])
+        return float({"position": self.position, "linear": self.linear, "angular": self.angular}[kind][XYZ.index(axis)])
+
+
+@dataclass(frozen=True)
+class ImuReading:
+    """What one ``sensor_msgs/Imu`` says: orientation (x, y, z, w), angular velocity, linear acceleration."""
+
+    orientation: tuple[float, float, float, float]
+    angular_velocity: tuple[float, float, float]
+    linear_acceleration: tuple[float, float, float]
+    stamp_s: float = 0.0
+
+    def value(self, name: str) -> float:
+        kind, _, axis = name.rpartition("_")
+        if kind == "orientation":
+            return float(self.orientation[(*XYZ, "w").index(axis)])
+        return float(getattr(self, kind)[XYZ.index(axis)])
 
 
 @dataclass(frozen=True)
@@ -59,37 +118,88 @@ class ObservationMap:
     env_id: str
     entries: tuple[Entry, ...]
 
-    def build(self, names, positions, velocities) -> np.ndarray:
-        """The observation from one ``JointState``: refused in one line (``ObservationError``) when a joint
-        is missing, the arrays disagree in length or a value is NaN/Inf."""
+    @property
+    def sources(self) -> frozenset[str]:
+        """The message kinds this map reads: "joint", and "base" (odometry) and "imu" where it needs them."""
+        return frozenset(e.source for e in self.entries) | {"joint"}
+
+    def build(self, names, positions, velocities, base: BaseReading | None = None,
+              imu: ImuReading | None = None) -> np.ndarray:
+        """The observation from one ``JointState`` (and the base's and IMU's readings where the map uses them):
+        refused in one line (``ObservationError``) when a joint or a reading is missing, the arrays disagree in
+        length or a value is NaN/Inf."""
         names = list(names)
         if len(positions) != len(names) or (self._needs_velocity and len(velocities) != len(names)):
             raise ObservationError(f"joint_states has {len(names)} names but {len(positions)} position and "
                                    f"{len(velocities)} velocity entries")
+        readings = {"base": base, "imu": imu}
+        for source in self.sources - {"joint"}:
+            if readings[source] is None:
+                raise ObservationError(f"no {SOURCE_TOPIC[source]} message yet")
         index = {n: i for i, n in enumerate(names)}
         out = np.empty(len(self.entries), np.float64)
         for k, e in enumerate(self.entries):
-            i = index.get(e.joint)
-            if i is None:
-                raise ObservationError(f"joint_states lacks joint {e.joint!r} ({e.field})")
-            value = float(positions[i] if e.field == "position" else velocities[i])
+            if e.source == "joint":
+                i = index.get(e.joint)
+                if i is None:
+                    raise ObservationError(f"joint_states lacks joint {e.joint!r} ({e.field})")
+                value = float(positions[i] if e.field == "position" else velocities[i])
+            else:
+                value = readings[e.source].value(e.field)
             if e.clip is not None:
                 value = min(max(value, -e.clip), e.clip)
             out[k] = value
         if not np.all(np.isfinite(out)):
-            raise ObservationError("joint_states contains NaN or Inf")
+            raise ObservationError("the standard messages contain NaN or Inf")
         return out
 
     @property
     def _needs_velocity(self) -> bool:
-        return any(e.field == "velocity" for e in self.entries)
+        return any(e.source == "joint" and e.field == "velocity" for e in self.entries)
 
     def to_yaml(self) -> str:
         lines = [f"env_id: {self.env_id}", "entries:"]
         for e in self.entries:
             clip = f", clip: {e.clip!r}" if e.clip is not None else ""
-            lines.append(f"  - {{joint: {e.joint}, field: {e.field}{clip}}}")
+            what = f"joint: {e.joint}, field: {e.field}" if e.source == "joint" else f"{e.source}: {e.field}"
+            lines.append(f"  - {{{what}{clip}}}")
         return "\n".join(lines) + "\n"
+
+
+class StandardInputs:
+    """The latest odometry and IMU readings, and the check that they belong to the joint state being served:
+    a reading missing, unstamped or further than ``tolerance_s`` from the joint state's stamp is refused."""
+
+    def __init__(self, obs_map: ObservationMap, tolerance_s: float):
+        if not (math.isfinite(tolerance_s) and tolerance_s > 0):
+            raise QpolicyError(f"sync_tolerance_s={tolerance_s}: must be a positive number of seconds")
+        self.map, self.tolerance_s = obs_map, tolerance_s
+        self.latest: dict[str, BaseReading | ImuReading | None] = {"base": None, "imu": None}
+
+    def update(self, source: str, reading: BaseReading | ImuReading) -> None:
+        self.latest[source] = reading
+
+    def waiting_for(self, stamp_s: float) -> bool:
+        """Whether a joint state stamped ``stamp_s`` should wait for a reading still to come (topics arrive in
+        any order): one not yet heard, or older than the stamp by more than the tolerance."""
+        for source in self.map.sources - {"joint"}:
+            reading = self.latest[source]
+            if reading is None or (stamp_s > 0 and stamp_s - reading.stamp_s > self.tolerance_s):
+                return True
+        return False
+
+    def observation(self, names, positions, velocities, stamp_s: float) -> np.ndarray:
+        for source in sorted(self.map.sources - {"joint"}):
+            reading = self.latest[source]
+            if reading is None:
+                raise ObservationError(f"no {SOURCE_TOPIC[source]} message yet")
+            if stamp_s <= 0 or reading.stamp_s <= 0:
+                raise ObservationError(f"out of sync: joint_states and {SOURCE_TOPIC[source]} must both be stamped")
+            gap = abs(reading.stamp_s - stamp_s)
+            if gap > self.tolerance_s:
+                raise ObservationError(f"out of sync: {SOURCE_TOPIC[source]} is {gap * 1e3:.1f} ms from "
+                                       f"joint_states (tolerance {self.tolerance_s * 1e3:.1f} ms)")
+        return self.map.build(names, positions, velocities, self.latest["base"], self.latest["imu"])
 
 
 def parse(data: object, source: str) -> ObservationMap:
@@ -101,15 +211,25 @@ def parse(data: object, source: str) -> ObservationMap:
         raise QpolicyError(f"{source}: env_id must be a string and entries a non-empty list")
     out = []
     for k, e in enumerate(entries):
-        if not isinstance(e, dict) or not {"joint", "field"} <= set(e) or set(e) - {"joint", "field", "clip"}:
-            raise QpolicyError(f"{source}: entry {k} must have joint and field (and optionally clip), nothing else")
-        if not isinstance(e["joint"], str) or e["field"] not in FIELDS:
-            raise QpolicyError(f"{source}: entry {k}: joint must be a name and field one of {', '.join(FIELDS)}")
+        if not isinstance(e, dict):
+            raise QpolicyError(f"{source}: entry {k} must be a mapping")
+        kinds = [s for s in SOURCE_FIELDS if s in e]
+        if len(kinds) != 1:
+            raise QpolicyError(f"{source}: entry {k} names exactly one of joint, base or imu")
+        kind = kinds[0]
+        allowed = {"joint", "field", "clip"} if kind == "joint" else {kind, "clip"}
+        if (kind == "joint" and "field" not in e) or set(e) - allowed:
+            raise QpolicyError(f"{source}: entry {k} must have joint and field (and optionally clip), or base or "
+                               "imu (and optionally clip), nothing else")
+        name, fieldname = (e["joint"], e["field"]) if kind == "joint" else ("", e[kind])
+        if not isinstance(name, str) or fieldname not in SOURCE_FIELDS[kind]:
+            what = "joint must be a name and field" if kind == "joint" else kind
+            raise QpolicyError(f"{source}: entry {k}: {what} one of {', '.join(SOURCE_FIELDS[kind])}")
         clip = e.get("clip")
         if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float))
                                  or not math.isfinite(clip) or clip <= 0):
             raise QpolicyError(f"{source}: entry {k}: clip must be a positive number")
-        out.append(Entry(e["joint"], e["field"], None if clip is None else float(clip)))
+        out.append(Entry(name, fieldname, None if clip is None else float(clip), kind))
     return ObservationMap(data["env_id"], tuple(out))
 
 
@@ -205,7 +325,10 @@ class FloatingBase:
 
 
 def _rotation(w: float, x: float, y: float, z: float) -> np.ndarray:
-    """The rotation matrix (body to world) of the unit quaternion ``w + xi + yj + zk``."""
+    """The rotation matrix (body to world) of the quaternion ``w + xi + yj + zk``, normalized first: a task's
+    reset may leave it off unit length (Ant's noise), and MuJoCo rotates by the normalized one."""
+    n = math.sqrt(w * w + x * x + y * y + z * z)
+    w, x, y, z = w / n, x / n, y / n, z / n
     return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
                      [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
                      [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])

@@ -20,9 +20,10 @@ import time
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
-from sensor_msgs.msg import JointState
+from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension, String
 
 from qpolicy_hw.agent import read_shared_key
@@ -33,7 +34,7 @@ from qpolicy_hw.runtime import make_policy
 from qpolicy_hw.runtime.guard import GuardedPolicy
 from qpolicy_hw.trust import TrustPolicy
 from qpolicy_ros.loop_core import Counters, RejectionWindow, serve
-from qpolicy_ros.observation_map import INTERFACES, ObservationMap, map_for
+from qpolicy_ros.observation_map import INTERFACES, BaseReading, ImuReading, StandardInputs, map_for
 from qpolicy_ros.params import declare_topics, loop_qos, spin_node
 from qpolicy_ros.task import find_policy
 
@@ -49,14 +50,16 @@ class PolicyServer(LifecycleNode):
                               ("fpga_retry_after_s", 5.0), ("fpga_max_retries", 3), ("mismatch_log", ""),
                               ("fpga_timeout_s", 0.002), ("remote_address", ""), ("remote_timeout_s", 0.005),
                               ("auth_key", ""), ("trusted_key", ""), ("expected_digest", ""),
-                              ("observation_map", "")):
+                              ("observation_map", ""), ("sync_tolerance_s", 0.004)):
             p(name, default)
         # flat: the observation vector in JointState.position on observation_topic (our bridge's contract);
-        # standard: the robot's own joint_states, mapped by joint name (qpolicy_ros/observation_map.py)
+        # standard: the robot's own joint_states (and /odom, /imu where the map reads them), mapped by name
+        # (qpolicy_ros/observation_map.py)
         self.interface = p("observation_interface", "flat").value
         if self.interface not in INTERFACES:
             raise QpolicyError(f"observation_interface={self.interface!r}: choose {' or '.join(INTERFACES)}")
-        self.obs_map: ObservationMap | None = None
+        self.standard: StandardInputs | None = None
+        self.pending: JointState | None = None   # standard: a joint state waiting for its odometry or IMU reading
         autostart = bool(p("autostart", True).value)
         self.policy: GuardedPolicy | None = None
         self.pub = None
@@ -74,6 +77,9 @@ class PolicyServer(LifecycleNode):
         self.diag_pub = self.create_publisher(DiagnosticArray, self.topics["diagnostics_topic"], 10)
         topic = self.topics["observation_topic" if self.interface == "flat" else "joint_states_topic"]
         self.create_subscription(JointState, topic, self.on_observation, self.qos)
+        if self.interface == "standard":   # cheap when nothing publishes; read only if the map uses them
+            self.create_subscription(Odometry, self.topics["odom_topic"], self.on_odometry, self.qos)
+            self.create_subscription(Imu, self.topics["imu_topic"], self.on_imu, self.qos)
         self.create_timer(float(self.get_parameter("diagnostics_period_s").value), self.publish_diagnostics)
         # and at every episode's end: the bridge's report then holds figures for its whole run, however short
         self.create_subscription(String, self.topics["episode_topic"], lambda _msg: self.publish_diagnostics(), 10)
@@ -108,7 +114,8 @@ class PolicyServer(LifecycleNode):
                 raise QpolicyError("fpga_timeout_s must be positive and shadow_every >= 0")
             self.policy = self._make(value("backend").value)
             if self.interface == "standard":
-                self.obs_map = map_for(self.policy.bundle.env_id, value("observation_map").value)
+                obs_map = map_for(self.policy.bundle.env_id, value("observation_map").value)
+                self.standard = StandardInputs(obs_map, float(value("sync_tolerance_s").value))
         except QpolicyError as exc:
             self.get_logger().error(f"configure failed: {exc}")
             self.configure_error = str(exc)
@@ -128,6 +135,7 @@ class PolicyServer(LifecycleNode):
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
         self.serving = False
+        self.pending = None
         self._publish(self.policy.bundle.safe_action, "deactivated")   # the last command: hold still
         self.get_logger().info("deactivated: sent the safe action; observations are no longer answered")
         return super().on_deactivate(state)
@@ -152,7 +160,7 @@ class PolicyServer(LifecycleNode):
                 close = getattr(backend, "close", None)
                 if close is not None:
                     close()
-        self.obs_map = None
+        self.standard = None
         if self.pub is not None:
             self.destroy_lifecycle_publisher(self.pub)
             self.pub = None
@@ -201,13 +209,29 @@ class PolicyServer(LifecycleNode):
         if not self.serving:      # unconfigured or inactive: no command, so the peer holds its safe action
             self.unserved += 1
             return
+        standard = self.standard
+        if standard is not None and standard.waiting_for(_seconds(msg.header.stamp)):
+            previous, self.pending = self.pending, msg
+            if previous is not None:   # its reading never came: answered now, with the safe action and a reason
+                self._answer(previous)
+            return
+        self._answer(msg)
+
+    def _serve_pending(self) -> None:
+        msg = self.pending
+        if msg is not None and self.serving and not self.standard.waiting_for(_seconds(msg.header.stamp)):
+            self.pending = None
+            self._answer(msg)
+
+    def _answer(self, msg: JointState) -> None:
         t0 = time.perf_counter()
-        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        stamp = _seconds(msg.header.stamp)
         age = time.time() - stamp if stamp > 0 else None
         if age is not None and age >= 0:
             self.transport_in.add(age)
-        obs_map = self.obs_map
-        values = msg.position if obs_map is None else (lambda: obs_map.build(msg.name, msg.position, msg.velocity))
+        standard = self.standard
+        values = msg.position if standard is None else (
+            lambda: standard.observation(msg.name, msg.position, msg.velocity, stamp))
         action, reason = serve(self.policy, values, age, self.stale_after_s, self.rejected)
         degraded = self.window.add(self.rejected)
         if degraded is not None:
@@ -221,6 +245,20 @@ class PolicyServer(LifecycleNode):
         self.latency.add(time.perf_counter() - t0)
         if self.served == 1:  # peers learn the backend without waiting for the first period
             self.publish_diagnostics()
+
+    def on_odometry(self, msg: Odometry) -> None:
+        if self.standard is not None:
+            p, o, v, w = msg.pose.pose.position, msg.pose.pose.orientation, msg.twist.twist.linear, msg.twist.twist.angular
+            self.standard.update("base", BaseReading((p.x, p.y, p.z), (o.x, o.y, o.z, o.w), (v.x, v.y, v.z),
+                                                     (w.x, w.y, w.z), _seconds(msg.header.stamp)))
+            self._serve_pending()
+
+    def on_imu(self, msg: Imu) -> None:
+        if self.standard is not None:
+            o, w, a = msg.orientation, msg.angular_velocity, msg.linear_acceleration
+            self.standard.update("imu", ImuReading((o.x, o.y, o.z, o.w), (w.x, w.y, w.z), (a.x, a.y, a.z),
+                                                   _seconds(msg.header.stamp)))
+            self._serve_pending()
 
     def publish_diagnostics(self) -> None:
         if self.policy is None:
@@ -261,6 +299,10 @@ class PolicyServer(LifecycleNode):
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.status = [status]
         self.diag_pub.publish(msg)
+
+
+def _seconds(stamp) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
 
 
 def main(args=None) -> int:
