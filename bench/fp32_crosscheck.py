@@ -45,7 +45,7 @@ fix changed, to find what separates the two when their returns differ."""
 
 
 def evaluate_sb3(model, env_id: str, episodes: int, seed: int = 0) -> list[float]:
-    """Our evaluation protocol (``qpolicy_train.evaluation.rollout``) applied to an SB3 policy."""
+    """Our evaluation protocol (``qpolicy_sim.evaluation.rollout``) applied to an SB3 policy."""
     import gymnasium as gym
 
     env = gym.make(env_id)

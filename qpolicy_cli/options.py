@@ -51,3 +51,10 @@ def tyro_cli(cls, default, args: list[str], prog: str, description: str):
             body.append(line)
         message = " ".join(body) or "invalid arguments"
         raise QpolicyError(f"{message} (see {prog} --help)") from None
+
+
+def print_json(obj) -> None:
+    """One JSON object on one line (numpy scalars as floats), for ``--json`` outputs."""
+    import json
+
+    print(json.dumps(obj, indent=None, sort_keys=False, default=float))

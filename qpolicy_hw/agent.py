@@ -303,3 +303,24 @@ def driver_infer(driver) -> Callable[[np.ndarray], tuple[np.ndarray, int]]:
         codes = driver.infer(q)
         return codes, driver.last_cycles or 0
     return infer
+
+
+def open_core_driver(bundle: Bundle, mmio: str = "board", done_timeout_s: float | None = None):
+    """The register driver of the bundle's core: on the board through pynq (``mmio`` "board"), or over the
+    Verilated AXI-Lite slave of its default core (``mmio`` "sim", no board needed). A DONE wait past
+    ``done_timeout_s`` is a fault (default 2 ms on the board, 0.5 s in simulation)."""
+    from qpolicy_hw.axi import PolicyCoreDriver
+
+    if mmio == "sim":
+        from qpolicy_hw.axi import VerilatedMMIO
+        from qpolicy_hw.default_core import default_core_dir
+
+        port = VerilatedMMIO(default_core_dir(bundle, "axi"))
+    elif mmio == "board":
+        from qpolicy_hw.runtime.pynq_backend import open_overlay_mmio
+
+        port = open_overlay_mmio(bundle)
+    else:
+        raise QpolicyError(f"mmio={mmio!r}: choose board or sim")
+    return PolicyCoreDriver(port, bundle.obs_dim, bundle.act_dim, bundle.bits["input"], bundle.bits["output"],
+                            digest=bundle.digest, done_timeout_s=done_timeout_s or (0.5 if mmio == "sim" else 0.002))

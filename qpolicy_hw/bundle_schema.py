@@ -57,7 +57,9 @@ def check_digest(digest: object) -> str:
 
 @dataclass(frozen=True)
 class Layer:
-    """One integer layer: ``acc = W q + B``; ``q' = lo + #{k : acc >= T[c, k]}``."""
+    """One integer layer: ``acc = W q + B``; ``q' = lo + #{k : acc >= T[c, k]}``. The metadata comes from
+    ``bundle.json``; the arrays (int64) are bound by ``core_function.bundle_layers`` (or ``int_layer`` for a
+    hand-made chain), which makes the layer callable: the one class every generator and reference uses."""
 
     name: str
     in_features: int
@@ -75,6 +77,9 @@ class Layer:
     out_scale: float
     shift: int | None = None
     """Set when the requantization equals ``round_half_even(acc * 2^-shift)`` with saturation (po2 scales)."""
+    weights: np.ndarray | None = field(default=None, repr=False, compare=False)      # (out, in)
+    bias: np.ndarray | None = field(default=None, repr=False, compare=False)         # (out,)
+    thresholds: np.ndarray | None = field(default=None, repr=False, compare=False)   # (out, 2^out_bits - 1)
 
     @property
     def out_range(self) -> tuple[int, int]:
@@ -87,6 +92,35 @@ class Layer:
     @property
     def n_thresholds(self) -> int:
         return (1 << self.out_bits) - 1
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.out_features, self.in_features
+
+    def product_range(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per channel, the least and greatest ``W q`` (no bias) over the input code range."""
+        return channel_acc_range(self.weights, np.zeros(self.out_features, np.int64), *self.in_range)
+
+    def __call__(self, q: np.ndarray) -> np.ndarray:
+        acc = np.asarray(q, np.int64) @ self.weights.T + self.bias
+        return requantize(acc, self.thresholds, self.out_range[0])
+
+
+_BROADCAST_LIMIT = 1 << 22  # elements of the (batch, out, thresholds) comparison before switching to searchsorted
+
+
+def requantize(acc: np.ndarray, thresholds: np.ndarray, lo: int) -> np.ndarray:
+    """``lo + #{k : acc[..., c] >= thresholds[c, k]}`` for every channel c (thresholds sorted per channel);
+    memory stays linear in the batch for any number of thresholds."""
+    acc2 = acc.reshape(-1, acc.shape[-1])
+    n, c = acc2.shape
+    if n * c * thresholds.shape[1] <= _BROADCAST_LIMIT:
+        counts = (acc2[:, :, None] >= thresholds[None, :, :]).sum(axis=2)
+    else:
+        counts = np.empty((n, c), dtype=np.int64)
+        for ch in range(c):
+            counts[:, ch] = np.searchsorted(thresholds[ch], acc2[:, ch], side="right")
+    return (counts + lo).reshape(acc.shape)
 
 
 @dataclass

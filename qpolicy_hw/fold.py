@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qpolicy_hw.core_function import IntLayer
+from qpolicy_hw.core_function import Layer
 from qpolicy_hw.errors import QpolicyError
 from qpolicy_hw.integer_ranges import signed_width
 
@@ -201,14 +201,14 @@ class FoldedShape:
         return self.nf << self.out_bits, self.acc_bits
 
 
-def accumulator_bits(layer: IntLayer) -> int:
+def accumulator_bits(layer: Layer) -> int:
     """Bits of an accumulator that holds every reachable ``W q`` and every clamped threshold (up to
     ``max + 1``, the never-reached value) of the layer."""
     lo, hi = layer.product_range()
     return signed_width(min(int(lo.min()), 0), max(int(hi.max()), 0) + 1)
 
 
-def folded_shape(layer: IntLayer, fold: Fold, stage_levels: int = 0) -> FoldedShape:
+def folded_shape(layer: Layer, fold: Fold, stage_levels: int = 0) -> FoldedShape:
     mh, mw = layer.shape
     acc_bits = accumulator_bits(layer)
     return FoldedShape(mh, mw, fold.pe, fold.simd, -(-mh // fold.pe), -(-mw // fold.simd), layer.in_bits,
@@ -269,10 +269,10 @@ def _fit_channel(acc: np.ndarray, code: np.ndarray, top: int, shift: int) -> tup
     return None
 
 
-_AFFINE_CACHE: dict[int, tuple[IntLayer, Affine | None]] = {}
+_AFFINE_CACHE: dict[int, tuple[Layer, Affine | None]] = {}
 
 
-def affine_requant(layer: IntLayer) -> Affine | None:
+def affine_requant(layer: Layer) -> Affine | None:
     """The affine form of the layer's requantization when one exists for every channel with one shift (the
     action layer of a uniform output quantizer: its thresholds are ``ceil((k - b) / r)``), verified over every
     reachable accumulator value; None otherwise."""
@@ -303,7 +303,7 @@ def affine_requant(layer: IntLayer) -> Affine | None:
     return result
 
 
-def uses_affine(layer: IntLayer) -> bool:
+def uses_affine(layer: Layer) -> bool:
     """Whether a folded layer requantizes with :func:`affine_requant`: wide outputs, an exact affine form, and
     operands the requantizer's DSP48E1 takes (sums in A, scales in B, offsets in C)."""
     if layer.out_bits < AFFINE_MIN_OUT_BITS:
@@ -315,7 +315,7 @@ def uses_affine(layer: IntLayer) -> bool:
 
 
 
-def dsp_channels(layer: IntLayer) -> int:
+def dsp_channels(layer: Layer) -> int:
     """How many output channels of ``layer`` share one DSP48E1: the most ``n`` whose packed weights,
     ``(n - 1) acc_bits + weight_bits + 1`` bits, fit the A port and whose ``n`` sums, ``n acc_bits`` bits, fit
     P (two when :func:`dsp_packing_fits`; 0 when not even two fit)."""
@@ -327,7 +327,7 @@ def dsp_channels(layer: IntLayer) -> int:
     return n
 
 
-def dsp_packing_fits(layer: IntLayer) -> str | None:
+def dsp_packing_fits(layer: Layer) -> str | None:
     """Why two output channels of ``layer`` cannot share one DSP48E1 (None when they can): the packed weight
     pair needs ``acc_bits + weight_bits + 1`` bits of the A port, the two sums ``2 acc_bits`` bits of P, and
     the input code (zero-extended when unsigned) the B port."""
@@ -343,7 +343,7 @@ def dsp_packing_fits(layer: IntLayer) -> str | None:
     return None
 
 
-def folded_thresholds(layer: IntLayer) -> np.ndarray:
+def folded_thresholds(layer: Layer) -> np.ndarray:
     """Per channel, the sorted thresholds with the bias folded in (``T - B``), clamped to the reachable
     ``W q`` range: the same ``#{k : W q + B >= T_k}`` for every reachable accumulator."""
     lo, hi = layer.product_range()
@@ -351,7 +351,7 @@ def folded_thresholds(layer: IntLayer) -> np.ndarray:
     return np.clip(t, lo[:, None], (hi + 1)[:, None])
 
 
-def constant_terms(layer: IntLayer) -> list[tuple[list[tuple[int, int]], list[tuple[int, int]]]]:
+def constant_terms(layer: Layer) -> list[tuple[list[tuple[int, int]], list[tuple[int, int]]]]:
     """Per output channel of an unrolled constant-weight layer, its (input, shift) terms with a positive and
     with a negative sign: one per set bit of each weight's magnitude."""
     channels = []
@@ -365,14 +365,14 @@ def constant_terms(layer: IntLayer) -> list[tuple[list[tuple[int, int]], list[tu
     return channels
 
 
-def live_thresholds(layer: IntLayer) -> list[list[int]]:
+def live_thresholds(layer: Layer) -> list[list[int]]:
     """Per channel, the folded thresholds inside the reachable ``W q`` range (the others are constants)."""
     lo, hi = layer.product_range()
     t = folded_thresholds(layer)
     return [[int(v) for v in t[c] if lo[c] < v <= hi[c]] for c in range(layer.shape[0])]
 
 
-def unrolled_stages(layer: IntLayer, stage_levels: int) -> tuple[int, int]:
+def unrolled_stages(layer: Layer, stage_levels: int) -> tuple[int, int]:
     """(sum, count) pipeline registers of an unrolled layer: the deepest channel's adder tree, and the
     deepest tree that counts the thresholds an accumulator reaches; every channel is padded to them."""
     terms = constant_terms(layer)
@@ -381,7 +381,7 @@ def unrolled_stages(layer: IntLayer, stage_levels: int) -> tuple[int, int]:
     return sums, counts
 
 
-def unrolled_cycles(layer: IntLayer, stage_levels: int) -> int:
+def unrolled_cycles(layer: Layer, stage_levels: int) -> int:
     """Cycles from ``start`` to ``done`` of an unrolled layer: the accumulator and output registers plus its
     pipeline registers."""
     return 2 + sum(unrolled_stages(layer, stage_levels))

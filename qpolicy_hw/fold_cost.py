@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qpolicy_hw.core_function import IntLayer
+from qpolicy_hw.core_function import Layer
 from qpolicy_hw.fold import (
     DEFAULT_STAGE_LEVELS,
     Fold,
@@ -63,7 +63,7 @@ def _rom_cost(depth: int, width: int) -> tuple[float, float]:
     return width * math.ceil(depth / 64) * (1.0 if depth <= 64 else 1.25), 0.0
 
 
-def estimate_dsp(layer: IntLayer, fold: Fold) -> Cost:
+def estimate_dsp(layer: Layer, fold: Fold) -> Cost:
     """A layer on DSP48E1 lanes (:mod:`qpolicy_hw.fold_dsp`): the slices multiply and accumulate, the fabric
     keeps the input multiplexer, the ROMs, one comparator and search position per output lane and the
     control (OPMODE per column)."""
@@ -76,7 +76,7 @@ def estimate_dsp(layer: IntLayer, fold: Fold) -> Cost:
     return Cost(lut, ff, w_bram + r_bram, s.cycles, s.slices + r_dsp)
 
 
-def _requant_cost(layer: IntLayer, s) -> tuple[float, float, float, int]:
+def _requant_cost(layer: Layer, s) -> tuple[float, float, float, int]:
     """(LUT, FF, BRAM36, DSP) from the lanes' sums to their codes: per lane a comparator, a search position and
     a threshold ROM; or the affine requantizer: a lane multiplexer, its constants, the clamp and one DSP."""
     if s.affine:
@@ -89,7 +89,7 @@ def _requant_cost(layer: IntLayer, s) -> tuple[float, float, float, int]:
     return s.pe * (s.acc_bits // 2 + 2 * s.out_bits + t_lut), s.pe * s.out_bits, s.pe * t_bram, 0
 
 
-def estimate_folded(layer: IntLayer, fold: Fold, stage_levels: int = DEFAULT_STAGE_LEVELS) -> Cost:
+def estimate_folded(layer: Layer, fold: Fold, stage_levels: int = DEFAULT_STAGE_LEVELS) -> Cost:
     if fold.dsp:
         return estimate_dsp(layer, fold)
     s = folded_shape(layer, fold, stage_levels)
@@ -110,7 +110,7 @@ def estimate_folded(layer: IntLayer, fold: Fold, stage_levels: int = DEFAULT_STA
     return Cost(lut, ff, w_bram + r_bram, s.cycles, r_dsp)
 
 
-def estimate_unrolled(layer: IntLayer, stage_levels: int = DEFAULT_STAGE_LEVELS) -> Cost:
+def estimate_unrolled(layer: Layer, stage_levels: int = DEFAULT_STAGE_LEVELS) -> Cost:
     """The constant-weight layer of a mixed core: one adder bit per term bit, one comparator per live
     threshold; with pipelining, registers at the registered tree levels and on the padding."""
     lo, hi = layer.product_range()
@@ -127,7 +127,7 @@ def estimate_unrolled(layer: IntLayer, stage_levels: int = DEFAULT_STAGE_LEVELS)
                 unrolled_cycles(layer, stage_levels))
 
 
-def estimate(layers: list[IntLayer], plan: list[Fold], stage_levels: int = DEFAULT_STAGE_LEVELS) -> Cost:
+def estimate(layers: list[Layer], plan: list[Fold], stage_levels: int = DEFAULT_STAGE_LEVELS) -> Cost:
     """The model's figure for a whole core built with ``plan`` (folded or mixed)."""
     total = Cost(0.0, layers[0].shape[1] * layers[0].in_bits + 4, 0.0, 1)
     for layer, fold in zip(layers, plan, strict=False):
@@ -136,7 +136,7 @@ def estimate(layers: list[IntLayer], plan: list[Fold], stage_levels: int = DEFAU
     return total
 
 
-def estimate_da4ml(layers: list[IntLayer]) -> Cost:
+def estimate_da4ml(layers: list[Layer]) -> Cost:
     """A fully unrolled da4ml core: the measured LUT per non-zero weight, about two cycles a layer."""
     nonzero = sum(int(np.count_nonzero(layer.weights)) for layer in layers)
     return Cost(DA4ML_LUT_PER_WEIGHT * nonzero + 400, 0.5 * DA4ML_LUT_PER_WEIGHT * nonzero, 0.0, 2 * len(layers) + 1)
@@ -186,7 +186,7 @@ MAX_DSP_LANES = 64
 """The most DSP48E1 slices one layer's options consider (the largest 7-series parts the project targets have 90)."""
 
 
-def layer_options(layer: IntLayer, stage_levels: int = DEFAULT_STAGE_LEVELS) -> list[tuple[Fold, Cost]]:
+def layer_options(layer: Layer, stage_levels: int = DEFAULT_STAGE_LEVELS) -> list[tuple[Fold, Cost]]:
     """Every way to run one layer (unrolled, or any PE x SIMD from its divisors and powers of two), thinned
     to those no other option beats on cycles, LUT, FF and BRAM at once."""
     mh, mw = layer.shape
@@ -200,7 +200,7 @@ def layer_options(layer: IntLayer, stage_levels: int = DEFAULT_STAGE_LEVELS) -> 
     return _pareto(opts)
 
 
-def plan_fold(layers: list[IntLayer], budget: Budget, objective: str = "latency", max_cycles: int | None = None,
+def plan_fold(layers: list[Layer], budget: Budget, objective: str = "latency", max_cycles: int | None = None,
               stage_levels: int = DEFAULT_STAGE_LEVELS) -> tuple[list[Fold], Cost]:
     """The per-layer folding whose estimate fits ``budget`` and is best for ``objective``: ``latency``, the
     fewest cycles (then the fewest LUT); ``area``, the smallest :func:`area` among those within
@@ -248,7 +248,7 @@ def plan_fold(layers: list[IntLayer], budget: Budget, objective: str = "latency"
     return best
 
 
-def default_plan(layers: list[IntLayer], target: str = "xc7a15t") -> list[Fold]:
+def default_plan(layers: list[Layer], target: str = "xc7a15t") -> list[Fold]:
     """The core that ``qpolicy verify`` and the ``rtl`` backend build, from the model alone (no Yosys run):
     da4ml's unrolled core where the model puts it within the part's margin, else the model's folding for
     that budget (``qpolicy hw --fold auto`` confirms its choice with Yosys and may fold further)."""

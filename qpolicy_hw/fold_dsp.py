@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qpolicy_hw.core_function import IntLayer
+from qpolicy_hw.core_function import Layer
 from qpolicy_hw.fold import (
     Fold,
     FoldedShape,
@@ -98,7 +98,7 @@ def _a_port(slot: int, n: int, fw: int, wb: int, k: int) -> str:
     return "{" + ", ".join(reversed(parts)) + "}"
 
 
-def dsp_layer_verilog(layer: IntLayer, fold: Fold, name: str) -> tuple[str, FoldedShape]:
+def dsp_layer_verilog(layer: Layer, fold: Fold, name: str) -> tuple[str, FoldedShape]:
     """The Verilog of one layer on ``ceil(PE/n) x SIMD`` DSP48E1 slices (module ``name`` and its ROMs)."""
     from qpolicy_hw.fold_verilog import (
         _pack,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qpolicy_hw.core_function import IntLayer
+from qpolicy_hw.core_function import Layer
 from qpolicy_hw.fold import (
     CORE_TOP,
     DEFAULT_STAGE_LEVELS,
@@ -69,7 +69,7 @@ endmodule
 """
 
 
-def affine_unit_verilog(layer: IntLayer, s: FoldedShape, name: str) -> tuple[str, str]:
+def affine_unit_verilog(layer: Layer, s: FoldedShape, name: str) -> tuple[str, str]:
     """The affine requantizer of a folded layer (:func:`~qpolicy_hw.fold.affine_requant`): (the lines inside
     the layer's module, its constants ROM). One lane a cycle: ``acc`` of lane ``aff_cnt`` (A), the channel's
     scale (B) and offset (C, registered in the slice next to the product) into one DSP48E1; from P,
@@ -149,7 +149,7 @@ def requant_lane(name: str, p: int, s: FoldedShape) -> str:
 """
 
 
-def requant_roms(layer: IntLayer, s: FoldedShape, name: str) -> list[str]:
+def requant_roms(layer: Layer, s: FoldedShape, name: str) -> list[str]:
     """The threshold ROMs of the lanes (none with the affine requantizer)."""
     if s.affine:
         return []
@@ -378,7 +378,7 @@ def folded_module(name: str, s: FoldedShape, summary: str, body: list[str], part
     return "`timescale 1 ns / 1 ps\n" + module + "\n" + "\n".join(parts)
 
 
-def folded_layer_verilog(layer: IntLayer, fold: Fold, name: str, stage_levels: int = 0) -> tuple[str, FoldedShape]:
+def folded_layer_verilog(layer: Layer, fold: Fold, name: str, stage_levels: int = 0) -> tuple[str, FoldedShape]:
     """The Verilog of one folded layer (module ``name`` and its ROMs) and its shape. With ``stage_levels``, the
     products are registered and the lanes' adder trees get a register every ``stage_levels`` levels; the
     accumulator's enables follow them down the pipeline and the drain waits for them."""
@@ -445,7 +445,7 @@ def segments_of(plan: list[Fold]) -> list[tuple[int, ...]]:
     return [(i,) for i in range(len(plan))]
 
 
-def unrolled_layer_verilog(layer: IntLayer, name: str, stage_levels: int = 0) -> tuple[str, int]:
+def unrolled_layer_verilog(layer: Layer, name: str, stage_levels: int = 0) -> tuple[str, int]:
     """One layer with its weights as constants (shift-and-add terms, no ROM, no multiplier), registered
     accumulators, then a count of the thresholds each accumulator reaches (only those inside the channel's
     reachable range are compared; the rest are constants). Used for the small layers of a mixed core; a whole
@@ -542,7 +542,7 @@ endmodule
 """
 
 
-def build_folded_rtl(layers: list[IntLayer], plan: list[Fold], out_dir: str | Path,
+def build_folded_rtl(layers: list[Layer], plan: list[Fold], out_dir: str | Path,
                      stage_levels: int = DEFAULT_STAGE_LEVELS) -> dict:
     """Write the Verilog of a folded (or mixed) core into ``out_dir/src``; returns its description.
     ``stage_levels``: adder levels per pipeline register (0: none)."""

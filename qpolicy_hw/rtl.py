@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from qpolicy_hw.bundle import Bundle, channel_acc_range
-from qpolicy_hw.core_function import IntLayer, bundle_layers
+from qpolicy_hw.core_function import Layer, bundle_layers
 
 if TYPE_CHECKING:
     from qpolicy_hw.fold import Fold
@@ -66,7 +66,7 @@ def _constant_matmul(x, w: np.ndarray, b: np.ndarray) -> list:
     return out
 
 
-def trace_layers(layers: list[IntLayer]):
+def trace_layers(layers: list[Layer]):
     """A chain of integer layers as one da4ml combinational graph (input codes -> output codes)."""
     from da4ml.trace import FixedVariableArray, FixedVariableArrayInput, comb_trace
     from da4ml.trace.ops import quantize

@@ -100,15 +100,13 @@ def rtl_vs_int(bundle: Bundle, n_random: int = 10_000, seed: int = 2) -> dict[st
     import shutil
     import tempfile
 
-    from qpolicy_hw.core_function import bundle_layers
-    from qpolicy_hw.fold_cost import default_plan
-    from qpolicy_hw.rtl import build_core
+    from qpolicy_hw.default_core import build_default
 
     if shutil.which("verilator") is None:
         return {"skipped": "verilator is not installed (apt-get install -y verilator)"}
     q = hardware_test_codes(bundle, n_random, seed)
     with tempfile.TemporaryDirectory() as tmp:
-        info = build_core(bundle, tmp, default_plan(bundle_layers(bundle)))
+        info = build_default(bundle, tmp, "core")
         ref, mism, latency = built_core_vs_int(bundle, tmp, q)
     return {"vectors": int(len(q)), "codes": int(ref.size), "mismatches": mism, "latency_cycles": latency,
             "fold": info["fold"], "pass": mism == 0 and latency == info["latency"]}
@@ -119,16 +117,15 @@ def axi_driver_vs_int(bundle: Bundle, n_random: int = 10_000, seed: int = 3) -> 
     import shutil
     import tempfile
 
-    from qpolicy_hw.axi import VerilatedMMIO, build_axi
-    from qpolicy_hw.core_function import bundle_layers
-    from qpolicy_hw.fold_cost import default_plan
+    from qpolicy_hw.axi import VerilatedMMIO
+    from qpolicy_hw.default_core import build_default
     from qpolicy_hw.runtime.pynq_backend import PynqPolicy
 
     if shutil.which("verilator") is None:
         return {"skipped": "verilator is not installed (apt-get install -y verilator)"}
     q = hardware_test_codes(bundle, n_random, seed)
     with tempfile.TemporaryDirectory() as tmp:
-        info = build_axi(bundle, tmp, plan=default_plan(bundle_layers(bundle)))
+        info = build_default(bundle, tmp, "axi")
         mmio = VerilatedMMIO(tmp)
         try:
             policy = PynqPolicy(bundle, mmio=mmio)

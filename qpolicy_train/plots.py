@@ -107,8 +107,6 @@ def plot_selection(results_csv: str | Path, out_png: str | Path) -> Path:
     return _save(plt, fig, out_png)
 
 
-NOISE_FIELDS = ("env_id", "model", "sigma", "seed", "mean_return", "std_return", "episodes")
-
 
 def plot_noise(noise_csv: str | Path, out_png: str | Path) -> Path:
     """Return vs noise sigma for each model label: mean +- std over its models/seeds, or over the

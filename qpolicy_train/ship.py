@@ -86,7 +86,7 @@ def ship(run: str | Path, out: str | Path, episodes: int = 100, seed: int = 0,
          signing_key: str | Path | None = None) -> dict:
     """Export, evaluate (``episodes`` deterministic episodes from ``seed``), optionally sign, and move the
     result into ``out``; returns the evaluation."""
-    from qpolicy_train.evaluation import evaluate_bundle
+    from qpolicy_sim.evaluation import evaluate_bundle
     from qpolicy_train.export import export_checkpoint
 
     run, out = Path(run), Path(out)

@@ -29,8 +29,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Train, export and evaluate one configuration; returns its results row. Runs in a worker."""
     import torch
 
+    from qpolicy_sim.evaluation import evaluate_bundle
     from qpolicy_train.args import Args
-    from qpolicy_train.evaluation import evaluate_bundle
     from qpolicy_train.export import export_checkpoint
     from qpolicy_train.training import train
 

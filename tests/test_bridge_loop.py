@@ -11,7 +11,7 @@ from qpolicy_hw.errors import ObservationError, QpolicyError
 from qpolicy_hw.runtime import make_policy
 from qpolicy_ros.bridge_loop import LATENCIES_KEPT, SAFE_STEPS_KEPT, SENT_KEYS_KEPT, BridgeLoop
 from qpolicy_ros.loop_core import format_split, latency_split, step_key
-from qpolicy_train.evaluation import rollout
+from qpolicy_sim.evaluation import rollout
 
 PERIOD = 0.008
 

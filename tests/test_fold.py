@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from qpolicy_hw.bundle import load_bundle
-from qpolicy_hw.core_function import IntLayer, bundle_layers, chain_codes
+from qpolicy_hw.core_function import Layer, bundle_layers, chain_codes, int_layer
 from qpolicy_hw.fold import FoldError, folded_thresholds, parse_fold, uses_affine
 from qpolicy_hw.fold_cost import Budget, estimate, plan_fold
 from qpolicy_hw.fold_verilog import build_folded_rtl
@@ -27,17 +27,17 @@ def random_layer(rng, out_features, in_features, weight_bits, in_bits, in_signed
     b = rng.integers(-30, 30, size=out_features)
     t = rng.integers(-60, 60, size=(out_features, (1 << out_bits) - 1))
     t[0, :2] = [-10**6, 10**6]                      # thresholds no accumulator can miss / reach
-    return IntLayer(w, b, t, weight_bits, in_bits, in_signed, out_bits, out_signed)
+    return int_layer(w, b, t, weight_bits, in_bits, in_signed, out_bits, out_signed)
 
 
-def uniform_output(layer: IntLayer, rng) -> IntLayer:
+def uniform_output(layer: Layer, rng) -> Layer:
     """``layer`` with the thresholds of a uniform output quantizer (per channel ``ceil((k + 1/2 - b) / r)``,
     r > 1 as in an action layer), the form the affine requantizer takes."""
     n = (1 << layer.out_bits) - 1
     r = rng.uniform(1.5, 9.0, size=layer.shape[0])
     b = rng.uniform(-40, 40, size=layer.shape[0]) + n / 2
     t = np.ceil((np.arange(n)[None, :] + 0.5 - b[:, None]) / r[:, None]).astype(np.int64)
-    return IntLayer(layer.weights, layer.bias, t, layer.weight_bits, layer.in_bits, layer.in_signed, layer.out_bits,
+    return int_layer(layer.weights, layer.bias, t, layer.weight_bits, layer.in_bits, layer.in_signed, layer.out_bits,
                     layer.out_signed)
 
 

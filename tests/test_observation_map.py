@@ -98,7 +98,7 @@ def test_bad_joint_states_get_the_safe_action_and_a_counted_reason():
 def test_standard_lockstep_equals_flat_and_offline(env_id, tmp_path):
     pytest.importorskip("rclpy")
     from qpolicy_ros.demo import run_loop
-    from qpolicy_train.evaluation import rollout
+    from qpolicy_sim.evaluation import rollout
 
     bundle = TASKS[env_id]
     domain = 1 + (os.getpid() + int(time.time())) % 100

@@ -32,7 +32,7 @@ needs_egl = pytest.mark.skipif(not _egl_renders(), reason="no off-screen OpenGL 
 def test_render_writes_the_episode_with_its_return(bundle_factory, tmp_path, suffix):
     from PIL import Image
 
-    from qpolicy_train.render import render_episode
+    from qpolicy_sim.render import render_episode
 
     bundle = bundle_factory()
     out = tmp_path / f"episode{suffix}"
@@ -52,7 +52,7 @@ def test_render_writes_the_episode_with_its_return(bundle_factory, tmp_path, suf
 
 
 def test_render_refuses_other_formats(bundle_factory, tmp_path):
-    from qpolicy_train.render import render_episode
+    from qpolicy_sim.render import render_episode
 
     with pytest.raises(QpolicyError, match=r"choose a \.mp4 or a \.gif"):
         render_episode(bundle_factory(), tmp_path / "x.avi")

@@ -16,7 +16,7 @@ import pytest
 from qpolicy_hw.errors import QpolicyError
 from qpolicy_hw.runtime import make_policy
 from qpolicy_ros.demo import ROOT, node_command, ros_env, run_loop
-from qpolicy_train.evaluation import rollout
+from qpolicy_sim.evaluation import rollout
 
 pytest.importorskip("rclpy")
 
@@ -485,7 +485,7 @@ def test_demo_video_is_the_rendered_episode(bundle_factory, tmp_path):
 
     if not _egl_renders():
         pytest.skip("no off-screen OpenGL (apt-get install -y libegl1 libegl-mesa0 libgl1-mesa-dri)")
-    from qpolicy_train.render import render_episode
+    from qpolicy_sim.render import render_episode
 
     bundle = bundle_factory()
     rendered = render_episode(bundle, tmp_path / "render.gif", seed=6, width=240, height=180, every=4)

@@ -126,18 +126,18 @@ def test_hw_refuses_what_it_cannot_build(bundle_factory, tmp_path, monkeypatch):
 
 @needs_verilator
 def test_rtl_backend_serves_the_same_actions_as_int(bundle_factory, tmp_path, monkeypatch):
-    from qpolicy_hw.runtime import make_policy, rtl_backend
+    from qpolicy_hw.runtime import make_policy
 
-    monkeypatch.setattr(rtl_backend, "CACHE", tmp_path / "cache")
+    monkeypatch.setenv("QPOLICY_CACHE", str(tmp_path))
     path = bundle_factory(QuantSpec(6, 2, 8, 16, 2, "float"))
     rtl, ref = make_policy(path, "rtl"), make_policy(path, "int")
     rng = np.random.default_rng(3)
     for obs in rng.normal(size=(100, 11)) * 2:
         assert np.array_equal(rtl.act(obs), ref.act(obs))
-    assert rtl.last_cycles == json_latency(tmp_path / "cache")
+    assert rtl.last_cycles == json_latency(tmp_path / "rtl")
     rtl.close()
     again = make_policy(path, "rtl")               # cached build: same directory, no rebuild
-    assert len(list((tmp_path / "cache").iterdir())) == 1
+    assert len(list((tmp_path / "rtl").iterdir())) == 1
     again.close()
 
 

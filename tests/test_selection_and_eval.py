@@ -12,7 +12,7 @@ import pytest
 
 from qpolicy_hw.errors import QpolicyError
 from qpolicy_hw.runtime import make_policy
-from qpolicy_train.evaluation import NOISE_STREAM, evaluate_bundle, rollout
+from qpolicy_sim.evaluation import NOISE_STREAM, evaluate_bundle, rollout
 from qpolicy_train.selection import RESULT_FIELDS, read_results, select
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,7 +150,7 @@ def test_eval_cli_json(bundle_factory):
 
 
 def test_figures_are_drawn(tmp_path, bundle_factory):
-    from qpolicy_train.evaluation import noise_table
+    from qpolicy_sim.evaluation import noise_table
     from qpolicy_train.plots import plot_bit_sweep, plot_curves, plot_noise, plot_selection
 
     _write(_rows(), tmp_path / "results.csv")

@@ -13,11 +13,8 @@ import subprocess
 import numpy as np
 
 from qpolicy_hw.bundle import Bundle
-from qpolicy_hw.cache import cache_dir
 from qpolicy_hw.errors import BackendUnavailable, CoreFault
 from qpolicy_hw.runtime.int_backend import IntegerPolicy
-
-CACHE = cache_dir("rtl")
 
 
 class RTLPolicy(IntegerPolicy):
@@ -25,16 +22,11 @@ class RTLPolicy(IntegerPolicy):
 
     def __init__(self, bundle: Bundle):
         super().__init__(bundle)
-        from qpolicy_hw.core_function import bundle_layers
-        from qpolicy_hw.fold_cost import default_plan
-        from qpolicy_hw.rtl import build_core, compile_simulator
+        from qpolicy_hw.default_core import default_core_dir
+        from qpolicy_hw.rtl import compile_simulator
 
-        plan = default_plan(bundle_layers(bundle))
-        spec = ",".join(map(str, plan))
-        rtl_dir = CACHE / (bundle.digest[:16] + ("" if all(f.unrolled for f in plan) else "-" + spec.replace(",", "_")))
         try:
-            if not (rtl_dir / "qpolicy_rtl.json").exists():
-                build_core(bundle, rtl_dir, plan)
+            rtl_dir = default_core_dir(bundle, "core")
             binary = compile_simulator(rtl_dir)
         except ImportError as exc:
             raise BackendUnavailable(f"rtl backend needs da4ml ({exc})") from None

@@ -14,6 +14,8 @@ from qpolicy_hw.errors import QpolicyError
 from qpolicy_hw.files import writable_file
 from qpolicy_hw.runtime import make_policy
 
+NOISE_FIELDS = ("env_id", "model", "sigma", "seed", "mean_return", "std_return", "episodes")
+"""The columns of ``qpolicy noise``'s CSV (and what ``qpolicy plot --noise`` reads)."""
 NOISE_STREAM = 0x5EED
 """The noise generator is ``np.random.default_rng((seed, NOISE_STREAM))``, independent of the env's."""
 
@@ -91,8 +93,6 @@ def noise_table(bundles: list[tuple[str, str]], sigmas: list[float], episodes: i
 def _write_noise_rows(tmp, policies, sigmas, episodes, seed) -> list[dict[str, Any]]:
     import csv
     from pathlib import Path
-
-    from qpolicy_train.plots import NOISE_FIELDS
 
     rows = []
     with open(tmp, "w", newline="") as f:
