@@ -154,7 +154,7 @@ def main() -> None:
         print(f"| {r['task']} | {r['objective']} | {r['fold']} | {r['latency_cycles']} cycles ({r['latency_us']:.2f} us) | "
               f"{r['LUT_upper_bound']:,} | {r['FF']:,} | {r['BRAM']:g} | {r['DSP']} | {r['est_critical_path_ns']:.2f} ns "
               f"({r['est_fmax_mhz']:.0f} MHz) | {r['logic_levels']} | {e['low']:g}-{e['high']:g} nJ | "
-              f"{r['rtl_vs_int']['mismatches']}/{r['rtl_vs_int']['n']} | {finn} | "
+              f"{r['rtl_vs_int']['mismatches']}/{r['rtl_vs_int'].get('vectors', r['rtl_vs_int'].get('n'))} | {finn} | "
               f"{(r['latency_ratio_finn'] or 0):.1f}x | {'yes' if r['dominates_finn'] else 'no'} |")
 
 

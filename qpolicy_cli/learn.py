@@ -34,7 +34,8 @@ def cmd_train(argv: list[str]) -> int:
     if args.export_bundle:
         from qpolicy_train.export import export_checkpoint
 
-        bundle = export_checkpoint(os.path.join(args.out_dir, "actor.pt"), os.path.join(args.out_dir, "bundle"))
+        bundle = export_checkpoint(os.path.join(args.out_dir, "actor.pt"), os.path.join(args.out_dir, "bundle"),
+                                   env_module=args.env_module)
         summary["bundle"] = str(bundle)
     print_json({k: v for k, v in summary.items() if k != "history"})
     return 0
@@ -45,6 +46,7 @@ def cmd_export(argv: list[str]) -> int:
     p.add_argument("checkpoint", help="a training run directory, actor.pt or checkpoint.pt")
     p.add_argument("--out", required=True, help="bundle directory to write")
     p.add_argument("--evaluation", help="evaluation JSON to record in the bundle's provenance")
+    add_env_module_option(p)
     a = p.parse_args(argv)
     from qpolicy_hw.errors import QpolicyError
     from qpolicy_train.ship import export_safely
@@ -56,7 +58,7 @@ def cmd_export(argv: list[str]) -> int:
                 evaluation = json.load(f)
         except (OSError, ValueError) as exc:   # JSONDecodeError and UnicodeDecodeError are ValueErrors
             raise QpolicyError(f"cannot read evaluation {a.evaluation}: {exc}") from None
-    out = export_safely(a.checkpoint, a.out, evaluation)
+    out = export_safely(a.checkpoint, a.out, evaluation, env_module=a.env_module)
     print(f"wrote bundle {out}")
     return 0
 
@@ -101,6 +103,7 @@ def cmd_noise(argv: list[str]) -> int:
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="CSV to write (then: qpolicy plot --noise CSV)")
+    add_env_module_option(p)
     a = p.parse_args(argv)
     from qpolicy_sim.evaluation import noise_table
 
@@ -108,7 +111,7 @@ def cmd_noise(argv: list[str]) -> int:
     for item in a.bundles:
         label, _, path = item.rpartition("=")
         labelled.append((label, path))
-    for row in noise_table(labelled, a.sigmas, a.episodes, a.seed, a.out):
+    for row in noise_table(labelled, a.sigmas, a.episodes, a.seed, a.out, env_module=a.env_module):
         print(f"{row['model']} sigma={row['sigma']}: {row['mean_return']:.1f} +- {row['std_return']:.1f}")
     return 0
 
@@ -201,10 +204,11 @@ def cmd_ship(argv: list[str]) -> int:
     p.add_argument("--episodes", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--signing-key", metavar="KEY.pem", help="sign the bundle with this Ed25519 key (qpolicy keygen)")
+    add_env_module_option(p)
     a = p.parse_args(argv)
     from qpolicy_train.ship import ship
 
-    evaluation = ship(a.run, a.out, a.episodes, a.seed, a.signing_key)
+    evaluation = ship(a.run, a.out, a.episodes, a.seed, a.signing_key, env_module=a.env_module)
     print(f"shipped {a.out}: {evaluation['mean_return']:.1f} +- {evaluation['std_return']:.1f} over "
           f"{a.episodes} episodes ({evaluation['backend']} backend)" + (", signed" if a.signing_key else ""))
     return 0

@@ -22,6 +22,9 @@ def cmd_demo(argv: list[str]) -> int:
     p.add_argument("--mode", default="lockstep", choices=["lockstep", "realtime"])
     p.add_argument("--interface", default="flat", choices=["flat", "standard"],
                    help="standard: the server reads /joint_states by joint name, as from a robot (docs/ros.md)")
+    p.add_argument("--observation-map", default="", metavar="YAML",
+                   help="standard: the observation map (default: the shipped one for the bundle's task)")
+    add_env_module_option(p)
     p.add_argument("--episodes", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="demo_out", help="directory for report.json, report.png and node logs")
@@ -46,7 +49,8 @@ def cmd_demo(argv: list[str]) -> int:
                      "auth_key": str(Path(a.auth_key).resolve()) if a.auth_key else ""}
     return demo(policy=a.policy, backend=a.backend, mode=a.mode, episodes=a.episodes, seed=a.seed, out_dir=a.out,
                 as_json=a.json, record=a.record, env_id=a.env_id, rate_hz=a.rate_hz, domain_id=a.domain_id,
-                remote=a.remote, video=a.video, trust=trust, server_params=server_params, interface=a.interface)
+                remote=a.remote, video=a.video, trust=trust, server_params=server_params, interface=a.interface,
+                env_module=a.env_module or "", observation_map=a.observation_map)
 
 
 def cmd_render(argv: list[str]) -> int:

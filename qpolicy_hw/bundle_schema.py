@@ -172,6 +172,12 @@ class Bundle:
         return self.meta["normalization"]
 
     @property
+    def control_rate_hz(self) -> float | None:
+        """The rate the policy was trained to be stepped at (1/env.dt, or the user's), where recorded."""
+        rate = self.meta["task"].get("control_rate_hz")
+        return None if rate is None else float(rate)
+
+    @property
     def safe_action(self) -> np.ndarray:
         """The action served when an input is rejected: the centre of the action box (zero torque for MuJoCo)."""
         return np.asarray(self.meta["task"]["safe_action"], dtype=np.float64)
@@ -284,6 +290,8 @@ def validate(bundle: Bundle) -> None:
     safe = _vector(task["safe_action"], "task.safe_action", act_dim)
     if np.any(safe < low) or np.any(safe > high):
         raise BundleError("task.safe_action: outside the action box [action_low, action_high]")
+    if "control_rate_hz" in task:
+        _number(task["control_rate_hz"], "task.control_rate_hz", positive=True)
     norm = _mapping(meta["normalization"], "normalization")
     for key in ("mean", "var", "clip", "epsilon"):
         if key not in norm:

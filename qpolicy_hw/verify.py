@@ -23,7 +23,12 @@ The hardware rungs run on the golden vectors plus 10,000 random input codes and 
 """
 from __future__ import annotations
 
+import contextlib
+import json
+import shutil
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -95,38 +100,43 @@ def built_core_vs_int(bundle: Bundle, rtl_dir, q: np.ndarray) -> tuple[np.ndarra
     return ref, int((got != ref).sum()), latency
 
 
-def rtl_vs_int(bundle: Bundle, n_random: int = 10_000, seed: int = 2) -> dict[str, Any]:
-    """The da4ml core in Verilator vs the int reference: random codes, extremes and the golden vectors."""
-    import shutil
-    import tempfile
-
+@contextlib.contextmanager
+def _default_or_built(bundle: Bundle, wrapper: str, built: str | Path | None):
+    """The directory of the core to check and its build info: ``built`` (a core ``qpolicy hw`` just made) as
+    it is, else the bundle's default core built in a temporary directory."""
     from qpolicy_hw.default_core import build_default
 
+    if built is not None:
+        yield Path(built), json.loads((Path(built) / "qpolicy_rtl.json").read_text())
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        yield Path(tmp), build_default(bundle, tmp, wrapper)
+
+
+def rtl_vs_int(bundle: Bundle, n_random: int = 10_000, seed: int = 2, built: str | Path | None = None) -> dict[str, Any]:
+    """The RTL core in Verilator vs the int reference: random codes, extremes and the golden vectors; passes
+    when every code agrees and the simulated latency is the core's stated one."""
     if shutil.which("verilator") is None:
         return {"skipped": "verilator is not installed (apt-get install -y verilator)"}
     q = hardware_test_codes(bundle, n_random, seed)
-    with tempfile.TemporaryDirectory() as tmp:
-        info = build_default(bundle, tmp, "core")
-        ref, mism, latency = built_core_vs_int(bundle, tmp, q)
+    with _default_or_built(bundle, "core", built) as (rtl_dir, info):
+        ref, mism, latency = built_core_vs_int(bundle, rtl_dir, q)
     return {"vectors": int(len(q)), "codes": int(ref.size), "mismatches": mism, "latency_cycles": latency,
-            "fold": info["fold"], "pass": mism == 0 and latency == info["latency"]}
+            "stated_latency_cycles": info["latency"], "fold": info["fold"],
+            "pass": mism == 0 and latency == info["latency"]}
 
 
-def axi_driver_vs_int(bundle: Bundle, n_random: int = 10_000, seed: int = 3) -> dict[str, Any]:
+def axi_driver_vs_int(bundle: Bundle, n_random: int = 10_000, seed: int = 3,
+                      built: str | Path | None = None) -> dict[str, Any]:
     """The Python driver over the Verilated AXI-Lite wrapper (register reads and writes) vs the int reference."""
-    import shutil
-    import tempfile
-
     from qpolicy_hw.axi import VerilatedMMIO
-    from qpolicy_hw.default_core import build_default
     from qpolicy_hw.runtime.pynq_backend import PynqPolicy
 
     if shutil.which("verilator") is None:
         return {"skipped": "verilator is not installed (apt-get install -y verilator)"}
     q = hardware_test_codes(bundle, n_random, seed)
-    with tempfile.TemporaryDirectory() as tmp:
-        info = build_default(bundle, tmp, "axi")
-        mmio = VerilatedMMIO(tmp)
+    with _default_or_built(bundle, "axi", built) as (axi_dir, info):
+        mmio = VerilatedMMIO(axi_dir)
         try:
             policy = PynqPolicy(bundle, mmio=mmio)
             got = policy.codes(q)
@@ -154,10 +164,10 @@ def pynq_vs_int(bundle: Bundle, n_random: int = 10_000, seed: int = 5) -> dict[s
             "cycles_start_to_done": policy.driver.last_cycles, "pass": mism == 0}
 
 
-def hls4ml_vs_int(bundle: Bundle, n_random: int = 10_000, seed: int = 4) -> dict[str, Any]:
-    """hls4ml's g++ C simulation vs the int reference (po2 bundles; others are refused by design)."""
-    import tempfile
-
+def hls4ml_vs_int(bundle: Bundle, n_random: int = 10_000, seed: int = 4, out_dir: str | Path | None = None,
+                  **hls_options) -> dict[str, Any]:
+    """hls4ml's g++ C simulation vs the int reference (po2 bundles; others are refused by design). The project
+    goes to ``out_dir`` (kept, with ``hls_options`` such as the part and clock) or to a temporary directory."""
     from qpolicy_hw.errors import QpolicyError
     from qpolicy_hw.hls import build_hls, check_exact, hls_codes
 
@@ -166,8 +176,9 @@ def hls4ml_vs_int(bundle: Bundle, n_random: int = 10_000, seed: int = 4) -> dict
     except QpolicyError as exc:
         return {"skipped": str(exc)}
     q = hardware_test_codes(bundle, n_random, seed)
-    with tempfile.TemporaryDirectory() as tmp:
-        got = hls_codes(bundle, build_hls(bundle, tmp), q)
+    with contextlib.ExitStack() as stack:
+        where = out_dir if out_dir is not None else stack.enter_context(tempfile.TemporaryDirectory())
+        got = hls_codes(bundle, build_hls(bundle, where, **hls_options), q)
     mism = int((got != IntegerPolicy(bundle).codes(q)).sum())
     return {"vectors": int(len(q)), "codes": int(got.size), "mismatches": mism, "pass": mism == 0}
 

@@ -48,16 +48,16 @@ def run_loop(policy, backend: str = "auto", mode: str = "lockstep", episodes: in
              rate_hz: float = 0.0, out_dir: str | Path = "demo_out", timeout_s: float = 900.0,
              domain_id: int | None = None, extra_bridge: dict | None = None, record: str | None = None,
              env_id: str = "", remote: str = "", video: str | None = None,
-             extra_server: dict | None = None) -> dict:
+             extra_server: dict | None = None, env_module: str = "") -> dict:
     """Run both nodes to completion; returns the bridge's report plus the server's log lines.
 
     ``policy``: a bundle path or a loaded ``Bundle`` (not loaded again here). ``env_id`` and ``rate_hz``
     default to the bundle's task and its control rate (``task.resolve_task``, checked here before any node
-    starts)."""
+    starts). ``env_module``: the user's package that registers their environment (imported by the bridge)."""
     from qpolicy_hw.bundle import Bundle
     from qpolicy_ros.task import resolve_task
 
-    env_id, rate_hz = resolve_task(policy, env_id, rate_hz)
+    env_id, rate_hz = resolve_task(policy, env_id, rate_hz, env_module=env_module or None)
     policy = policy.path if isinstance(policy, Bundle) else policy
     out = Path(out_dir).resolve()   # the nodes run in the package directory: give them absolute paths
     out.mkdir(parents=True, exist_ok=True)
@@ -77,7 +77,7 @@ def run_loop(policy, backend: str = "auto", mode: str = "lockstep", episodes: in
                                     env=env, cwd=ROOT, stdout=open(out / "bag_recorder.log", "w"),
                                     stderr=subprocess.STDOUT)
     bridge_params = {"policy": str(Path(policy).resolve()), "env_id": env_id, "mode": mode, "episodes": episodes,
-                     "seed": seed, "rate_hz": float(rate_hz),
+                     "seed": seed, "rate_hz": float(rate_hz), "env_module": env_module,
                      "report_path": str(report_path.resolve())}
     if record:
         bridge_params["min_observation_subscribers"] = 2
@@ -161,7 +161,8 @@ def plot_report(report: dict, path: Path) -> Path:
 def demo(policy: str | None = None, backend: str = "auto", mode: str = "lockstep", episodes: int = 3,
          seed: int = 0, out_dir: str = "demo_out", as_json: bool = False, record: str | None = None,
          env_id: str = "", rate_hz: float = 0.0, domain_id: int | None = None, remote: str = "",
-         video: str | None = None, trust=None, server_params: dict | None = None, interface: str = "flat") -> int:
+         video: str | None = None, trust=None, server_params: dict | None = None, interface: str = "flat",
+         env_module: str = "", observation_map: str = "") -> int:
     from qpolicy_hw.bundle import load_bundle
     from qpolicy_ros.loop_core import format_split, latency_split
 
@@ -178,11 +179,13 @@ def demo(policy: str | None = None, backend: str = "auto", mode: str = "lockstep
         raise QpolicyError("--backend remote needs --remote HOST:PORT (the board agent)")
     from qpolicy_ros.observation_map import map_for
 
-    if interface == "standard":
-        map_for(bundle.env_id)    # a task no robot topic describes is refused here, before any node starts
+    map_path = str(Path(observation_map).resolve()) if observation_map else ""
+    if interface == "standard":   # a task no robot topic describes is refused here, before any node starts
+        map_for(bundle.env_id, map_path)
     report = run_loop(bundle, backend, mode, episodes, seed, rate_hz, out_dir, record=record, env_id=env_id,
-                      domain_id=domain_id, remote=remote, video=video,
-                      extra_server={**(server_params or {}), "observation_interface": interface},
+                      domain_id=domain_id, remote=remote, video=video, env_module=env_module,
+                      extra_server={**(server_params or {}), "observation_interface": interface,
+                                    "observation_map": map_path},
                       extra_bridge={"observation_interface": interface})
     env_id, rate_hz = report["env_id"], report["rate_hz"]   # resolved (and checked) by run_loop, before any node
     summary = {"returns": report["returns"], "mean_return": report["mean_return"],

@@ -53,17 +53,13 @@ def find_policy(policy: str | Path) -> Path:
                        + ", ".join(f"{n} (policies/{n}/selected)" for n in shipped_policies()))
 
 
-def control_rate_hz(env) -> float:
-    """The rate a Gymnasium MuJoCo task is stepped at: one action per ``env.unwrapped.dt``."""
-    return 1.0 / float(env.unwrapped.dt)
-
-
 def resolve_task(policy, env_id: str = "", rate_hz: float = 0.0, env_module: str | None = None) -> tuple[str, float]:
     """``(env_id, rate_hz)`` for a run of ``policy`` (a bundle path, or a loaded ``Bundle``): the bundle's
-    task and its control rate where the arguments are empty/zero. Raises :class:`QpolicyError` when the
-    bundle cannot drive that environment."""
+    task where ``env_id`` is empty, and the control rate ``rate_hz`` or else the one the bundle records or
+    else the environment's ``1/dt``. Raises :class:`QpolicyError` when the bundle cannot drive that
+    environment or no rate is known."""
     from qpolicy_hw.bundle import Bundle, load_bundle
-    from qpolicy_sim.envs import make_env
+    from qpolicy_sim.envs import control_rate_hz, make_env
 
     bundle = policy if isinstance(policy, Bundle) else load_bundle(find_policy(policy))
     env_id = env_id or bundle.env_id
@@ -74,7 +70,10 @@ def resolve_task(policy, env_id: str = "", rate_hz: float = 0.0, env_module: str
             raise QpolicyError(f"{bundle.path} is a {bundle.env_id} policy ({bundle.obs_dim} observations, "
                                f"{bundle.act_dim} actions); {env_id} has {obs_dim} and {act_dim}: use a "
                                f"{env_id} bundle or drop the environment override")
-        rate = float(rate_hz) if rate_hz and rate_hz > 0 else control_rate_hz(env)
+        rate = float(rate_hz) if rate_hz and rate_hz > 0 else (bundle.control_rate_hz or control_rate_hz(env))
+        if rate is None:
+            raise QpolicyError(f"{env_id} has no dt and {bundle.path} records no control rate: give rate_hz "
+                               "(--rate-hz)")
     finally:
         env.close()
     from qpolicy_ros.bridge_loop import RATE_RANGE_HZ

@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import re
 
+import numpy as np
+
 from qpolicy_hw.bundle_schema import check_env_id
 from qpolicy_hw.errors import BundleError, QpolicyError
 
@@ -54,3 +56,32 @@ def make_env(env_id: str, env_module: str | None = None, **kwargs):
         return gym.make(env_id, **kwargs)
     except gym.error.Error as exc:
         raise QpolicyError(f"cannot make {env_id!r}: {str(exc)[:160]}") from None
+    except Exception as exc:   # the environment's own constructor (a user's package) failed
+        raise QpolicyError(f"cannot make {env_id!r}: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]}") from None
+
+
+def check_spaces(env, env_id: str) -> None:
+    """What a quantized continuous controller needs: a flat Box of observations and a bounded flat Box of
+    actions. Anything else is refused in one line that says why."""
+    from gymnasium.spaces import Box
+
+    obs, act = env.observation_space, env.action_space
+    if not isinstance(obs, Box) or len(obs.shape) != 1:
+        raise QpolicyError(f"{env_id}: the observation space is {type(obs).__name__}{getattr(obs, 'shape', '')}; "
+                           "qpolicy needs a flat Box (flatten it with gymnasium.wrappers.FlattenObservation)")
+    if not isinstance(act, Box) or len(act.shape) != 1:
+        raise QpolicyError(f"{env_id}: the action space is {type(act).__name__}; qpolicy learns continuous "
+                           "controllers and needs a flat Box of actions")
+    if not (np.all(np.isfinite(act.low)) and np.all(np.isfinite(act.high))):
+        raise QpolicyError(f"{env_id}: the action space is unbounded; the actor squashes its output into the "
+                           "action box, so give it finite bounds (gymnasium.wrappers.RescaleAction)")
+
+
+def control_rate_hz(env) -> float | None:
+    """The rate an environment is stepped at, one action per ``env.unwrapped.dt``; None where it has no dt."""
+    dt = getattr(env.unwrapped, "dt", None)
+    try:
+        dt = float(dt)
+    except (TypeError, ValueError):
+        return None
+    return 1.0 / dt if np.isfinite(dt) and dt > 0 else None

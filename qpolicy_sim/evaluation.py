@@ -64,7 +64,7 @@ def evaluate_bundle(bundle_path: str, episodes: int = 10, backend: str = "int", 
 
 
 def noise_table(bundles: list[tuple[str, str]], sigmas: list[float], episodes: int, seed: int,
-                out_csv: str) -> list[dict[str, Any]]:
+                out_csv: str, env_module: str | None = None) -> list[dict[str, Any]]:
     """Returns of each ``(label, bundle)`` at each noise sigma, written to ``out_csv`` row by row.
 
     Every input (the sigmas, the episode count, every bundle) is checked before the CSV is touched, and the
@@ -82,7 +82,7 @@ def noise_table(bundles: list[tuple[str, str]], sigmas: list[float], episodes: i
     tmp = out.with_name(f".{out.name}.partial")
     rows = []
     try:
-        rows = _write_noise_rows(tmp, policies, sigmas, episodes, seed)
+        rows = _write_noise_rows(tmp, policies, sigmas, episodes, seed, env_module)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -90,7 +90,7 @@ def noise_table(bundles: list[tuple[str, str]], sigmas: list[float], episodes: i
     return rows
 
 
-def _write_noise_rows(tmp, policies, sigmas, episodes, seed) -> list[dict[str, Any]]:
+def _write_noise_rows(tmp, policies, sigmas, episodes, seed, env_module=None) -> list[dict[str, Any]]:
     import csv
     from pathlib import Path
 
@@ -100,7 +100,7 @@ def _write_noise_rows(tmp, policies, sigmas, episodes, seed) -> list[dict[str, A
         writer.writeheader()
         for label, path, policy in policies:
             for sigma in sigmas:
-                rets = rollout(policy, policy.bundle.env_id, episodes, seed, sigma)
+                rets = rollout(policy, policy.bundle.env_id, episodes, seed, sigma, env_module=env_module)
                 row = {"env_id": policy.bundle.env_id, "model": label or Path(path).name, "sigma": sigma,
                        "seed": policy.bundle.meta.get("provenance", {}).get("seed", ""),
                        "mean_return": float(np.mean(rets)), "std_return": float(np.std(rets)), "episodes": episodes}

@@ -5,6 +5,7 @@ One :class:`Args` dataclass for both algorithms: every field carries a one-line 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -15,7 +16,8 @@ from qpolicy_train.quant_actor import QuantSpec
 
 _QUANT_FIELDS = tuple(f.name for f in fields(QuantSpec))
 
-TASKS = ("Hopper", "Walker2d", "HalfCheetah", "Ant", "Humanoid")
+PAPER_TASKS = ("Hopper", "Walker2d", "HalfCheetah", "Ant", "Humanoid")
+"""The paper's tasks, which have presets (config/train/); any other Box environment trains on the defaults."""
 
 class TrainError(QpolicyError):
     """A run that cannot start or resume; the message says why and what to do."""
@@ -26,7 +28,12 @@ class Args:
     """Arguments of one SAC/DDPG run. Every field is documented; ``qpolicy train --help`` shows them."""
 
     env_id: str = "Hopper-v5"
-    """Gymnasium MuJoCo task: Hopper, Walker2d, HalfCheetah, Ant or Humanoid, -v5 (default) or -v4 (paper)"""
+    """Gymnasium environment with Box observations and bounded Box actions: the paper's Hopper, Walker2d,
+    HalfCheetah, Ant, Humanoid (-v5, or -v4), Gymnasium's others (InvertedPendulum-v5, Reacher-v5, ...) or
+    your own (--env-module)"""
+    env_module: str = ""
+    """a package of yours to import first: it registers your environment (never taken from a bundle; its name
+    and version go into the bundle's provenance)"""
     algo: Literal["sac", "ddpg"] = "sac"
     """actor-critic algorithm"""
     seed: int = 1000
@@ -91,6 +98,12 @@ class Args:
     """show a progress bar"""
     export_bundle: bool = True
     """export the final actor to OUT_DIR/bundle when the run ends"""
+    rate_hz: float = 0.0
+    """the control rate the bundle records for realtime serving: 0 takes 1/env.dt (needed where the
+    environment has no dt)"""
+    safe_action: tuple[float, ...] = ()
+    """the action a server holds when it cannot answer (one value per action dimension, inside the action box;
+    default: the box's middle, which is not safe for every robot)"""
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Args:
@@ -124,10 +137,15 @@ class Args:
 
     def validate(self) -> Args:
         """Refuse a run that cannot work, before anything is trained or written."""
-        task = self.env_id.split("-")[0]
-        if task not in TASKS or not (self.env_id.endswith("-v4") or self.env_id.endswith("-v5")):
-            raise TrainError(f"unknown task {self.env_id!r}: use one of "
-                             + ", ".join(f"{t}-v5" for t in TASKS) + " (or -v4)")
+        from qpolicy_sim.envs import MODULE_NAME
+
+        check_env_form(self.env_id)
+        if self.env_module and not MODULE_NAME.fullmatch(self.env_module):
+            raise TrainError(f"env_module={self.env_module[:60]!r}: not a dotted Python module name")
+        if not (self.rate_hz == 0 or (math.isfinite(self.rate_hz) and self.rate_hz > 0)):
+            raise TrainError(f"rate_hz={self.rate_hz}: a positive control rate in Hz (0: the environment's)")
+        if not all(math.isfinite(v) for v in self.safe_action):
+            raise TrainError(f"safe_action={self.safe_action}: finite numbers only")
         self.quant.validate()
         for name in ("total_timesteps", "batch_size", "buffer_size", "eval_episodes", "critic_width"):
             if getattr(self, name) <= 0:
@@ -141,10 +159,42 @@ class Args:
         return self
 
 
-def make_env(env_id: str, seed: int, render_mode: str | None = None) -> gym.Env:
+def check_env_form(env_id: str) -> None:
+    """A Gymnasium id of the usual form; the registry is asked when the environment is made."""
+    from qpolicy_hw.bundle_schema import check_env_id
+    from qpolicy_hw.errors import BundleError
+
+    try:
+        check_env_id(env_id, "env_id")
+    except BundleError as exc:
+        raise TrainError(str(exc)) from None
+
+
+def check_task(args: Args) -> None:
+    """Make the environment once and refuse, in one line and before anything is written, what a continuous
+    quantized controller can't serve: a non-Box space, a non-vector one, unbounded actions, a safe action
+    of the wrong length or outside the box."""
+    import numpy as np
+
+    from qpolicy_sim.envs import check_spaces
+
+    env = make_env(args.env_id, args.seed, env_module=args.env_module)
+    try:
+        check_spaces(env, args.env_id)
+        space = env.action_space
+        if args.safe_action:
+            safe = np.asarray(args.safe_action, np.float64)
+            if safe.shape != space.shape or np.any(safe < space.low) or np.any(safe > space.high):
+                raise TrainError(f"safe_action={args.safe_action}: {space.shape[0]} values inside the action box "
+                                 f"[{space.low.tolist()}, {space.high.tolist()}]")
+    finally:
+        env.close()
+
+
+def make_env(env_id: str, seed: int, render_mode: str | None = None, env_module: str | None = None) -> gym.Env:
     from qpolicy_sim.envs import make_env as make_checked_env
 
-    env = make_checked_env(env_id, render_mode=render_mode)
+    env = make_checked_env(env_id, env_module or None, render_mode=render_mode)
     env = gym.wrappers.RecordEpisodeStatistics(env)
     env.action_space.seed(seed)
     return env

@@ -208,17 +208,22 @@ def float_state_arrays(body: torch.nn.Module) -> dict[str, np.ndarray]:
 
 
 def export_actor(body: torch.nn.Module, squash: SquashedAction, spec: QuantSpec, env_id: str,
-                 normalization: dict[str, Any], provenance: dict[str, Any], out_dir: str | Path) -> Path:
-    """Write the bundle for ``body``: integer (quantized actor) or float (FP32 baseline)."""
+                 normalization: dict[str, Any], provenance: dict[str, Any], out_dir: str | Path,
+                 safe_action: tuple[float, ...] = (), control_rate_hz: float | None = None) -> Path:
+    """Write the bundle for ``body``: integer (quantized actor) or float (FP32 baseline). The safe action is
+    the box's middle unless one is given; the control rate is recorded where it is known."""
     obs_dim = int(np.asarray(normalization["mean"]).shape[0])
     low = (squash.action_bias - squash.action_scale).numpy().astype(np.float64)
     high = (squash.action_bias + squash.action_scale).numpy().astype(np.float64)
     act_dim = int(low.shape[0])
+    task: dict[str, Any] = {"env_id": env_id, "obs_dim": obs_dim, "act_dim": act_dim,
+                            "action_low": low.tolist(), "action_high": high.tolist(),
+                            "safe_action": list(map(float, safe_action)) if safe_action else ((low + high) / 2).tolist()}
+    if control_rate_hz:
+        task["control_rate_hz"] = float(control_rate_hz)
     meta: dict[str, Any] = {
         "kind": "integer" if spec.quantized else "float",
-        "task": {"env_id": env_id, "obs_dim": obs_dim, "act_dim": act_dim,
-                 "action_low": low.tolist(), "action_high": high.tolist(),
-                 "safe_action": ((low + high) / 2).tolist()},
+        "task": task,
         "normalization": {"mean": np.asarray(normalization["mean"], np.float64).tolist(),
                           "var": np.asarray(normalization["var"], np.float64).tolist(),
                           "clip": float(normalization["clip"]), "epsilon": float(normalization["epsilon"])},
@@ -266,8 +271,12 @@ def load_training_actor(checkpoint: str | Path) -> dict[str, Any]:
             "history": state.get("history", []), "global_step": state.get("global_step", args.get("total_timesteps", 0))}
 
 
-def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, evaluation: dict | None = None) -> Path:
-    """``qpolicy export``: a training checkpoint to a bundle."""
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, evaluation: dict | None = None,
+                      env_module: str | None = None) -> Path:
+    """``qpolicy export``: a training checkpoint to a bundle. A run on an environment of the user's own
+    names its package; it is imported only when the user names the same one here (``env_module``): a
+    checkpoint, like a bundle, never makes anything import."""
+    from qpolicy_sim.envs import control_rate_hz
     from qpolicy_train.args import Args, make_env
     from qpolicy_train.networks import Actor
     from qpolicy_train.quant_actor import load_quantized_state, set_warmup_counters, warmup_done
@@ -277,7 +286,12 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, evaluation: d
         args = Args.from_dict(ck["args"])
     except (TypeError, ValueError) as exc:  # TrainError and ConfigError are ValueErrors
         raise QpolicyError(f"{ck['path']}: foreign training arguments ({exc})") from None
-    env = make_env(args.env_id, args.seed)
+    if (env_module or "") != args.env_module:
+        raise QpolicyError(f"{ck['path']}: the run trained on {args.env_id}" + (
+            f" from --env-module {args.env_module}: export it with --env-module {args.env_module}"
+            if args.env_module else f" without --env-module; drop --env-module {env_module}"))
+    env = make_env(args.env_id, args.seed, env_module=args.env_module)
+    rate = args.rate_hz or control_rate_hz(env)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     actor = Actor(obs_dim, act_dim, env.action_space.low, env.action_space.high, args.quant,
                   stochastic=args.algo == "sac", log_std_width=args.log_std_width)
@@ -300,4 +314,20 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, evaluation: d
         "training_eval": {k: history[-1][k] for k in ("step", "eval_mean", "eval_std")} if history else None,
         "evaluation": evaluation,
     }
-    return export_actor(actor.body, actor.squash, args.quant, args.env_id, ck["normalizer"], provenance, out_dir)
+    if args.env_module:   # for the record only: a bundle never makes anything import it
+        provenance["env_module"] = {"name": args.env_module, "version": module_version(args.env_module)}
+    return export_actor(actor.body, actor.squash, args.quant, args.env_id, ck["normalizer"], provenance, out_dir,
+                        safe_action=tuple(args.safe_action), control_rate_hz=rate)
+
+
+def module_version(module: str) -> str | None:
+    """The installed distribution version of the package ``module`` belongs to, where there is one."""
+    import importlib.metadata
+
+    top = module.split(".")[0]
+    for dist in importlib.metadata.packages_distributions().get(top, []):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None

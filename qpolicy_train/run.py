@@ -21,7 +21,6 @@ Every operation happens in the order the single-file trainer had, so runs are bi
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import os
 import random
@@ -36,20 +35,22 @@ import torch.nn.functional as F
 
 from qpolicy_hw.files import writable_dir
 from qpolicy_train import fakequant_kernel
-from qpolicy_train.args import Args, TrainError, make_env
+from qpolicy_train.args import Args, TrainError, check_task, make_env
 from qpolicy_train.checkpoint import CheckpointError, load_checkpoint
 from qpolicy_train.networks import Actor, TwinQ
 from qpolicy_train.quant_actor import load_quantized_state, warmup_counters, warmup_done, warmup_in_progress
 from qpolicy_train.replay import ObservationNormalizer, ReplayBuffer
+from qpolicy_train.run_log import RunLog
 
 WARMUP_GUARD_STEPS = 1000
 """Steps after learning starts during which acting uses eval mode (covers Brevitas' 300-step warm-up)."""
 
 
 @torch.no_grad()
-def evaluate(actor: Actor, normalizer: ObservationNormalizer, env_id: str, episodes: int, seed: int) -> list[float]:
+def evaluate(actor: Actor, normalizer: ObservationNormalizer, env_id: str, episodes: int, seed: int,
+             env_module: str = "") -> list[float]:
     """Deterministic rollouts with frozen statistics (the float/Brevitas forward of the actor)."""
-    env = make_env(env_id, seed)
+    env = make_env(env_id, seed, env_module=env_module)
     was_training = actor.training
     actor.eval()
     returns = []
@@ -80,7 +81,7 @@ def fit_critics(qf: TwinQ, q_opt: torch.optim.Optimizer, o: torch.Tensor, a: tor
 def _run_identity(args: dict) -> dict:
     """The arguments that define a run; the others (length, logging) may change on resume."""
     free = {"total_timesteps", "progress", "export_bundle", "eval_every", "checkpoint_every", "out_dir",
-            "fused_quant"}   # bit-identical either way
+            "fused_quant", "rate_hz", "safe_action"}   # bit-identical either way, or used at export only
     return {k: v for k, v in args.items() if k not in free}
 
 
@@ -92,7 +93,11 @@ def _load_checkpoint(ckpt_path: Path, args: Args) -> dict | None:
     except CheckpointError as exc:
         raise TrainError(f"{exc}; move it away to start over") from None
     saved = state.get("args")
-    if not isinstance(saved, dict) or _run_identity(saved) != _run_identity(args.to_dict()):
+    try:   # through Args: a field added since the checkpoint was written takes its default
+        saved = Args.from_dict(saved).to_dict() if isinstance(saved, dict) else None
+    except (TypeError, ValueError):
+        saved = None
+    if saved is None or _run_identity(saved) != _run_identity(args.to_dict()):
         raise TrainError(f"{ckpt_path} belongs to a run with other arguments; use another --out-dir")
     return state
 
@@ -102,6 +107,7 @@ class TrainingRun:
 
     def __init__(self, args: Args):
         args.validate()
+        check_task(args)          # the environment's spaces, before anything is written
         self.args = args
         self.out = out = writable_dir(args.out_dir, TrainError)
         self.ckpt_path = out / "checkpoint.pt"
@@ -113,7 +119,34 @@ class TrainingRun:
         torch.manual_seed(args.seed)
         self.rng = np.random.default_rng(args.seed)
 
-        self.env = env = make_env(args.env_id, args.seed)
+        self._build(args)
+        self.start_step, self.episode, self.history = 0, 0, []
+        self.obs, _ = self.env.reset(seed=args.seed)
+        self.env_rng_before_reset = None
+        self.normalizer.update(self.obs)
+        if self._state is not None:
+            self._resume(self._state)
+        # the entropy coefficient SAC tunes; logged in the CSV for both algorithms
+        self.alpha = 1.0 if args.autotune else args.alpha
+        self._tracked: dict[str, Any] = {}
+        self.global_step = self.start_step
+        self.episode_end = False
+        self.last_return = float("nan")
+        self.fused_since: int | None = None
+        self._fuse_pending = ([n for n in (self.actor, self.actor_target) if n is not None]
+                              if args.fused_quant and args.quant.quantized and args.quant.scale_mode == "float" else [])
+
+        self.log = RunLog(out, args, self.start_step)
+        self._t0, self._steps_at_t0 = time.time(), self.start_step
+        self._paused = 0.0   # seconds of evaluations and checkpoint saves: the logged steps/s leave them out
+        self._next_eval = (self.start_step // args.eval_every + 1) * args.eval_every
+        self._next_ckpt = (self.start_step // args.checkpoint_every + 1) * args.checkpoint_every
+
+    # --- setting up and resuming -------------------------------------------------------------------
+    def _build(self, args: Args) -> None:
+        """The environment, the networks, the normalizer and the replay buffer (in this order: the networks'
+        initialization draws from torch's seeded generator)."""
+        self.env = env = make_env(args.env_id, args.seed, env_module=args.env_module)
         self.obs_dim = env.observation_space.shape[0]
         self.act_dim = env.action_space.shape[0]
         self.low, self.high = env.action_space.low, env.action_space.high
@@ -126,64 +159,29 @@ class TrainingRun:
         self.normalizer = ObservationNormalizer(self.obs_dim, args.obs_clip, args.normalize_observations)
         self.rb = ReplayBuffer(min(args.buffer_size, args.total_timesteps), self.obs_dim, self.act_dim)
 
-        self.start_step, self.episode, self.history = 0, 0, []
-        self.obs, _ = env.reset(seed=args.seed)
-        self.env_rng_before_reset = None
-        self.normalizer.update(self.obs)
-        state = self._state
-        if state is not None:
-            load_quantized_state(self.actor, state["actor"])
-            self.qf.load_state_dict(state["qf"])
-            self.qf_target.load_state_dict(state["qf_target"])
-            if self.actor_target is not None:
-                load_quantized_state(self.actor_target, state["actor_target"])
-            self.normalizer.load(state["normalizer"])
-            self.rb.load(state["replay"])
-            self.rng.bit_generator.state = state["rng"]
-            torch.set_rng_state(state["torch_rng"])
-            env.action_space.np_random.bit_generator.state = state["action_space_rng"]
-            self.start_step, self.episode, self.history = state["global_step"], state["episode"], state["history"]
-            # Checkpoints are taken at episode ends with the env's generator as it was *before* that
-            # reset, so this reset reproduces the uninterrupted run's (the normalizer already saw it).
-            # A checkpoint without that state (written before any episode ended)
-            # starts a fresh episode from the generator as saved: a valid continuation, not a bit-identical one.
-            env_state = state.get("env_rng_before_reset") or state.get("env_rng")
-            if env_state is not None:
-                env.unwrapped.np_random.bit_generator.state = env_state
-            self.obs, _ = env.reset()
-            print(f"resumed {self.ckpt_path} at step {self.start_step}")
-        # the entropy coefficient SAC tunes; logged in the CSV for both algorithms
-        self.alpha = 1.0 if args.autotune else args.alpha
-        self._tracked: dict[str, Any] = {}
-        self.global_step = self.start_step
-        self.episode_end = False
-        self.last_return = float("nan")
-        self.fused_since: int | None = None
-        self._fuse_pending = ([n for n in (self.actor, self.actor_target) if n is not None]
-                              if args.fused_quant and args.quant.quantized and args.quant.scale_mode == "float" else [])
-
-        csv_path = out / "progress.csv"
-        rows = (list(csv.reader(open(csv_path, newline=""))) if self.start_step and csv_path.exists() else [])
-        self._csv_file = open(csv_path, "w", newline="")
-        self._log = csv.writer(self._csv_file)
-        # a resumed run keeps the rows up to its checkpoint and drops what was logged after it
-        self._log.writerows(rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= self.start_step] if rows else
-                            [["global_step", "episode", "episodic_return", "eval_mean", "eval_std", "alpha", "sps"]])
-        self._csv_file.flush()
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-            self._writer = SummaryWriter(str(out / "tb"), purge_step=self.start_step or None)
-        except ImportError:  # tensorboard is in the pinned environment; this only guards partial installs
-            self._writer = None
-        self._bar = None
-        if args.progress:
-            from tqdm import tqdm
-            self._bar = tqdm(total=args.total_timesteps, initial=self.start_step, unit="step", dynamic_ncols=True,
-                             desc=f"{args.algo} {args.env_id}")
-        self._t0, self._steps_at_t0 = time.time(), self.start_step
-        self._paused = 0.0   # seconds of evaluations and checkpoint saves: the logged steps/s leave them out
-        self._next_eval = (self.start_step // args.eval_every + 1) * args.eval_every
-        self._next_ckpt = (self.start_step // args.checkpoint_every + 1) * args.checkpoint_every
+    def _resume(self, state: dict) -> None:
+        """Networks, statistics, buffer, generators and counters from a checkpoint."""
+        env = self.env
+        load_quantized_state(self.actor, state["actor"])
+        self.qf.load_state_dict(state["qf"])
+        self.qf_target.load_state_dict(state["qf_target"])
+        if self.actor_target is not None:
+            load_quantized_state(self.actor_target, state["actor_target"])
+        self.normalizer.load(state["normalizer"])
+        self.rb.load(state["replay"])
+        self.rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        env.action_space.np_random.bit_generator.state = state["action_space_rng"]
+        self.start_step, self.episode, self.history = state["global_step"], state["episode"], state["history"]
+        # Checkpoints are taken at episode ends with the env's generator as it was *before* that
+        # reset, so this reset reproduces the uninterrupted run's (the normalizer already saw it).
+        # A checkpoint without that state (written before any episode ended)
+        # starts a fresh episode from the generator as saved: a valid continuation, not a bit-identical one.
+        env_state = state.get("env_rng_before_reset") or state.get("env_rng")
+        if env_state is not None:
+            env.unwrapped.np_random.bit_generator.state = env_state
+        self.obs, _ = env.reset()
+        print(f"resumed {self.ckpt_path} at step {self.start_step}")
 
     # --- the algorithm's own state ------------------------------------------------------------
     def track(self, **objects) -> None:
@@ -215,7 +213,7 @@ class TrainingRun:
             "action_space_rng": self.env.action_space.np_random.bit_generator.state,
             "global_step": step, "episode": self.episode, "history": self.history,
         }
-        self._csv_file.flush()
+        self.log.flush()
         tmp = self.ckpt_path.with_suffix(".tmp")
         torch.save(payload, tmp)
         os.replace(tmp, self.ckpt_path)  # atomic: a kill mid-write never leaves a corrupt checkpoint
@@ -247,9 +245,7 @@ class TrainingRun:
         if self.episode_end:
             self.episode += 1
             self.last_return = float(info["episode"]["r"])
-            self._log.writerow([self.global_step + 1, self.episode, self.last_return, "", "", self.alpha, ""])
-            if self._writer:
-                self._writer.add_scalar("charts/episodic_return", self.last_return, self.global_step + 1)
+            self.log.episode(self.global_step + 1, self.episode, self.last_return, self.alpha)
             self.env_rng_before_reset = copy.deepcopy(self.env.unwrapped.np_random.bit_generator.state)
             self.obs, _ = self.env.reset()
         if not self.args.freeze_normalization_at or self.global_step < self.args.freeze_normalization_at:
@@ -293,54 +289,46 @@ class TrainingRun:
             if step >= self._next_eval or step == args.total_timesteps:
                 self._next_eval += args.eval_every
                 t_eval = time.time()
-                rets = evaluate(self.actor, self.normalizer, args.env_id, args.eval_episodes, seed=args.seed + 10_000)
+                rets = evaluate(self.actor, self.normalizer, args.env_id, args.eval_episodes, seed=args.seed + 10_000,
+                                env_module=args.env_module)
                 self._paused += time.time() - t_eval
                 sps = (step - self._steps_at_t0) / max(time.time() - self._t0 - self._paused, 1e-9)
                 self.history.append({"step": step, "eval_mean": float(np.mean(rets)),
                                      "eval_std": float(np.std(rets)), "sps": sps})
-                self._log.writerow([step, self.episode, "", float(np.mean(rets)), float(np.std(rets)), self.alpha, sps])
-                self._csv_file.flush()
-                if self._writer:
-                    self._writer.add_scalar("eval/mean_return", float(np.mean(rets)), step)
-                    self._writer.add_scalar("charts/SPS", sps, step)
-                if self._bar:
-                    self._bar.set_postfix(eval=f"{np.mean(rets):.0f}", last=f"{self.last_return:.0f}", sps=f"{sps:.0f}")
+                self.log.evaluation(step, self.episode, float(np.mean(rets)), float(np.std(rets)), self.alpha, sps,
+                                    self.last_return)
             if self.episode_end and step >= self._next_ckpt and not warmup_in_progress(self.actor):
                 self._next_ckpt = (step // args.checkpoint_every + 1) * args.checkpoint_every
                 t_ckpt = time.time()
                 self.save_checkpoint(step)
                 self._paused += time.time() - t_ckpt
-            if self._bar:
-                self._bar.update(1)
+            self.log.advance()
 
     def __enter__(self) -> TrainingRun:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is not KeyboardInterrupt:
+            self.log.close()      # after summary() it is closed already; after an error, the files are let go
             return False
-        if self._bar:
-            self._bar.close()
+        self.log.close_bar()
         if warmup_in_progress(self.actor):   # Brevitas' warm-up counters do not resume: keep the last checkpoint
-            self._csv_file.close()
+            self.log.close()
             where = f"the last checkpoint in {self.ckpt_path}" if self.ckpt_path.exists() else "step 0 (no checkpoint yet)"
             raise TrainError(f"interrupted at step {self.global_step}, inside the activation-scale warm-up: running "
                              f"the same command again resumes from {where}") from None
         self.save_checkpoint(self.global_step)   # mid-episode: the resumed run restarts that episode
-        self._csv_file.close()
+        self.log.close()
         raise TrainError(f"interrupted at step {self.global_step}: checkpoint saved to {self.ckpt_path}; run the same "
                          "command again to resume") from None
 
     def summary(self) -> dict:
         """After the last step: the final checkpoint, summary.json and actor.pt; returns the summary."""
         args = self.args
-        if self._bar:
-            self._bar.close()
+        self.log.close_bar()
         train_loop_seconds = time.time() - self._t0 - self._paused
         self.save_checkpoint(args.total_timesteps)
-        self._csv_file.close()
-        if self._writer:
-            self._writer.close()
+        self.log.close()
         self.env.close()
         history = self.history
         summary = {"env_id": args.env_id, "algo": args.algo, "seed": args.seed, "total_timesteps": args.total_timesteps,

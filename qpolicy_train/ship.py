@@ -60,7 +60,8 @@ def check_ship_target(out: Path, run_folder: Path, inside_ok: bool = False) -> s
     return kind
 
 
-def export_safely(checkpoint: str | Path, out: str | Path, evaluation: dict | None = None) -> Path:
+def export_safely(checkpoint: str | Path, out: str | Path, evaluation: dict | None = None,
+                  env_module: str | None = None) -> Path:
     """``qpolicy export``: the bundle built in a staging folder beside ``out`` and moved into place; ``out``
     must be new, empty or a previous bundle or ship, and never the run or inside it."""
     from qpolicy_train.export import export_checkpoint
@@ -73,7 +74,7 @@ def export_safely(checkpoint: str | Path, out: str | Path, evaluation: dict | No
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
     try:
-        export_checkpoint(str(checkpoint), staging / "bundle", evaluation)
+        export_checkpoint(str(checkpoint), staging / "bundle", evaluation, env_module=env_module)
         if out.exists():
             os.replace(out, staging / "previous")
         os.replace(staging / "bundle", out)
@@ -83,7 +84,7 @@ def export_safely(checkpoint: str | Path, out: str | Path, evaluation: dict | No
 
 
 def ship(run: str | Path, out: str | Path, episodes: int = 100, seed: int = 0,
-         signing_key: str | Path | None = None) -> dict:
+         signing_key: str | Path | None = None, env_module: str | None = None) -> dict:
     """Export, evaluate (``episodes`` deterministic episodes from ``seed``), optionally sign, and move the
     result into ``out``; returns the evaluation."""
     from qpolicy_sim.evaluation import evaluate_bundle
@@ -99,14 +100,14 @@ def ship(run: str | Path, out: str | Path, episodes: int = 100, seed: int = 0,
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.shipping-", dir=out.parent))   # ours alone
     try:
-        export_checkpoint(str(run), staging / "bundle")
+        export_checkpoint(str(run), staging / "bundle", env_module=env_module)
         bundle_dir = staging / "bundle"
         kind = json.loads((bundle_dir / "bundle.json").read_text())["kind"]
         if previous_kind is not None and previous_kind != kind:
             raise QpolicyError(f"--out {out} holds a {previous_kind} bundle and this run gives a {kind} one; "
                                "ship it to another folder")
         backend = "int" if kind == "integer" else "float"
-        evaluation = evaluate_bundle(str(bundle_dir), episodes, backend, 0.0, seed)
+        evaluation = evaluate_bundle(str(bundle_dir), episodes, backend, 0.0, seed, env_module=env_module)
         evaluation["bundle"] = str(out)
         record_evaluation(bundle_dir, {k: v for k, v in evaluation.items() if k != "returns"})
         (bundle_dir / "evaluation.json").write_text(json.dumps(evaluation, indent=2) + "\n")

@@ -37,7 +37,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(1)
     args = Args.from_dict(job["args"])
     train(args)
-    bundle = export_checkpoint(Path(args.out_dir) / "actor.pt", Path(args.out_dir) / "bundle")
+    bundle = export_checkpoint(Path(args.out_dir) / "actor.pt", Path(args.out_dir) / "bundle", env_module=args.env_module)
     ev = evaluate_bundle(str(bundle), episodes=job["eval_episodes"], backend="int" if args.quant.quantized else "float",
                          seed=job["eval_seed"])
     return {"env_id": args.env_id, "algo": args.algo, "quantized": args.quant.quantized, "width": args.quant.width,

@@ -119,7 +119,8 @@ def test_verify_json_has_the_documented_shape(bundle_factory):
 
 @pytest.mark.parametrize("argv, message", [
     (["export", "/nonexistent/run", "--out", "/tmp/x"], "no checkpoint at /nonexistent/run"),
-    (["train", "--env-id", "Pong-v5"], "unknown task 'Pong-v5'"),
+    (["train", "--env-id", "Pong-v5"], "Gymnasium has no environment 'Pong-v5'"),
+    (["train", "--env-id", "CartPole-v1", "--out-dir", "{tmp}/cartpole"], "CartPole-v1: the action space is Discrete"),
     (["train", "--core-bits", "0"], "core_bits=0: bit widths must be integers in [2, 16]"),
     (["train", "--input-bits", "17"], "input_bits=17"),
     (["train", "--width", "0"], "width=0: hidden width must be a positive integer"),

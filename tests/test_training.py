@@ -54,8 +54,11 @@ def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"env_id": "Pong-v5"}, "unknown task"),
-    ({"env_id": "Hopper-v9"}, "unknown task"),
+    ({"env_id": "Pong-v5"}, "Gymnasium has no environment 'Pong-v5'"),
+    ({"env_id": "Hopper-v9"}, "Gymnasium has no environment 'Hopper-v9'"),
+    ({"env_id": "CartPole-v1"}, "the action space is Discrete"),
+    ({"env_id": "pkg.mod:Env-v0"}, "not a Gymnasium id"),
+    ({"safe_action": (0.0, 0.0)}, "safe_action=.*3 values inside the action box"),
     ({"core_bits": 0}, "core_bits=0"),
     ({"output_bits": 17}, "output_bits=17"),
     ({"width": -3}, "width=-3"),
