@@ -88,7 +88,17 @@ def test_the_example_robot_goes_the_whole_way(tmp_path, example_on_path):
     assert out.returncode == 0, out.stderr
     assert "Gymnasium has no environment 'custom_robot/TwoLinkReach-v0'" in out.stdout
     assert out.stdout.strip().splitlines()[-1] == "[]"
-    _loop_equals_offline(bundle, ARM, tmp_path, env_module="custom_robot")
+    flat = _loop_equals_offline(bundle, ARM, tmp_path, env_module="custom_robot")
+    # and from /joint_states through the example's observation map, bit for bit
+    from qpolicy_ros.demo import run_loop
+
+    standard = run_loop(bundle, backend="int", mode="lockstep", episodes=1, seed=3, out_dir=tmp_path / "std",
+                        timeout_s=300, domain_id=1 + (os.getpid() + int(time.time()) + 40) % 100,
+                        env_module="custom_robot",
+                        extra_server={"observation_interface": "standard",
+                                      "observation_map": str(EXAMPLE / "custom_robot" / "observation_map.yaml")},
+                        extra_bridge={"observation_interface": "standard"})
+    assert standard["actions_sha256"] == flat["actions_sha256"] and standard["returns"] == flat["returns"]
 
 
 class UnboundedActions(gym.Env):

@@ -26,7 +26,8 @@ class TwoLinkReachEnv(MujocoEnv, utils.EzPickle):
         utils.EzPickle.__init__(self, frame_skip, **kwargs)
         observation_space = Box(low=-np.inf, high=np.inf, shape=(6,), dtype=np.float64)
         MujocoEnv.__init__(self, str(MODEL), frame_skip, observation_space=observation_space,
-                           default_camera_config={"distance": 0.9, "elevation": -60.0, "lookat": np.zeros(3)},
+                           default_camera_config={"distance": 0.9, "elevation": -60.0, "lookat": np.zeros(3),
+                                                  "trackbodyid": 0},   # the table: the arm is fixed
                            **kwargs)
 
     def _get_obs(self) -> np.ndarray:
