@@ -66,10 +66,36 @@ def _constant_matmul(x, w: np.ndarray, b: np.ndarray) -> list:
     return out
 
 
-def trace_layers(layers: list[Layer]):
-    """A chain of integer layers as one da4ml combinational graph (input codes -> output codes)."""
+DA_LIBRARIES = ("da4ml", "alkaid")
+"""The distributed-arithmetic tracer and Verilog writer: da4ml (pinned, the default) or its successor alkaid
+(``bench/alkaid_vs_da4ml.py`` compares them; docs/hardware.md)."""
+
+
+def _da(library: str):
+    """``(array class, input class, quantize, trace, write)`` of one distributed-arithmetic library."""
+    if library == "alkaid":
+        from alkaid.codegen import RTLModel
+        from alkaid.trace import FVArray, FVArrayInput, trace
+        from alkaid.trace.ops import quantize
+
+        def write(comb, out, latency_cutoff):
+            RTLModel(comb, out, prj_name=CORE, latency_cutoff=latency_cutoff, print_latency=False).write()
+        return FVArray, FVArrayInput, quantize, trace, write
+    if library != "da4ml":
+        raise QpolicyError(f"library {library!r}: choose {' or '.join(DA_LIBRARIES)}")
+    from da4ml.codegen import VerilogModel
     from da4ml.trace import FixedVariableArray, FixedVariableArrayInput, comb_trace
     from da4ml.trace.ops import quantize
+
+    def write(comb, out, latency_cutoff):
+        VerilogModel(comb, CORE, out, latency_cutoff=latency_cutoff, print_latency=False).write()
+    return FixedVariableArray, FixedVariableArrayInput, quantize, comb_trace, write
+
+
+def trace_layers(layers: list[Layer], library: str = "da4ml"):
+    """A chain of integer layers as one combinational graph of the distributed-arithmetic ``library``
+    (input codes -> output codes)."""
+    FixedVariableArray, FixedVariableArrayInput, quantize, comb_trace, _ = _da(library)
 
     first = layers[0]
     inp = FixedVariableArrayInput((first.shape[1],))
@@ -92,9 +118,9 @@ def trace_layers(layers: list[Layer]):
     return comb_trace(inp, x)
 
 
-def trace_core(bundle: Bundle):
-    """The bundle's whole integer core as a da4ml combinational graph (input codes -> output codes)."""
-    return trace_layers(bundle_layers(bundle))
+def trace_core(bundle: Bundle, library: str = "da4ml"):
+    """The bundle's whole integer core as one combinational graph (input codes -> output codes)."""
+    return trace_layers(bundle_layers(bundle), library)
 
 
 def _fix_for_verilator(src: Path) -> None:
@@ -224,24 +250,22 @@ int main(int argc, char** argv) {
 """
 
 
-def build_rtl(bundle: Bundle, out_dir: str | Path, latency_cutoff: float = DEFAULT_LATENCY_CUTOFF) -> dict:
-    """Write the Verilog project (da4ml core + valid wrapper) and return its description."""
+def build_rtl(bundle: Bundle, out_dir: str | Path, latency_cutoff: float = DEFAULT_LATENCY_CUTOFF,
+              library: str = "da4ml") -> dict:
+    """Write the Verilog project (the distributed-arithmetic core + valid wrapper) and return its description."""
     if not (isinstance(latency_cutoff, (int, float)) and math.isfinite(latency_cutoff) and latency_cutoff > 0):
         raise QpolicyError(f"latency cutoff {latency_cutoff!r}: the delay budget per pipeline stage must be positive")
-    from da4ml.codegen import VerilogModel
-
     out = Path(out_dir)
-    comb = trace_core(bundle)
-    model = VerilogModel(comb, CORE, out, latency_cutoff=latency_cutoff, print_latency=False)
-    model.write()
+    _da(library)[4](trace_core(bundle, library), out, latency_cutoff)
     _fix_for_verilator(out / "src")
     # Register layers on the data path: the stage inputs plus the output register. The valid pipeline
     # gets the same depth; the streaming simulation then proves it (an off-by-one shows as mismatches).
     core_text = (out / "src" / f"{CORE}.v").read_text()
-    registers = len(re.findall(r"^\s*\w+\s*<=", core_text, flags=re.MULTILINE))
+    # one non-blocking assignment per register layer: ``x <= ...`` (da4ml), ``x[n:0] <= ...`` (alkaid)
+    registers = len(re.findall(r"^\s*\w+(\[[^\]]*\])?\s*<=", core_text, flags=re.MULTILINE))
     info = {"n_in": bundle.obs_dim, "in_bits": bundle.bits["input"], "n_out": bundle.act_dim,
             "out_bits": bundle.bits["output"], "latency": registers, "latency_cutoff": latency_cutoff,
-            "streaming": True, "fold": ",".join("u" * len(bundle.layers)),
+            "streaming": True, "fold": ",".join("u" * len(bundle.layers)), "library": library,
             "da4ml_stages": json.loads((out / "metadata.json").read_text())["latency"],
             "cmvm_blocks": [solver_blocks(bundle.weights(i).shape) for i in range(len(bundle.layers))]}
     (out / "src" / f"{TOP}.v").write_text(wrapper_verilog(info["n_in"], info["in_bits"], info["n_out"],
@@ -256,7 +280,8 @@ def build_rtl(bundle: Bundle, out_dir: str | Path, latency_cutoff: float = DEFAU
     return info
 
 
-DA4ML_LEFTOVERS = ("build_vivado_prj.tcl", "build_quartus_prj.tcl", f"src/{CORE}.xdc", f"src/{CORE}.sdc", "sim")
+DA4ML_LEFTOVERS = ("build_vivado_prj.tcl", "build_quartus_prj.tcl", f"src/{CORE}.xdc", f"src/{CORE}.sdc", "sim",
+                   f"src/{CORE}_wrapper.v")   # alkaid also writes a wrapper of its own
 """What da4ml's writer adds beside the Verilog for its own flow (an xcvu13p at 5 ns, a Quartus project, a
 Python binder); ``qpolicy hw`` writes the target's own TCL and constraints instead."""
 

@@ -195,3 +195,18 @@ def test_yosys_stat_parsers_agree():
     js = ('{"creator": "Yosys 0.23", "modules": {}, "design": {"num_cells": 12, "num_cells_by_type": '
           '{"BUFG": 1, "CARRY4": 2, "FDRE": 5, "LUT2": 4}}}')
     assert cells_from_stat_text(text) == cells_from_stat_json(js) == {"BUFG": 1, "CARRY4": 2, "FDRE": 5, "LUT2": 4}
+
+
+@needs_verilator
+def test_alkaid_writes_the_same_integer_function(bundle_factory, tmp_path):
+    """da4ml's successor (optional: bench/alkaid_vs_da4ml.py decides whether to move) traces and writes a core
+    that Verilator runs exactly, with its pipeline's latency counted from its registers."""
+    pytest.importorskip("alkaid")
+    bundle = load_bundle(bundle_factory(QuantSpec(6, 2, 8, 16, 2, "float")))
+    q = np.random.default_rng(1).integers(-32, 32, size=(300, bundle.obs_dim))
+    comb = trace_core(bundle, library="alkaid")
+    assert np.array_equal(np.array([comb(row.astype(float)) for row in q]), IntegerPolicy(bundle).codes(q))
+    info = build_rtl(bundle, tmp_path, library="alkaid")
+    got, latency = simulate(tmp_path, q)
+    assert info["library"] == "alkaid" and latency == info["latency"] > 0
+    assert np.array_equal(got, IntegerPolicy(bundle).codes(q))
