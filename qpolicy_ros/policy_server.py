@@ -60,6 +60,8 @@ class PolicyServer(LifecycleNode):
             raise QpolicyError(f"observation_interface={self.interface!r}: choose {' or '.join(INTERFACES)}")
         self.standard: StandardInputs | None = None
         self.pending: JointState | None = None   # standard: a joint state waiting for its odometry or IMU reading
+        self.pending_since = 0.0
+        self.expiry_timer = None
         autostart = bool(p("autostart", True).value)
         self.policy: GuardedPolicy | None = None
         self.pub = None
@@ -116,6 +118,8 @@ class PolicyServer(LifecycleNode):
             if self.interface == "standard":
                 obs_map = map_for(self.policy.bundle.env_id, value("observation_map").value)
                 self.standard = StandardInputs(obs_map, float(value("sync_tolerance_s").value))
+                if obs_map.sources != {"joint"}:   # a reading that never comes must not hold a joint state
+                    self.expiry_timer = self.create_timer(self.standard.tolerance_s, self._expire_pending)
         except QpolicyError as exc:
             self.get_logger().error(f"configure failed: {exc}")
             self.configure_error = str(exc)
@@ -161,6 +165,10 @@ class PolicyServer(LifecycleNode):
                 if close is not None:
                     close()
         self.standard = None
+        self.pending = None
+        if self.expiry_timer is not None:
+            self.destroy_timer(self.expiry_timer)
+            self.expiry_timer = None
         if self.pub is not None:
             self.destroy_lifecycle_publisher(self.pub)
             self.pub = None
@@ -211,11 +219,18 @@ class PolicyServer(LifecycleNode):
             return
         standard = self.standard
         if standard is not None and standard.waiting_for(_seconds(msg.header.stamp)):
-            previous, self.pending = self.pending, msg
+            previous, self.pending, self.pending_since = self.pending, msg, time.monotonic()
             if previous is not None:   # its reading never came: answered now, with the safe action and a reason
                 self._answer(previous)
             return
         self._answer(msg)
+
+    def _expire_pending(self) -> None:
+        """A joint state held longer than the sync tolerance is answered (the safe action, with the reason)."""
+        msg = self.pending
+        if msg is not None and self.serving and time.monotonic() - self.pending_since > self.standard.tolerance_s:
+            self.pending = None
+            self._answer(msg)
 
     def _serve_pending(self) -> None:
         msg = self.pending

@@ -274,3 +274,25 @@ def test_the_server_reads_the_base_from_odometry_over_dds(tmp_path):
     assert report["missing_commands"] == 0 and report["steps"] > 0
     assert report["server_diagnostics"]["rejected_total"] == "0"
     assert report["server_diagnostics"]["served"] == str(report["steps"])
+
+
+def test_a_reading_that_never_comes_gets_the_safe_action_not_a_stall(tmp_path):
+    """A map that reads /imu, and nothing publishes it: every joint state waits at most the sync tolerance,
+    then gets the safe action, counted as missing_message; the lockstep loop runs on instead of stalling."""
+    pytest.importorskip("rclpy")
+    import yaml
+
+    from qpolicy_ros.demo import run_loop
+
+    entries = list(HOPPER_FROM_ODOM["entries"])
+    entries[2] = {"imu": "angular_velocity_y"}
+    (tmp_path / "hopper-imu.yaml").write_text(yaml.safe_dump({"env_id": "Hopper-v5", "entries": entries}))
+    report = run_loop(TASKS["Hopper-v5"], backend="int", mode="lockstep", episodes=1, seed=5,
+                      out_dir=tmp_path / "run", timeout_s=300,
+                      domain_id=1 + (os.getpid() + int(time.time()) + 70) % 100,
+                      extra_server={"observation_interface": "standard",
+                                    "observation_map": str(tmp_path / "hopper-imu.yaml")},
+                      extra_bridge={"observation_interface": "standard"})
+    diagnostics = report["server_diagnostics"]
+    assert report["steps"] > 0 and report["missing_commands"] == 0
+    assert diagnostics["rejected_missing_message"] == diagnostics["served"] == str(report["steps"])
