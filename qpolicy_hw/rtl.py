@@ -115,7 +115,9 @@ def trace_layers(layers: list[Layer], library: str = "da4ml"):
                 codes.append(acc[c] * 0 + (lo + always))
         k = 1 if layer.out_signed else 0
         x = quantize(FixedVariableArray(np.array(codes, dtype=object)), k, layer.out_bits - k, 0, "SAT")
-    return comb_trace(inp, x)
+    # every input keeps its place in the port, even one no output depends on (an always-zero observation
+    # whose weights quantized to 0): dropped, the later inputs would shift and every code after them be wrong
+    return comb_trace(inp, x, keep_dead_inputs=True)
 
 
 def trace_core(bundle: Bundle, library: str = "da4ml"):

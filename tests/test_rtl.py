@@ -210,3 +210,23 @@ def test_alkaid_writes_the_same_integer_function(bundle_factory, tmp_path):
     got, latency = simulate(tmp_path, q)
     assert info["library"] == "alkaid" and latency == info["latency"] > 0
     assert np.array_equal(got, IntegerPolicy(bundle).codes(q))
+
+
+@pytest.mark.parametrize("library", ["da4ml", "alkaid"])
+def test_an_input_no_output_depends_on_keeps_its_place_in_the_port(library):
+    """An always-zero observation whose weights quantized to 0 is a dead input to the graph; dropping it
+    shifted every later input in the packed port (Humanoid's unrolled core: 16,881 of 18,326 codes wrong
+    before the fix). The traced core keeps one input per observation."""
+    if library == "alkaid":
+        pytest.importorskip("alkaid")
+    from qpolicy_hw.core_function import chain_codes, int_layer
+    from qpolicy_hw.rtl import trace_layers
+
+    rng = np.random.default_rng(4)
+    w = rng.integers(-3, 4, (4, 6))
+    w[:, 0] = w[:, 3] = 0                        # inputs 0 and 3 reach no output
+    layer = int_layer(w, rng.integers(-5, 6, 4), np.sort(rng.integers(-20, 20, (4, 3)), axis=1), 3, 4, True, 2, False)
+    comb = trace_layers([layer], library)
+    assert comb.shape[0] == 6
+    q = rng.integers(-8, 8, (50, 6))
+    assert np.array_equal(np.array([comb(row.astype(float)) for row in q]), chain_codes([layer], q))
