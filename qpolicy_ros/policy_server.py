@@ -62,6 +62,7 @@ class PolicyServer(LifecycleNode):
         self.pending: JointState | None = None   # standard: a joint state waiting for its odometry or IMU reading
         self.pending_since = 0.0
         self.expiry_timer = None
+        self.reading_subs = []                   # /odom and /imu, subscribed only when the map reads them
         autostart = bool(p("autostart", True).value)
         self.policy: GuardedPolicy | None = None
         self.pub = None
@@ -79,9 +80,6 @@ class PolicyServer(LifecycleNode):
         self.diag_pub = self.create_publisher(DiagnosticArray, self.topics["diagnostics_topic"], 10)
         topic = self.topics["observation_topic" if self.interface == "flat" else "joint_states_topic"]
         self.create_subscription(JointState, topic, self.on_observation, self.qos)
-        if self.interface == "standard":   # cheap when nothing publishes; read only if the map uses them
-            self.create_subscription(Odometry, self.topics["odom_topic"], self.on_odometry, self.qos)
-            self.create_subscription(Imu, self.topics["imu_topic"], self.on_imu, self.qos)
         self.create_timer(float(self.get_parameter("diagnostics_period_s").value), self.publish_diagnostics)
         # and at every episode's end: the bridge's report then holds figures for its whole run, however short
         self.create_subscription(String, self.topics["episode_topic"], lambda _msg: self.publish_diagnostics(), 10)
@@ -120,6 +118,12 @@ class PolicyServer(LifecycleNode):
                 self.standard = StandardInputs(obs_map, float(value("sync_tolerance_s").value))
                 if obs_map.sources != {"joint"}:   # a reading that never comes must not hold a joint state
                     self.expiry_timer = self.create_timer(self.standard.tolerance_s, self._expire_pending)
+                if "base" in obs_map.sources:
+                    self.reading_subs.append(self.create_subscription(Odometry, self.topics["odom_topic"],
+                                                                      self.on_odometry, self.qos))
+                if "imu" in obs_map.sources:
+                    self.reading_subs.append(self.create_subscription(Imu, self.topics["imu_topic"], self.on_imu,
+                                                                      self.qos))
         except QpolicyError as exc:
             self.get_logger().error(f"configure failed: {exc}")
             self.configure_error = str(exc)
@@ -169,6 +173,9 @@ class PolicyServer(LifecycleNode):
         if self.expiry_timer is not None:
             self.destroy_timer(self.expiry_timer)
             self.expiry_timer = None
+        for sub in self.reading_subs:
+            self.destroy_subscription(sub)
+        self.reading_subs = []
         if self.pub is not None:
             self.destroy_lifecycle_publisher(self.pub)
             self.pub = None
