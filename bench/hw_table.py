@@ -155,7 +155,8 @@ def main() -> None:
               f"{r['LUT_upper_bound']:,} | {r['FF']:,} | {r['BRAM']:g} | {r['DSP']} | {r['est_critical_path_ns']:.2f} ns "
               f"({r['est_fmax_mhz']:.0f} MHz) | {r['logic_levels']} | {e['low']:g}-{e['high']:g} nJ | "
               f"{r['rtl_vs_int']['mismatches']}/{r['rtl_vs_int'].get('vectors', r['rtl_vs_int'].get('n'))} | {finn} | "
-              f"{(r['latency_ratio_finn'] or 0):.1f}x | {'yes' if r['dominates_finn'] else 'no'} |")
+              + (f"{(r['latency_ratio_finn'] or 0):.1f}x | {'yes' if r['dominates_finn'] else 'no'} |" if f
+                 else "- | - (no FINN core for this task) |"))
 
 
 if __name__ == "__main__":
