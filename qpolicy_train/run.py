@@ -313,12 +313,12 @@ class TrainingRun:
             return False
         self.log.close_bar()
         if warmup_in_progress(self.actor):   # Brevitas' warm-up counters do not resume: keep the last checkpoint
-            self.log.close()
+            self.log.close(tensorboard=False)
             where = f"the last checkpoint in {self.ckpt_path}" if self.ckpt_path.exists() else "step 0 (no checkpoint yet)"
             raise TrainError(f"interrupted at step {self.global_step}, inside the activation-scale warm-up: running "
                              f"the same command again resumes from {where}") from None
         self.save_checkpoint(self.global_step)   # mid-episode: the resumed run restarts that episode
-        self.log.close()
+        self.log.close(tensorboard=False)
         raise TrainError(f"interrupted at step {self.global_step}: checkpoint saved to {self.ckpt_path}; run the same "
                          "command again to resume") from None
 

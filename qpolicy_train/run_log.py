@@ -60,11 +60,13 @@ class RunLog:
             self._bar.close()
             self._bar = None
 
-    def close(self) -> None:
+    def close(self, tensorboard: bool = True) -> None:
+        """Close the files. After Ctrl-C, ``tensorboard=False``: the interrupt may have landed inside the event
+        writer's queue, and joining its thread could then wait forever; the process's exit flushes it."""
         self.close_bar()
         if not self._file.closed:
             self._file.close()
-        if self._tb:
+        if self._tb and tensorboard:
             self._tb.close()
             self._tb = None
 
