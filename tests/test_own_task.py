@@ -63,6 +63,15 @@ def test_a_gymnasium_task_beyond_the_paper_trains_exports_verifies_and_serves(tm
     assert result["pass"], result
     report = _loop_equals_offline(bundle, "InvertedPendulum-v5", tmp_path)
     assert report["rate_hz"] == pytest.approx(25.0)
+    # an environment without dt, and a bundle that records no rate: realtime needs --rate-hz, said in one line
+    from qpolicy_ros.task import resolve_task
+
+    if "qpolicy_test/NoDt-v0" not in gym.registry:
+        gym.register(id="qpolicy_test/NoDt-v0", entry_point=NoDt, max_episode_steps=10)
+    loaded.meta["task"].pop("control_rate_hz")
+    with pytest.raises(QpolicyError, match="has no dt and .* records no control rate: give rate_hz"):
+        resolve_task(loaded, "qpolicy_test/NoDt-v0")
+    assert resolve_task(loaded, "qpolicy_test/NoDt-v0", rate_hz=30.0) == ("qpolicy_test/NoDt-v0", 30.0)
 
 
 def test_the_example_robot_goes_the_whole_way(tmp_path, example_on_path):
@@ -99,6 +108,22 @@ def test_the_example_robot_goes_the_whole_way(tmp_path, example_on_path):
                                       "observation_map": str(EXAMPLE / "custom_robot" / "observation_map.yaml")},
                         extra_bridge={"observation_interface": "standard"})
     assert standard["actions_sha256"] == flat["actions_sha256"] and standard["returns"] == flat["returns"]
+
+
+class NoDt(gym.Env):
+    """InvertedPendulum's spaces, without a dt."""
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (4,), np.float64)
+    action_space = gym.spaces.Box(-3.0, 3.0, (1,), np.float32)
+
+    def __init__(self, render_mode=None):
+        self.render_mode = render_mode
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(4), {}
+
+    def step(self, action):
+        return np.zeros(4), 0.0, False, False, {}
 
 
 class UnboundedActions(gym.Env):
