@@ -116,7 +116,7 @@ class PolicyServer(LifecycleNode):
             if self.interface == "standard":
                 obs_map = map_for(self.policy.bundle.env_id, value("observation_map").value)
                 self.standard = StandardInputs(obs_map, float(value("sync_tolerance_s").value))
-                if obs_map.sources != {"joint"}:   # a reading that never comes must not hold a joint state
+                if obs_map.readings:   # a reading that never comes must not hold a joint state
                     self.expiry_timer = self.create_timer(self.standard.tolerance_s, self._expire_pending)
                 if "base" in obs_map.sources:
                     self.reading_subs.append(self.create_subscription(Odometry, self.topics["odom_topic"],

@@ -110,35 +110,30 @@ def test_the_example_robot_goes_the_whole_way(tmp_path, example_on_path):
     assert standard["actions_sha256"] == flat["actions_sha256"] and standard["returns"] == flat["returns"]
 
 
-class NoDt(gym.Env):
+class StillEnv(gym.Env):
+    """An environment that stands still: subclasses give only its spaces."""
+    observation_space: gym.spaces.Box
+
+    def __init__(self, render_mode=None):
+        self.render_mode = render_mode
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(self.observation_space.shape), {}
+
+    def step(self, action):
+        return np.zeros(self.observation_space.shape), 0.0, False, False, {}
+
+
+class NoDt(StillEnv):
     """InvertedPendulum's spaces, without a dt."""
     observation_space = gym.spaces.Box(-np.inf, np.inf, (4,), np.float64)
     action_space = gym.spaces.Box(-3.0, 3.0, (1,), np.float32)
 
-    def __init__(self, render_mode=None):
-        self.render_mode = render_mode
 
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        return np.zeros(4), {}
-
-    def step(self, action):
-        return np.zeros(4), 0.0, False, False, {}
-
-
-class UnboundedActions(gym.Env):
+class UnboundedActions(StillEnv):
     observation_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float64)
     action_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
-
-    def __init__(self, render_mode=None):
-        self.render_mode = render_mode
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        return np.zeros(3), {}
-
-    def step(self, action):
-        return np.zeros(3), 0.0, False, False, {}
 
 
 @pytest.mark.parametrize("env_id, message", [
