@@ -39,7 +39,8 @@ POLICY_LR = 3e-4
 CHECKPOINT_EVERY = 10_000
 ABLATIONS = {"no-obs-norm": ("--no-normalize-observations",),
              "frozen-norm": ("--freeze-normalization-at", "5000"),   # statistics of the random-action warm-up
-             "obs-clip-3": ("--obs-clip", "3")}   # about the range a 3-bit input quantizer keeps
+             "obs-clip-3": ("--obs-clip", "3"),   # about the range a 3-bit input quantizer keeps
+             "raw-contacts": ("--raw-observation-dims", "27:")}   # Ant-v5's 78 contact forces left unscaled
 """Our SAC with one difference to SB3's removed (the hyperparameter table in docs/training.md), or one candidate
 fix changed, to find what separates the two when their returns differ."""
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import gymnasium as gym
+import numpy as np
 
 from qpolicy_hw.errors import QpolicyError
 from qpolicy_train.quant_actor import QuantSpec
@@ -77,6 +78,10 @@ class Args:
     normalize_observations: bool = True
     """learn running mean/variance statistics of the observations; off, they stay at 0 and 1 and only the clip
     acts (SB3's and CleanRL's SAC use none: the FP32 cross-check's ablation)"""
+    raw_observation_dims: str = ""
+    """observation dimensions kept out of the statistics (mean 0, variance 1: only the clip acts), as Python
+    slices separated by commas, e.g. '27:' for Ant-v5's 78 contact forces, which the environment bounds to
+    [-1, 1] and which are zero most of the time (normalized, they dominate the input: docs/training.md)"""
     freeze_normalization_at: int = 0
     """stop updating the observation statistics at this step (0: never), so the learner sees a stationary input
     after it (the FP32 cross-check's frozen-norm ablation)"""
@@ -153,10 +158,36 @@ class Args:
         if self.learning_starts < 0 or self.freeze_normalization_at < 0:
             raise TrainError(f"learning_starts={self.learning_starts} and freeze_normalization_at="
                              f"{self.freeze_normalization_at} must be >= 0")
+        parse_dim_slices(self.raw_observation_dims, "raw_observation_dims")
         if self.learning_starts >= self.total_timesteps:
             raise TrainError(f"learning_starts={self.learning_starts} >= total_timesteps={self.total_timesteps}: "
                              "the actor would never be trained; raise --total-timesteps or lower --learning-starts")
         return self
+
+
+def parse_dim_slices(text: str, name: str) -> list[slice]:
+    """'27:' or '0:3,10:12' -> slices, refusing anything else in one line (the text may come from a preset)."""
+    if not isinstance(text, str):
+        raise TrainError(f"{name} must be a string of slices such as '27:', not {type(text).__name__}")
+    out = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        bounds = part.split(":")
+        if len(bounds) > 2 or not all(b.strip().isdigit() or not b.strip() for b in bounds):
+            raise TrainError(f"{name}={text!r}: '{part}' is not an index or a slice of non-negative indices")
+        ends = [int(b) if b.strip() else None for b in bounds]
+        out.append(slice(ends[0], ends[0] + 1) if len(ends) == 1 else slice(*ends))
+    return out
+
+
+def dim_indices(text: str, dim: int, name: str) -> np.ndarray:
+    """The sorted indices ``text``'s slices select from ``range(dim)``; a slice that selects nothing is refused."""
+    picked: set[int] = set()
+    for sl in parse_dim_slices(text, name):
+        chosen = range(dim)[sl]
+        if not chosen:
+            raise TrainError(f"{name}={text!r}: {sl.start}:{sl.stop} selects none of the {dim} observation dimensions")
+        picked.update(chosen)
+    return np.array(sorted(picked), np.int64)
 
 
 def check_env_form(env_id: str) -> None:
@@ -173,7 +204,7 @@ def check_env_form(env_id: str) -> None:
 def check_task(args: Args) -> None:
     """Make the environment once and refuse, in one line and before anything is written, what a continuous
     quantized controller can't serve: a non-Box space, a non-vector one, unbounded actions, a safe action
-    of the wrong length or outside the box."""
+    of the wrong length or outside the box, raw observation dimensions beyond the observation."""
     import numpy as np
 
     from qpolicy_sim.envs import check_spaces
@@ -181,6 +212,7 @@ def check_task(args: Args) -> None:
     env = make_env(args.env_id, args.seed, env_module=args.env_module)
     try:
         check_spaces(env, args.env_id)
+        dim_indices(args.raw_observation_dims, env.observation_space.shape[0], "raw_observation_dims")
         space = env.action_space
         if args.safe_action:
             safe = np.asarray(args.safe_action, np.float64)

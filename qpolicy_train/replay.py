@@ -9,16 +9,22 @@ from qpolicy_hw.host_float import NORM_EPSILON, normalize_observation
 
 
 class ObservationNormalizer:
-    """Running per-dimension statistics (Gymnasium's RunningMeanStd), frozen for evaluation/export."""
+    """Running per-dimension statistics (Gymnasium's RunningMeanStd), frozen for evaluation/export.
 
-    def __init__(self, obs_dim: int, clip: float, adapt: bool = True):
+    ``raw_dims`` stay at mean 0 and variance 1 (only the clip acts): inputs the environment already bounds
+    whose running statistics would amplify them, such as Ant-v5's sparse contact forces (docs/training.md)."""
+
+    def __init__(self, obs_dim: int, clip: float, adapt: bool = True, raw_dims: np.ndarray | None = None):
         self.rms = RunningMeanStd(shape=(obs_dim,))
         self.clip = clip
         self.adapt = adapt   # False: mean 0 and variance 1 throughout (only the clip acts)
+        self.raw_dims = np.zeros(0, np.int64) if raw_dims is None else np.asarray(raw_dims, np.int64)
 
     def update(self, obs: np.ndarray) -> None:
         if self.adapt:
             self.rms.update(np.asarray(obs, dtype=np.float64)[None])
+            self.rms.mean[self.raw_dims] = 0.0
+            self.rms.var[self.raw_dims] = 1.0
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         return normalize_observation(obs, self.rms.mean, self.rms.var, self.clip, NORM_EPSILON)

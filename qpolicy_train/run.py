@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from qpolicy_hw.files import writable_dir
 from qpolicy_train import fakequant_kernel
-from qpolicy_train.args import Args, TrainError, check_task, make_env
+from qpolicy_train.args import Args, TrainError, check_task, dim_indices, make_env
 from qpolicy_train.checkpoint import CheckpointError, load_checkpoint
 from qpolicy_train.networks import Actor, TwinQ
 from qpolicy_train.quant_actor import load_quantized_state, warmup_counters, warmup_done, warmup_in_progress
@@ -156,7 +156,9 @@ class TrainingRun:
         self.qf = TwinQ(self.obs_dim + self.act_dim, args.critic_width, n=2 if sac else 1)
         self.qf_target = copy.deepcopy(self.qf)
         self.actor_target = copy.deepcopy(self.actor) if not sac else None
-        self.normalizer = ObservationNormalizer(self.obs_dim, args.obs_clip, args.normalize_observations)
+        self.normalizer = ObservationNormalizer(
+            self.obs_dim, args.obs_clip, args.normalize_observations,
+            raw_dims=dim_indices(args.raw_observation_dims, self.obs_dim, "raw_observation_dims"))
         self.rb = ReplayBuffer(min(args.buffer_size, args.total_timesteps), self.obs_dim, self.act_dim)
 
     def _resume(self, state: dict) -> None:

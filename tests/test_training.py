@@ -190,6 +190,56 @@ def test_the_observation_normalizer_can_stay_at_the_identity():
     np.testing.assert_allclose(fixed(np.array([0.5, -50.0, 20.0])), [0.5, -10.0, 10.0], rtol=1e-6)   # only the clip
 
 
+def test_raw_observation_dims_stay_out_of_the_statistics():
+    """Listed dimensions keep mean 0 and variance 1 (a sparse input in [-1, 1] is not blown up to the clip);
+    the others learn their statistics as before, bit for bit."""
+    import numpy as np
+
+    from qpolicy_train.replay import ObservationNormalizer
+
+    rng = np.random.default_rng(0)
+    dense = rng.normal(2.0, 0.5, (500, 2))
+    sparse = np.where(rng.random((500, 1)) < 0.05, 1.0, 0.0)     # a contact force: zero 95 % of the time
+    obs = np.hstack([dense, sparse])
+    partial, full = ObservationNormalizer(3, 10.0, raw_dims=np.array([2])), ObservationNormalizer(3, 10.0)
+    for o in obs:
+        partial.update(o)
+        full.update(o)
+    spike = np.array([2.0, 2.0, 1.0])
+    assert full(spike)[2] > 3.5                  # normalized, the rare unit spike is ~4 standard deviations
+    assert partial(spike)[2] == 1.0              # raw, it stays the 1 the environment bounds it to
+    assert partial.state()["mean"][2] == 0.0 and partial.state()["var"][2] == 1.0
+    assert np.array_equal(partial.state()["mean"][:2], full.state()["mean"][:2])
+    assert np.array_equal(partial.state()["var"][:2], full.state()["var"][:2])
+
+
+@pytest.mark.parametrize("text, reason", [("a:", "not an index or a slice"), ("1:2:3", "not an index or a slice"),
+                                          ("-3:", "not an index or a slice"), ("12:", "selects none of the 11")])
+def test_malformed_raw_observation_dims_are_refused_in_one_line(tmp_path, text, reason):
+    from qpolicy_train.args import dim_indices
+
+    with pytest.raises(TrainError, match=reason):
+        Args.from_dict({**args_for(tmp_path).to_dict(), "raw_observation_dims": text}).validate()
+        dim_indices(text, 11, "raw_observation_dims")    # Hopper-v5: 11 observation dimensions
+
+
+def test_raw_dims_beyond_the_observation_are_refused_before_anything_is_written(tmp_path):
+    out_dir = tmp_path / "run"
+    out = subprocess.run([sys.executable, "-m", "qpolicy_cli.main", "train", "--raw-observation-dims", "12:",
+                          "--out-dir", str(out_dir), "--no-progress"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 2 and "selects none of the 11 observation dimensions" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and not out_dir.exists()
+
+
+def test_a_run_keeps_its_raw_dims_raw_in_the_statistics_it_saves(tmp_path):
+    args = replace(args_for(tmp_path / "run"), total_timesteps=300, eval_every=300, checkpoint_every=300,
+                   raw_observation_dims="5:")
+    train(args)
+    norm = load_checkpoint(Path(args.out_dir) / "checkpoint.pt")["normalizer"]
+    assert (norm["mean"][5:] == 0).all() and (norm["var"][5:] == 1).all()
+    assert (norm["var"][:5] != 1).all()         # the first five learned theirs
+
+
 def test_frozen_normalization_stops_counting_at_its_step(tmp_path):
     """``--freeze-normalization-at N``: the statistics stop at step N (the count says so in the checkpoint)."""
     args = replace(args_for(tmp_path / "run"), total_timesteps=400, freeze_normalization_at=250, eval_every=400,
