@@ -38,9 +38,11 @@ Q_LR = 1e-3
 POLICY_LR = 3e-4
 CHECKPOINT_EVERY = 10_000
 ABLATIONS = {"no-obs-norm": ("--no-normalize-observations",),
-             "frozen-norm": ("--freeze-normalization-at", "5000"),   # statistics of the random-action warm-up
-             "obs-clip-3": ("--obs-clip", "3"),   # about the range a 3-bit input quantizer keeps
-             "raw-contacts": ("--raw-observation-dims", "27:")}   # Ant-v5's 78 contact forces left unscaled
+             # Ant's FP32 preset trains without running statistics; these put them back, one variant each
+             "running-obs-norm": ("--normalize-observations",),
+             "frozen-norm": ("--normalize-observations", "--freeze-normalization-at", "5000"),   # the warm-up's
+             "obs-clip-3": ("--normalize-observations", "--obs-clip", "3"),   # about what a 3-bit input keeps
+             "raw-contacts": ("--normalize-observations", "--raw-observation-dims", "27:")}   # Ant-v5's contacts
 """Our SAC with one difference to SB3's removed (the hyperparameter table in docs/training.md), or one candidate
 fix changed, to find what separates the two when their returns differ."""
 

@@ -81,7 +81,7 @@ class Args:
     raw_observation_dims: str = ""
     """observation dimensions kept out of the statistics (mean 0, variance 1: only the clip acts), as Python
     slices separated by commas, e.g. '27:' for Ant-v5's 78 contact forces, which the environment bounds to
-    [-1, 1] and which are zero most of the time (normalized, they dominate the input: docs/training.md)"""
+    [-1, 1] and which are zero in most steps (the FP32 cross-check's raw-contacts ablation, docs/training.md)"""
     freeze_normalization_at: int = 0
     """stop updating the observation statistics at this step (0: never), so the learner sees a stationary input
     after it (the FP32 cross-check's frozen-norm ablation)"""
@@ -188,21 +188,6 @@ def dim_indices(text: str, dim: int, name: str) -> np.ndarray:
             raise TrainError(f"{name}={text!r}: {sl.start}:{sl.stop} selects none of the {dim} observation dimensions")
         picked.update(chosen)
     return np.array(sorted(picked), np.int64)
-
-
-def dims_text(indices) -> str:
-    """Sorted indices as the shortest slice text :func:`dim_indices` reads back ('27:105', '0,3:5')."""
-    parts, run = [], []
-    for i in sorted(int(i) for i in indices):
-        if run and i == run[-1] + 1:
-            run.append(i)
-            continue
-        if run:
-            parts.append(str(run[0]) if len(run) == 1 else f"{run[0]}:{run[-1] + 1}")
-        run = [i]
-    if run:
-        parts.append(str(run[0]) if len(run) == 1 else f"{run[0]}:{run[-1] + 1}")
-    return ",".join(parts)
 
 
 def check_env_form(env_id: str) -> None:
