@@ -190,6 +190,21 @@ def dim_indices(text: str, dim: int, name: str) -> np.ndarray:
     return np.array(sorted(picked), np.int64)
 
 
+def dims_text(indices) -> str:
+    """Sorted indices as the shortest slice text :func:`dim_indices` reads back ('27:105', '0,3:5')."""
+    parts, run = [], []
+    for i in sorted(int(i) for i in indices):
+        if run and i == run[-1] + 1:
+            run.append(i)
+            continue
+        if run:
+            parts.append(str(run[0]) if len(run) == 1 else f"{run[0]}:{run[-1] + 1}")
+        run = [i]
+    if run:
+        parts.append(str(run[0]) if len(run) == 1 else f"{run[0]}:{run[-1] + 1}")
+    return ",".join(parts)
+
+
 def check_env_form(env_id: str) -> None:
     """A Gymnasium id of the usual form; the registry is asked when the environment is made."""
     from qpolicy_hw.bundle_schema import check_env_id

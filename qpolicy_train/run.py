@@ -35,11 +35,11 @@ import torch.nn.functional as F
 
 from qpolicy_hw.files import writable_dir
 from qpolicy_train import fakequant_kernel
-from qpolicy_train.args import Args, TrainError, check_task, dim_indices, make_env
+from qpolicy_train.args import Args, TrainError, check_task, dim_indices, dims_text, make_env
 from qpolicy_train.checkpoint import CheckpointError, load_checkpoint
 from qpolicy_train.networks import Actor, TwinQ
 from qpolicy_train.quant_actor import load_quantized_state, warmup_counters, warmup_done, warmup_in_progress
-from qpolicy_train.replay import ObservationNormalizer, ReplayBuffer
+from qpolicy_train.replay import SPARSE_SHARE_LIMIT, ObservationNormalizer, ReplayBuffer, sparse_input_share
 from qpolicy_train.run_log import RunLog
 
 WARMUP_GUARD_STEPS = 1000
@@ -253,6 +253,15 @@ class TrainingRun:
         if not self.args.freeze_normalization_at or self.global_step < self.args.freeze_normalization_at:
             self.normalizer.update(self.obs)
 
+    def warn_if_sparse_inputs_dominate(self) -> None:
+        """After the random warm-up: say so when mostly-zero inputs take most of the normalized input."""
+        share, sparse = sparse_input_share(self.rb.obs[:len(self.rb)], self.normalizer)
+        if share > SPARSE_SHARE_LIMIT:
+            self.log.note(f"warning: {len(sparse)} observation dimensions are zero in most steps yet take {share:.0%} "
+                          f"of the normalized input; if the policy learns slowly, keep them out of the statistics "
+                          f"(--raw-observation-dims {dims_text(sparse)}) or train without statistics "
+                          "(--no-normalize-observations): docs/training.md")
+
     # --- learning helpers -------------------------------------------------------------------
     def sample_batch(self) -> tuple[torch.Tensor, ...]:
         """A replay batch, normalized with the current statistics: obs, next obs, action, reward, done."""
@@ -288,6 +297,8 @@ class TrainingRun:
             self.global_step = global_step
             yield global_step
             step = global_step + 1
+            if step == args.learning_starts and args.normalize_observations:
+                self.warn_if_sparse_inputs_dominate()
             if step >= self._next_eval or step == args.total_timesteps:
                 self._next_eval += args.eval_every
                 t_eval = time.time()

@@ -48,6 +48,13 @@ class RunLog:
         if self._bar:
             self._bar.set_postfix(eval=f"{mean:.0f}", last=f"{last_return:.0f}", sps=f"{sps:.0f}")
 
+    def note(self, text: str) -> None:
+        """A line for the user, above the progress bar."""
+        if self._bar:
+            self._bar.write(text)
+        else:
+            print(text, flush=True)
+
     def advance(self) -> None:
         if self._bar:
             self._bar.update(1)

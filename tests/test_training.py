@@ -240,6 +240,76 @@ def test_a_run_keeps_its_raw_dims_raw_in_the_statistics_it_saves(tmp_path):
     assert (norm["var"][:5] != 1).all()         # the first five learned theirs
 
 
+def test_sparse_input_share_sees_a_mostly_zero_block_outweigh_the_state():
+    import numpy as np
+
+    from qpolicy_train.replay import SPARSE_SHARE_LIMIT, ObservationNormalizer, sparse_input_share
+
+    rng = np.random.default_rng(1)
+    state = rng.normal(0.0, 2.0, (2000, 4))
+    contacts = np.where(rng.random((2000, 8)) < 0.1, rng.uniform(-1, 1, (2000, 8)), 0.0)   # Ant's, in miniature
+    obs = np.hstack([state, contacts])
+    full, raw = ObservationNormalizer(12, 10.0), ObservationNormalizer(12, 10.0, raw_dims=np.arange(4, 12))
+    for o in obs:
+        full.update(o)
+        raw.update(o)
+    share, sparse = sparse_input_share(obs, full)
+    assert list(sparse) == list(range(4, 12)) and share == pytest.approx(8 / 12, abs=0.02)
+    assert share > SPARSE_SHARE_LIMIT
+    share, _ = sparse_input_share(obs, raw)
+    assert share < 0.1             # raw, the block keeps its own small size (8 x 0.1 x 1/3 against 4)
+    assert sparse_input_share(state, ObservationNormalizer(4, 10.0))[0] == 0.0
+
+
+PRESETS_OF_PAPER_TASKS = sorted(p.stem for p in (ROOT / "config" / "train").glob("*.yaml")
+                                if p.stem.split("_")[0] in ("hopper", "walker2d", "halfcheetah", "ant", "humanoid"))
+
+
+@pytest.mark.parametrize("preset", [p for p in PRESETS_OF_PAPER_TASKS if p.endswith("_fp32")])
+def test_no_fp32_preset_lets_mostly_zero_inputs_dominate_the_normalized_input(preset):
+    """The check that would have caught the slow Ant FP32 baseline: over 3,000 random-action steps (the warm-up's
+    kind of data), mostly-zero observation dimensions take at most half of the normalized input."""
+    import numpy as np
+
+    from qpolicy_train.args import dim_indices, make_env
+    from qpolicy_train.presets import load_preset
+    from qpolicy_train.replay import SPARSE_SHARE_LIMIT, ObservationNormalizer, sparse_input_share
+
+    args = load_preset(preset)
+    env = make_env(args.env_id, 0)
+    obs, _ = env.reset(seed=0)
+    rows = [obs]
+    for _ in range(3000):
+        obs, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        if terminated or truncated:
+            obs, _ = env.reset()
+        rows.append(obs)
+    env.close()
+    rows = np.array(rows)
+    norm = ObservationNormalizer(rows.shape[1], args.obs_clip, args.normalize_observations,
+                                 raw_dims=dim_indices(args.raw_observation_dims, rows.shape[1], "raw_observation_dims"))
+    for o in rows:
+        norm.update(o)
+    share, sparse = sparse_input_share(rows, norm)
+    assert share <= SPARSE_SHARE_LIMIT, f"{preset}: {len(sparse)} mostly-zero dimensions take {share:.0%}"
+
+
+def test_a_run_warns_once_its_warm_up_shows_mostly_zero_inputs_dominating(tmp_path):
+    """Ant-v5's 78 contact forces: the warning after the random warm-up names the slice to keep raw; with it,
+    no warning."""
+    def run(*extra):
+        out = subprocess.run([sys.executable, "-m", "qpolicy_cli.main", "train", "--env-id", "Ant-v5",
+                              "--learning-starts", "1000", "--total-timesteps", "1001", "--eval-episodes", "1",
+                              "--out-dir", str(tmp_path / f"run{len(extra)}"), "--no-export-bundle", "--no-progress",
+                              *extra], cwd=ROOT, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        return [line for line in out.stdout.splitlines() if line.startswith("warning:")]
+
+    (warning,) = run()
+    assert "78 observation dimensions are zero in most steps" in warning and "--raw-observation-dims 27:105" in warning
+    assert run("--raw-observation-dims", "27:") == []
+
+
 def test_frozen_normalization_stops_counting_at_its_step(tmp_path):
     """``--freeze-normalization-at N``: the statistics stop at step N (the count says so in the checkpoint)."""
     args = replace(args_for(tmp_path / "run"), total_timesteps=400, freeze_normalization_at=250, eval_every=400,
