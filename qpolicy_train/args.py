@@ -185,7 +185,8 @@ def dim_indices(text: str, dim: int, name: str) -> np.ndarray:
     for sl in parse_dim_slices(text, name):
         chosen = range(dim)[sl]
         if not chosen:
-            raise TrainError(f"{name}={text!r}: {sl.start}:{sl.stop} selects none of the {dim} observation dimensions")
+            shown = f"{sl.start}:{'' if sl.stop is None else sl.stop}"
+            raise TrainError(f"{name}={text!r}: {shown} selects none of the {dim} observation dimensions")
         picked.update(chosen)
     return np.array(sorted(picked), np.int64)
 
@@ -220,8 +221,6 @@ def check_task(args: Args) -> None:
     """Make the environment once and refuse, in one line and before anything is written, what a continuous
     quantized controller can't serve: a non-Box space, a non-vector one, unbounded actions, a safe action
     of the wrong length or outside the box, raw observation dimensions beyond the observation."""
-    import numpy as np
-
     from qpolicy_sim.envs import check_spaces
 
     env = make_env(args.env_id, args.seed, env_module=args.env_module)
