@@ -220,6 +220,9 @@ def main() -> int:
         return 0 if a.shipped else p.error("give --impl (and --out) or --shipped")
     if a.out is None:
         p.error("--out is required with --impl")
+    if a.ablation == "raw-contacts" and not a.env_id.startswith("Ant-"):
+        p.error("--ablation raw-contacts keeps Ant-v5's contact forces (dims 27:) raw; it has no meaning for "
+                f"{a.env_id}")
     a.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     if a.impl == "sb3":
