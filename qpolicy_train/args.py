@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
+from itertools import groupby
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -193,15 +194,10 @@ def dim_indices(text: str, dim: int, name: str) -> np.ndarray:
 
 def dims_text(indices) -> str:
     """Sorted indices as the shortest slice text :func:`dim_indices` reads back ('27:105', '0,3:5')."""
-    parts, run = [], []
-    for i in sorted(int(i) for i in indices):
-        if run and i == run[-1] + 1:
-            run.append(i)
-            continue
-        if run:
-            parts.append(str(run[0]) if len(run) == 1 else f"{run[0]}:{run[-1] + 1}")
-        run = [i]
-    if run:
+    parts = []
+    # consecutive indices share index - position: each group is one run
+    for _, group in groupby(enumerate(sorted(int(i) for i in indices)), key=lambda pair: pair[1] - pair[0]):
+        run = [i for _, i in group]
         parts.append(str(run[0]) if len(run) == 1 else f"{run[0]}:{run[-1] + 1}")
     return ",".join(parts)
 

@@ -223,6 +223,13 @@ def test_malformed_raw_observation_dims_are_refused_in_one_line(tmp_path, text, 
         dim_indices(text, 11, "raw_observation_dims")    # Hopper-v5: 11 observation dimensions
 
 
+@pytest.mark.parametrize("text", ["27:105", "0,3:5", "1", "0:3,5,7:9"])
+def test_dims_text_reads_back_as_the_same_indices(text):
+    from qpolicy_train.args import dim_indices, dims_text
+
+    assert dims_text(dim_indices(text, 200, "raw_observation_dims")) == text
+
+
 def test_raw_dims_beyond_the_observation_are_refused_before_anything_is_written(tmp_path):
     out_dir = tmp_path / "run"
     out = subprocess.run([sys.executable, "-m", "qpolicy_cli.main", "train", "--raw-observation-dims", "12:",
